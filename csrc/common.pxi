@@ -1,0 +1,112 @@
+# common.pxi — C declarations, fused math helpers, the thread setting and the
+# O(1) checks every wrapper uses.
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport (exp, expf, expm1, expm1f, log, logf, log1p, log1pf, tanh, tanhf,
+                        erf, erff, sqrt, sqrtf, fabs, fabsf)
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+cdef extern from "runtime.h" nogil:
+    int pn_openmp_enabled()
+    int pn_omp_max_threads()
+    void *pn_workspace(int slot, size_t nbytes)
+    int pn_cpu_has_avx2_fma()
+
+# ---- fused scalar math: one name, float or double libm underneath ------------
+cdef inline floating f_exp(floating x) noexcept nogil:
+    return expf(x) if floating is float else exp(x)
+
+cdef inline floating f_expm1(floating x) noexcept nogil:
+    return expm1f(x) if floating is float else expm1(x)
+
+cdef inline floating f_log(floating x) noexcept nogil:
+    return logf(x) if floating is float else log(x)
+
+cdef inline floating f_log1p(floating x) noexcept nogil:
+    return log1pf(x) if floating is float else log1p(x)
+
+cdef inline floating f_tanh(floating x) noexcept nogil:
+    return tanhf(x) if floating is float else tanh(x)
+
+cdef inline floating f_erf(floating x) noexcept nogil:
+    return erff(x) if floating is float else erf(x)
+
+cdef inline floating f_sqrt(floating x) noexcept nogil:
+    return sqrtf(x) if floating is float else sqrt(x)
+
+cdef inline floating f_abs(floating x) noexcept nogil:
+    return fabsf(x) if floating is float else fabs(x)
+
+# ---- threads ------------------------------------------------------------------
+# One process-wide setting. 0 means "follow OpenMP": OMP_NUM_THREADS and
+# threadpoolctl's limits, as omp_get_max_threads() reports them.
+cdef int _user_threads = 0
+
+
+def openmp_enabled():
+    """True when the core was built with OpenMP (kernels can use several threads)."""
+    return bool(pn_openmp_enabled())
+
+
+def set_num_threads(n):
+    """Set the number of threads every kernel uses; None returns to the default
+    (OMP_NUM_THREADS, else all cores). Results do not depend on this number."""
+    global _user_threads
+    if n is None:
+        _user_threads = 0
+        return
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: n must be a positive int or None, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _user_threads = <int>min(n, 1 << 16)
+
+
+def get_num_threads():
+    """The number of threads the kernels use now (1 when built without OpenMP)."""
+    return _nthreads()
+
+
+cdef inline int _nthreads() noexcept nogil:
+    if not pn_openmp_enabled():
+        return 1
+    return _user_threads if _user_threads > 0 else pn_omp_max_threads()
+
+
+# ---- the O(1) boundary checks ---------------------------------------------------
+cdef object F32 = np.dtype(np.float32)
+cdef object F64 = np.dtype(np.float64)
+cdef object I64 = np.dtype(np.int64)
+
+
+cdef object _float_array(str name, object a, int ndim, bint writable=False):
+    """Check that `a` is a C-contiguous float32/float64 ndarray of `ndim` dims; return its dtype."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
+    dt = a.dtype
+    if dt != F32 and dt != F64:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {dt}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-d array, got {a.ndim}-d with shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array, got strides {a.strides}")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{name}: expected a writable array (it receives output), got a read-only one")
+    return dt
+
+
+cdef object _same_dtype(str where, list names, list arrays):
+    """All arrays share one float dtype (mixed float32/float64 is refused, never copied)."""
+    dt = arrays[0].dtype
+    for name, a in zip(names, arrays):
+        if a.dtype != dt:
+            raise TypeError(f"{where}: mixed dtypes: {names[0]} is {dt} but {name} is {a.dtype}")
+    return dt
+
+
+cdef inline void _shape(str name, object a, tuple expected) except *:
+    if a.shape != expected:
+        raise ValueError(f"{name}: expected shape {expected}, got {a.shape}")

@@ -1,0 +1,144 @@
+# dense.pxi — the fully connected layer, forward and backward.
+#
+#   forward   Z = X·W + b,  A = f(Z)            X: B×n, W: n×m, b: m, Z, A: B×m
+#             (bias and f applied in the GEMM epilogue while each tile is in cache;
+#              softmax needs whole rows, so it runs as a second pass)
+#   backward  δ = G ⊙ f'(Z)  (activation_backward)
+#             ∂L/∂W = Xᵀ·δ      ∂L/∂b = Σ_batch δ      ∂L/∂X = δ·Wᵀ
+
+cdef enum:
+    COLSUM_BLOCK = 64   # columns per task of the bias gradient
+
+
+cdef void colsum(const floating *D, Py_ssize_t B, Py_ssize_t m, floating *db, int nt) noexcept nogil:
+    """db[j] = Σ_i D[i, j]: tasks own blocks of columns and sum rows in order 0..B-1,
+    so the result does not depend on the thread count."""
+    cdef Py_ssize_t blk, i, j, j0, j1
+    for blk in prange((m + COLSUM_BLOCK - 1) // COLSUM_BLOCK, num_threads=nt, schedule="static"):
+        j0 = blk * COLSUM_BLOCK
+        j1 = min(m, j0 + COLSUM_BLOCK)
+        for j in range(j0, j1):
+            db[j] = 0
+        for i in range(B):
+            for j in range(j0, j1):
+                db[j] += D[i * m + j]
+
+
+cdef void _dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
+                         const floating[::1] b, floating[:, ::1] Z, floating[:, ::1] A, int act,
+                         floating alpha) except *:
+    cdef Py_ssize_t B = X.shape[0], n = X.shape[1], m = W.shape[1], i
+    cdef int err, nt = _nthreads()
+    cdef floating *Aout = &A[0, 0] if A is not None else NULL
+    cdef const floating *pX = &X[0, 0] if n else NULL
+    cdef const floating *pW = &W[0, 0] if n else NULL
+    with nogil:
+        err = gemm(False, False, B, m, n, <floating>1, pX, n, pW, m, <floating>0,
+                   &Z[0, 0], m, &b[0], act, alpha, Aout if act != ACT_SOFTMAX else NULL, m, nt)
+        if act == ACT_SOFTMAX and not err:
+            for i in prange(B, num_threads=nt, schedule="static"):
+                softmax_row(&Z[i, 0], Aout + i * m, m)
+    if err:
+        raise MemoryError("dense_forward: could not allocate GEMM work buffers")
+
+
+def dense_forward(X, W, b, Z, A, act="identity", double alpha=0.0):
+    """Z = X·W + b and A = f(Z) in one pass (A None: only Z, for identity).
+    X: (B, n), W: (n, m), b: (m,), Z and A: (B, m), one float dtype."""
+    cdef int code = _act_code(act)
+    _float_array("X", X, 2)
+    _float_array("W", W, 2)
+    _float_array("b", b, 1)
+    _float_array("Z", Z, 2, True)
+    names, arrays = ["X", "W", "b", "Z"], [X, W, b, Z]
+    if A is not None:
+        _float_array("A", A, 2, True)
+        names.append("A"); arrays.append(A)
+    elif code != ACT_IDENTITY:
+        raise ValueError(f"dense_forward: activation {act!r} needs an output array A, got None")
+    _same_dtype("dense_forward", names, arrays)
+    B, n = X.shape
+    if W.shape[0] != n:
+        raise ValueError(f"dense_forward: X has {n} features but W has {W.shape[0]} rows")
+    m = W.shape[1]
+    _shape("b", b, (m,))
+    _shape("Z", Z, (B, m))
+    if A is not None:
+        _shape("A", A, (B, m))
+    if B == 0 or m == 0:
+        return
+    if X.dtype == F32:
+        _dense_forward[float](X, W, b, Z, A, code, <float>alpha)
+    else:
+        _dense_forward[double](X, W, b, Z, A, code, alpha)
+
+
+cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
+                          const floating[:, ::1] D, floating[:, ::1] dW, floating[::1] db,
+                          floating[:, ::1] dX) except *:
+    cdef Py_ssize_t B = X.shape[0], n = X.shape[1], m = W.shape[1]
+    cdef int err = 0, nt = _nthreads()
+    cdef floating *pdX = &dX[0, 0] if dX is not None and n else NULL
+    with nogil:
+        if n:
+            err = gemm(True, False, n, m, B, <floating>1, &X[0, 0], n, &D[0, 0], m, <floating>0,
+                       &dW[0, 0], m, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
+        colsum(&D[0, 0], B, m, &db[0], nt)
+        if pdX != NULL and not err:
+            err = gemm(False, True, B, n, m, <floating>1, &D[0, 0], m, &W[0, 0], m, <floating>0,
+                       pdX, n, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
+    if err:
+        raise MemoryError("dense_backward: could not allocate GEMM work buffers")
+
+
+def dense_backward(X, W, delta, dW, db, dX=None):
+    """dW = Xᵀ·δ, db = Σ_batch δ, and dX = δ·Wᵀ unless dX is None.
+    X: (B, n), W: (n, m), delta: (B, m), dW: (n, m), db: (m,), dX: (B, n)."""
+    for name, a, nd, w in (("X", X, 2, False), ("W", W, 2, False), ("delta", delta, 2, False),
+                           ("dW", dW, 2, True), ("db", db, 1, True)):
+        _float_array(name, a, nd, w)
+    names, arrays = ["X", "W", "delta", "dW", "db"], [X, W, delta, dW, db]
+    if dX is not None:
+        _float_array("dX", dX, 2, True)
+        names.append("dX"); arrays.append(dX)
+    _same_dtype("dense_backward", names, arrays)
+    B, n = X.shape
+    m = W.shape[1]
+    _shape("W", W, (n, m))
+    _shape("delta", delta, (B, m))
+    _shape("dW", dW, (n, m))
+    _shape("db", db, (m,))
+    if dX is not None:
+        _shape("dX", dX, (B, n))
+    if m == 0:
+        return
+    if B == 0:
+        dW[...] = 0
+        db[...] = 0
+        return
+    if X.dtype == F32:
+        _dense_backward[float](X, W, delta, dW, db, dX)
+    else:
+        _dense_backward[double](X, W, delta, dW, db, dX)
+
+
+cdef void _bias_grad(const floating[:, ::1] D, floating[::1] db):
+    with nogil:
+        colsum(&D[0, 0], D.shape[0], D.shape[1], &db[0], _nthreads())
+
+
+def bias_grad(delta, db):
+    """db[j] = Σ_i δ[i, j] (column sums over the batch); delta: (B, m), db: (m,)."""
+    _float_array("delta", delta, 2)
+    _float_array("db", db, 1, True)
+    _same_dtype("bias_grad", ["delta", "db"], [delta, db])
+    _shape("db", db, (delta.shape[1],))
+    if delta.shape[1] == 0:
+        return
+    if delta.shape[0] == 0:
+        db[...] = 0
+        return
+    if db.dtype == F32:
+        _bias_grad[float](delta, db)
+    else:
+        _bias_grad[double](delta, db)

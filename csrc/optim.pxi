@@ -1,0 +1,149 @@
+# optim.pxi — in-place parameter updates on flat vectors (all of a model's
+# parameters live in one contiguous vector, so one call updates them all).
+#
+# g ← s·g  (s: gradient-clipping scale, 1 when not clipping)
+#   SGD       g ← g + λ·w;  v ← μ·v + g;  w ← w − η·(g + μ·v) (Nesterov) or w − η·v
+#             (μ = 0: w ← w − η·g, no velocity)
+#   Adam      g ← g + λ·w (L2, coupled);  AdamW: w ← w − η·λ·w (decoupled), then
+#             m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+#             w ← w − η·(m / (1−β₁ᵗ)) / (√(v / (1−β₂ᵗ)) + ε)
+#   RMSprop   g ← g + λ·w;  v ← ρv + (1−ρ)g²;  w ← w − η·g / (√v + ε)
+# Elementwise, so any split over threads gives the same result.
+#
+# Global gradient norm for clipping: ‖g‖₂ = √(Σ g²), summed over fixed chunks in order.
+
+cdef enum:
+    NORM_CHUNK = 16384
+
+
+cdef void _sgd(floating[::1] w, const floating[::1] g, floating[::1] v, floating lr,
+               floating mu, bint nesterov, floating wd, floating s) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi
+    cdef int nt = _nthreads()
+    if mu == 0:
+        for i in prange(w.shape[0], num_threads=nt, schedule="static"):
+            w[i] = w[i] - lr * (s * g[i] + wd * w[i])
+        return
+    for i in prange(w.shape[0], num_threads=nt, schedule="static"):
+        gi = s * g[i] + wd * w[i]
+        v[i] = mu * v[i] + gi
+        w[i] = w[i] - lr * (gi + mu * v[i] if nesterov else v[i])
+
+
+cdef void _adam(floating[::1] w, const floating[::1] g, floating[::1] m, floating[::1] v,
+                floating lr, floating b1, floating b2, floating eps, floating wd, bint decoupled,
+                floating c1, floating c2, floating s) noexcept nogil:
+    """c1 = 1/(1−β₁ᵗ), c2 = 1/(1−β₂ᵗ): the bias corrections."""
+    cdef Py_ssize_t i
+    cdef floating gi
+    cdef int nt = _nthreads()
+    for i in prange(w.shape[0], num_threads=nt, schedule="static"):
+        gi = s * g[i]
+        if decoupled:
+            w[i] = w[i] - lr * wd * w[i]
+        else:
+            gi = gi + wd * w[i]
+        m[i] = b1 * m[i] + (1 - b1) * gi
+        v[i] = b2 * v[i] + (1 - b2) * gi * gi
+        w[i] = w[i] - lr * (m[i] * c1) / (f_sqrt(v[i] * c2) + eps)
+
+
+cdef void _rmsprop(floating[::1] w, const floating[::1] g, floating[::1] v, floating lr,
+                   floating rho, floating eps, floating wd, floating s) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating gi
+    cdef int nt = _nthreads()
+    for i in prange(w.shape[0], num_threads=nt, schedule="static"):
+        gi = s * g[i] + wd * w[i]
+        v[i] = rho * v[i] + (1 - rho) * gi * gi
+        w[i] = w[i] - lr * gi / (f_sqrt(v[i]) + eps)
+
+
+cdef double sumsq_range(const floating *g, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0
+    for i in range(i0, i1):
+        s += <double>g[i] * g[i]
+    return s
+
+
+cdef double _sumsq(const floating[::1] g) except? -1:
+    cdef Py_ssize_t n = g.shape[0], c, nchunks = (n + NORM_CHUNK - 1) // NORM_CHUNK
+    cdef double *partial
+    cdef double total
+    cdef int nt = _nthreads()
+    if n == 0:
+        return 0
+    partial = <double *>pn_workspace(2, nchunks * sizeof(double))
+    if partial == NULL:
+        raise MemoryError("global_norm: out of memory")
+    with nogil:
+        for c in prange(nchunks, num_threads=nt, schedule="static"):
+            partial[c] = sumsq_range(&g[0], c * NORM_CHUNK, min(n, (c + 1) * NORM_CHUNK))
+        total = sum_in_order(partial, nchunks)
+    return total
+
+
+cdef _check_vectors(str where, list names, list arrays):
+    for k, (name, a) in enumerate(zip(names, arrays)):
+        _float_array(name, a, 1, k != 1)  # the gradient (second) is only read
+    _same_dtype(where, names, arrays)
+    for name, a in zip(names[1:], arrays[1:]):
+        _shape(name, a, arrays[0].shape)
+
+
+def _check_hyper(str where, **values):
+    for name, value in values.items():
+        if not np.isfinite(value):
+            raise ValueError(f"{where}: {name} must be finite, got {value}")
+
+
+def sgd_step(w, g, v, double lr, double momentum=0.0, bint nesterov=False,
+             double weight_decay=0.0, double grad_scale=1.0):
+    """One SGD step in place on w (and velocity v; v may be None when momentum is 0)."""
+    _check_hyper("sgd_step", lr=lr, momentum=momentum, weight_decay=weight_decay, grad_scale=grad_scale)
+    if momentum != 0:
+        _check_vectors("sgd_step", ["w", "g", "v"], [w, g, v])
+    else:
+        _check_vectors("sgd_step", ["w", "g"], [w, g])
+        v = w  # unused when μ = 0
+    if w.dtype == F32:
+        _sgd[float](w, g, v, lr, momentum, nesterov, weight_decay, grad_scale)
+    else:
+        _sgd[double](w, g, v, lr, momentum, nesterov, weight_decay, grad_scale)
+
+
+def adam_step(w, g, m, v, long t, double lr, double beta1=0.9, double beta2=0.999,
+              double eps=1e-8, double weight_decay=0.0, bint decoupled=False, double grad_scale=1.0):
+    """Step t (1, 2, …) of Adam (decoupled=False: L2 in the gradient) or AdamW, in place."""
+    _check_hyper("adam_step", lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                 grad_scale=grad_scale)
+    if t < 1:
+        raise ValueError(f"adam_step: step t counts from 1, got {t}")
+    _check_vectors("adam_step", ["w", "g", "m", "v"], [w, g, m, v])
+    c1 = 1.0 / (1.0 - beta1 ** t)
+    c2 = 1.0 / (1.0 - beta2 ** t)
+    if w.dtype == F32:
+        _adam[float](w, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, c1, c2, grad_scale)
+    else:
+        _adam[double](w, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, c1, c2, grad_scale)
+
+
+def rmsprop_step(w, g, v, double lr, double rho=0.9, double eps=1e-8, double weight_decay=0.0,
+                 double grad_scale=1.0):
+    """One RMSprop step in place on w and the running mean square v."""
+    _check_hyper("rmsprop_step", lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, grad_scale=grad_scale)
+    _check_vectors("rmsprop_step", ["w", "g", "v"], [w, g, v])
+    if w.dtype == F32:
+        _rmsprop[float](w, g, v, lr, rho, eps, weight_decay, grad_scale)
+    else:
+        _rmsprop[double](w, g, v, lr, rho, eps, weight_decay, grad_scale)
+
+
+def global_norm(g):
+    """‖g‖₂ of a flat float vector, summed in float64 over fixed chunks (thread-count independent)."""
+    _float_array("g", g, 1)
+    if g.dtype == F32:
+        return float(np.sqrt(_sumsq[float](g)))
+    return float(np.sqrt(_sumsq[double](g)))

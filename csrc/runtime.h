@@ -1,0 +1,74 @@
+/* runtime.h — what the kernels need from the machine: OpenMP (or its absence),
+ * per-thread work buffers that live across calls, and CPU feature detection.
+ */
+#ifndef PYNEURO_RUNTIME_H
+#define PYNEURO_RUNTIME_H
+
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+static int pn_openmp_enabled(void) { return 1; }
+static int pn_omp_max_threads(void) { return omp_get_max_threads(); }
+#else
+static int pn_openmp_enabled(void) { return 0; }
+static int pn_omp_max_threads(void) { return 1; }
+#endif
+
+/* ---- per-thread work buffers -------------------------------------------------
+ * pn_workspace(slot, bytes) returns a 64-byte aligned buffer of at least `bytes`
+ * that belongs to the calling OS thread (an OpenMP worker or a Python thread).
+ * It grows when asked for more and is reused by every later call, so the hot
+ * loops allocate nothing once warm. Buffers are freed when their thread exits.
+ * Returns NULL when memory is exhausted.
+ */
+#define PN_WORKSPACE_SLOTS 4
+
+typedef struct {
+    void *ptr[PN_WORKSPACE_SLOTS];
+    size_t size[PN_WORKSPACE_SLOTS];
+} pn_workspace_t;
+
+static pthread_key_t pn_workspace_key;
+static pthread_once_t pn_workspace_once = PTHREAD_ONCE_INIT;
+
+static void pn_workspace_free(void *p) {
+    pn_workspace_t *ws = (pn_workspace_t *)p;
+    for (int i = 0; i < PN_WORKSPACE_SLOTS; i++) free(ws->ptr[i]);
+    free(ws);
+}
+
+static void pn_workspace_init_key(void) { pthread_key_create(&pn_workspace_key, pn_workspace_free); }
+
+static void *pn_workspace(int slot, size_t bytes) {
+    pthread_once(&pn_workspace_once, pn_workspace_init_key);
+    pn_workspace_t *ws = (pn_workspace_t *)pthread_getspecific(pn_workspace_key);
+    if (ws == NULL) {
+        ws = (pn_workspace_t *)calloc(1, sizeof(pn_workspace_t));
+        if (ws == NULL) return NULL;
+        pthread_setspecific(pn_workspace_key, ws);
+    }
+    if (ws->size[slot] < bytes) {
+        size_t want = (bytes + 63) & ~(size_t)63;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, want) != 0) return NULL;
+        free(ws->ptr[slot]);
+        ws->ptr[slot] = p;
+        ws->size[slot] = want;
+    }
+    return ws->ptr[slot];
+}
+
+/* ---- CPU features ---------------------------------------------------------- */
+static int pn_cpu_has_avx2_fma(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+#endif

@@ -1,0 +1,92 @@
+"""Build of pyneuro's compiled core: one extension, ``pyneuro._core``, from csrc/.
+
+OpenMP is detected by compiling and linking a tiny program with ``-fopenmp``;
+where that fails the core builds serial (``pyneuro.openmp_enabled()`` says so).
+No ``-march=native``: SIMD kernels carry their own target attributes and are
+chosen at run time (csrc/gemm_microkernel.h), so a wheel runs on any x86-64.
+
+Environment knobs (for developers, not for users):
+  PYNEURO_NO_OPENMP=1   build serial even where OpenMP works
+  PYNEURO_SANITIZE=1    build with -fsanitize=address (see README, "AddressSanitizer")
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP_PROBE = r"""
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return n > 0 ? 0 : 1;
+}
+"""
+
+
+def openmp_flags(compiler):
+    """Return the -fopenmp flags if this compiler builds and links an OpenMP program."""
+    if os.environ.get("PYNEURO_NO_OPENMP"):
+        return []
+    flags = ["/openmp"] if compiler.compiler_type == "msvc" else ["-fopenmp"]
+    tmp = tempfile.mkdtemp(prefix="pyneuro-omp-")
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_PROBE)
+        objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+        compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=flags)
+        return flags
+    except Exception:  # any compile or link failure means: no OpenMP here
+        return []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        omp = openmp_flags(self.compiler)
+        self.announce(f"pyneuro: OpenMP {'enabled ' + ' '.join(omp) if omp else 'not found: serial build'}", level=2)
+        print(f"pyneuro: OpenMP {'enabled' if omp else 'not available, building serial'}", file=sys.stderr)
+        for ext in self.extensions:
+            ext.extra_compile_args += omp
+            ext.extra_link_args += omp
+        super().build_extensions()
+
+
+compile_args = ["-O3", "-fno-math-errno", "-Wno-unused-function", "-Wno-unreachable-code"]
+link_args = []
+if os.environ.get("PYNEURO_SANITIZE"):
+    compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
+    link_args += ["-fsanitize=address"]
+
+extensions = [
+    Extension(
+        "pyneuro._core",
+        sources=["csrc/_core.pyx"],
+        include_dirs=["csrc"],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        depends=[os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith((".pxi", ".h"))],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "embedsignature": True,
+        },
+    ),
+    cmdclass={"build_ext": BuildExt},
+)
