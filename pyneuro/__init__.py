@@ -1,4 +1,26 @@
-"""pyneuro — a small neural-network library with its own compiled numeric core."""
+"""pyneuro — a small neural-network library with its own compiled numeric core.
+
+    import pyneuro as pn
+    model = pn.Sequential([pn.Dense(64, 128, activation="relu"), pn.Dense(128, 10)], seed=0)
+    trainer = pn.Trainer(model, loss="cross_entropy", optimizer=pn.Adam(lr=1e-3), epochs=30, seed=0)
+"""
+from . import datasets
 from ._core import get_num_threads, openmp_enabled, set_num_threads
+from .callbacks import Callback, EarlyStopping, LambdaCallback
+from .layers import (ELU, GELU, Activation, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU,
+                     Sigmoid, Softmax, Tanh)
+from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
+from .model import Sequential
+from .optimizers import (SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, RMSprop,
+                         StepDecay)
+from .trainer import DivergenceError, History, Trainer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CrossEntropy",
+    "Dense", "DivergenceError", "Dropout", "EarlyStopping", "ELU", "ExponentialDecay", "GELU",
+    "History", "Huber", "Identity", "LambdaCallback", "Layer", "LeakyReLU", "Loss", "MAE", "MSE",
+    "Optimizer", "ReLU", "RMSprop", "SGD", "Sequential", "Sigmoid", "Softmax", "StepDecay", "Tanh",
+    "Trainer", "datasets", "get_num_threads", "openmp_enabled", "set_num_threads",
+]

@@ -1,0 +1,124 @@
+"""The one validation boundary: what public functions call on user input.
+
+Everything that reaches a kernel has passed through here (or through the
+kernels' own O(1) checks): a bad argument is a TypeError/ValueError that names
+the parameter, what was expected and what was given.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_dtype(dtype) -> np.dtype:
+    """'float32' / 'float64' / numpy dtype → np.dtype; anything else is refused."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected 'float32' or 'float64', got {dt}")
+    return dt
+
+
+def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
+                   allow_nonfinite: bool = False) -> np.ndarray:
+    """A non-empty 2-d array of `dtype` with `n_features` columns, returned C-contiguous.
+
+    Non-contiguous views (Fortran order, steps, negative strides) are copied once
+    into C order; another dtype is refused, never silently converted."""
+    if not isinstance(X, np.ndarray):
+        if isinstance(X, (list, tuple)):
+            X = np.asarray(X)
+        else:
+            raise TypeError(f"{name}: expected a numpy array of {dtype}, got {type(X).__name__}")
+    if X.dtype != dtype:
+        if X.dtype in FLOAT_DTYPES:
+            raise TypeError(f"{name}: the model computes in {dtype} but {name} is {X.dtype}; "
+                            f"pass {name}.astype('{dtype}') or build the model with dtype='{X.dtype}'")
+        raise TypeError(f"{name}: expected a float array of dtype {dtype}, got dtype {X.dtype}")
+    if X.ndim != 2:
+        hint = f" (one sample? use {name}.reshape(1, -1))" if X.ndim == 1 else ""
+        raise ValueError(f"{name}: expected a 2-d array (samples, features), got shape {X.shape}{hint}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one sample, got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{name}: the model expects {n_features} features, got {X.shape[1]} "
+                         f"(shape {X.shape})")
+    if not allow_nonfinite and not np.isfinite(X).all():
+        raise ValueError(f"{name}: contains NaN or infinity (pass allow_nonfinite=True to accept it)")
+    return np.ascontiguousarray(X)
+
+
+def check_labels(y, n_samples: int, n_classes: int, name: str = "y") -> np.ndarray:
+    """Integer class labels in [0, n_classes), one per sample, as contiguous int64."""
+    y = np.asarray(y) if isinstance(y, (list, tuple)) else y
+    if not isinstance(y, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array of integer labels, got {type(y).__name__}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class labels, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-d array of labels, got shape {y.shape}")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"{name}: expected {n_samples} labels (one per sample), got {y.shape[0]}")
+    lo, hi = (int(y.min()), int(y.max())) if y.size else (0, 0)
+    if lo < 0 or hi >= n_classes:
+        raise ValueError(f"{name}: labels must lie in [0, {n_classes - 1}] for a model with "
+                         f"{n_classes} outputs, got values in [{lo}, {hi}]")
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def check_targets(y, n_samples: int, n_outputs: int, dtype: np.dtype, name: str = "y",
+                  allow_nonfinite: bool = False) -> np.ndarray:
+    """Real-valued targets, shape (samples, outputs) — (samples,) when outputs is 1."""
+    y = np.asarray(y) if isinstance(y, (list, tuple)) else y
+    if not isinstance(y, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array of targets, got {type(y).__name__}")
+    if y.dtype.kind not in "fiub" or y.dtype == np.float16:
+        raise TypeError(f"{name}: expected real-valued targets, got dtype {y.dtype}")
+    if y.ndim == 1 and n_outputs == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2 or y.shape[1] != n_outputs:
+        raise ValueError(f"{name}: expected targets of shape ({n_samples}, {n_outputs}), got {y.shape}")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"{name}: expected {n_samples} targets (one per sample), got {y.shape[0]}")
+    y = np.ascontiguousarray(y, dtype=dtype)
+    if not allow_nonfinite and not np.isfinite(y).all():
+        raise ValueError(f"{name}: contains NaN or infinity")
+    return y
+
+
+def check_int(value, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_float(value, name: str, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number within [low, high] (open ends where asked)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    lo_ok = low is None or (value > low if low_open else value >= low)
+    hi_ok = high is None or (value < high if high_open else value <= high)
+    if not np.isfinite(value) or not lo_ok or not hi_ok:
+        lb = "(" if low_open else "["
+        hb = ")" if high_open else "]"
+        rng = f"{lb}{'-inf' if low is None else low}, {'inf' if high is None else high}{hb}"
+        raise ValueError(f"{name}: expected a finite number in {rng}, got {value}")
+    return value
+
+
+def as_generator(seed) -> np.random.Generator:
+    """A numpy Generator from a seed, a SeedSequence or a Generator (None: fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, (numbers.Integral, np.random.SeedSequence)) and not isinstance(seed, bool):
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed: expected an int, None or a numpy.random.Generator, got {type(seed).__name__}")

@@ -1,0 +1,75 @@
+"""Callbacks: hooks the Trainer calls at the ends of batches, epochs and training.
+
+logs are dicts of floats: per batch {"loss", "accuracy"?}; per epoch the same plus
+"val_loss", "val_accuracy" when there is validation data.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import check_float, check_int
+
+
+class Callback:
+    """Subclass and override what you need. self.trainer is set before training starts."""
+
+    trainer = None
+
+    def on_train_begin(self, logs: dict) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def on_train_end(self, logs: dict) -> None: ...
+
+
+class LambdaCallback(Callback):
+    """Callback from plain functions: LambdaCallback(on_epoch_end=lambda epoch, logs: ...)."""
+
+    def __init__(self, on_epoch_end=None, on_batch_end=None, on_train_begin=None, on_train_end=None):
+        for name, fn in (("on_epoch_end", on_epoch_end), ("on_batch_end", on_batch_end),
+                         ("on_train_begin", on_train_begin), ("on_train_end", on_train_end)):
+            if fn is not None:
+                if not callable(fn):
+                    raise TypeError(f"LambdaCallback {name}: expected a callable, got {type(fn).__name__}")
+                setattr(self, name, fn)
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs;
+    with restore_best, put back the weights of the best epoch when training ends."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best: bool = False):
+        self.monitor = monitor
+        self.patience = check_int(patience, "patience", 0)
+        self.min_delta = check_float(min_delta, "min_delta", 0.0)
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.restore_best = bool(restore_best)
+
+    def on_train_begin(self, logs):
+        self.best = np.inf
+        self.best_epoch = None
+        self.best_weights = None
+        self.wait = 0
+
+    def on_epoch_end(self, epoch, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping: monitor {self.monitor!r} is not among the logged values "
+                             f"{sorted(logs)}; pass validation data or monitor 'loss'")
+        value = self.sign * logs[self.monitor]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_weights = self.trainer.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait > self.patience:
+                self.trainer.stop_training = True
+
+    def on_train_end(self, logs):
+        if self.restore_best and self.best_weights is not None:
+            self.trainer.model.set_weights(self.best_weights)

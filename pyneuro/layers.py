@@ -1,0 +1,264 @@
+"""Layers: Dense, the activation layers and Dropout.
+
+A layer maps a batch x (B × n_in) to y (B × n_out):
+    forward(x, training) -> y          backward(g = ∂L/∂y) -> ∂L/∂x
+Its parameters and their gradients are views into the model's two flat vectors
+(one optimizer call updates everything). Work buffers are owned by the layer,
+sized for the largest batch seen, and reused: a training step allocates nothing.
+All arithmetic runs in pyneuro._core.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validation import check_float, check_int
+
+_DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
+_RELU_FAMILY = {"relu", "leaky_relu", "elu", "gelu"}
+
+
+def _activation_name(activation) -> str:
+    name = "identity" if activation is None else activation
+    if not isinstance(name, str) or name not in _core.ACTIVATIONS:
+        raise ValueError(f"activation: expected None or one of {sorted(_core.ACTIVATIONS)}, got {activation!r}")
+    return name
+
+
+class Layer:
+    """Base class. Subclasses set n_in/n_out in build() and implement forward/backward."""
+
+    def __init__(self):
+        self.n_in = self.n_out = None
+        self.dtype = None
+        self._bufs: dict[str, np.ndarray] = {}
+
+    # -- wiring (called by Sequential) ------------------------------------------
+    def build(self, n_in: int, dtype: np.dtype) -> int:
+        """Fix the input width and dtype; return the output width."""
+        self.n_in, self.dtype = n_in, dtype
+        self.n_out = n_in
+        return self.n_out
+
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        return []
+
+    def bind(self, params: dict, grads: dict) -> None:
+        """Receive views into the model's flat parameter and gradient vectors."""
+
+    def init_params(self, rng: np.random.Generator) -> None:
+        """Draw initial parameters (and any other randomness) from rng."""
+
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this layer."""
+        return {}
+
+    # -- work buffers -------------------------------------------------------------
+    def _buffer(self, key: str, rows: int, cols: int) -> np.ndarray:
+        """A (rows, cols) C-contiguous work array, reused across batches."""
+        buf = self._bufs.get(key)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
+            buf = np.empty((max(rows, 1), cols), dtype=self.dtype)
+            self._bufs[key] = buf
+        return buf[:rows]
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected: Z = x·W + b, y = f(Z), with bias and f fused into the GEMM.
+
+    init: 'he' (normal, σ = √(2/n_in); default for the relu family), 'glorot'
+    (uniform in ±√(6/(n_in+n_out)); default otherwise), or a callable
+    (rng, shape, dtype) -> array. alpha: the slope/scale of leaky_relu/elu.
+    """
+
+    def __init__(self, n_in: int, n_out: int, activation: str | None = None, init=None,
+                 alpha: float | None = None):
+        super().__init__()
+        self.n_in = check_int(n_in, "Dense n_in", 1)
+        self.n_out = check_int(n_out, "Dense n_out", 1)
+        self.activation = _activation_name(activation)
+        self.alpha = check_float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha, "alpha")
+        if init is None:
+            init = "he" if self.activation in _RELU_FAMILY else "glorot"
+        if not (callable(init) or init in ("he", "glorot")):
+            raise ValueError(f"init: expected 'he', 'glorot' or a callable, got {init!r}")
+        self.init = init
+        self.W = self.b = self.dW = self.db = None
+        self._x = self._Z = self._A = None
+
+    def build(self, n_in, dtype):
+        if n_in != self.n_in:
+            raise ValueError(f"Dense({self.n_in}, {self.n_out}) receives {n_in} inputs from the layer before it")
+        self.dtype = dtype
+        return self.n_out
+
+    def param_shapes(self):
+        return [("W", (self.n_in, self.n_out)), ("b", (self.n_out,))]
+
+    def bind(self, params, grads):
+        self.W, self.b = params["W"], params["b"]
+        self.dW, self.db = grads["W"], grads["b"]
+
+    def init_params(self, rng):
+        shape = (self.n_in, self.n_out)
+        if callable(self.init):
+            W = np.asarray(self.init(rng, shape, self.dtype))
+            if W.shape != shape:
+                raise ValueError(f"init: the callable returned shape {W.shape}, expected {shape}")
+        elif self.init == "he":
+            W = rng.standard_normal(shape) * np.sqrt(2.0 / self.n_in)
+        else:
+            limit = np.sqrt(6.0 / (self.n_in + self.n_out))
+            W = rng.uniform(-limit, limit, shape)
+        self.W[...] = W
+        self.b[...] = 0
+
+    def config(self):
+        cfg = {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation}
+        if self.activation in _DEFAULT_ALPHA:
+            cfg["alpha"] = self.alpha
+        return cfg
+
+    def forward(self, x, training=False):
+        B = x.shape[0]
+        Z = self._buffer("Z", B, self.n_out)
+        A = None if self.activation == "identity" else self._buffer("A", B, self.n_out)
+        _core.dense_forward(x, self.W, self.b, Z, A, self.activation, self.alpha)
+        self._x, self._Z, self._A = x, Z, (Z if A is None else A)
+        return self._A
+
+    def backward(self, grad, need_input_grad=True):
+        B = grad.shape[0]
+        delta = grad
+        if self.activation != "identity":
+            delta = self._buffer("delta", B, self.n_out)
+            _core.activation_backward(self.activation, self.alpha, self._Z, self._A, grad, delta)
+        dX = self._buffer("dX", B, self.n_in) if need_input_grad else None
+        _core.dense_backward(self._x, self.W, delta, self.dW, self.db, dX)
+        return dX
+
+
+class Activation(Layer):
+    """y = f(x) for one of pyneuro's activations (see pyneuro._core.ACTIVATIONS)."""
+
+    name = "identity"
+
+    def __init__(self, activation: str | None = None, alpha: float | None = None):
+        super().__init__()
+        self.activation = _activation_name(activation or self.name)
+        self.alpha = check_float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha, "alpha")
+        self._x = self._y = None
+
+    def config(self):
+        return {"alpha": self.alpha} if self.activation in _DEFAULT_ALPHA else {}
+
+    def forward(self, x, training=False):
+        y = self._buffer("y", x.shape[0], self.n_out)
+        _core.activation_forward(self.activation, self.alpha, x, y)
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, grad, need_input_grad=True):
+        dx = self._buffer("dx", grad.shape[0], self.n_in)
+        _core.activation_backward(self.activation, self.alpha, self._x, self._y, grad, dx)
+        return dx
+
+
+class Identity(Activation):
+    name = "identity"
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, grad, need_input_grad=True):
+        return grad
+
+
+class ReLU(Activation):
+    name = "relu"
+
+
+class LeakyReLU(Activation):
+    name = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01):
+        super().__init__(alpha=alpha)
+
+
+class ELU(Activation):
+    name = "elu"
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__(alpha=alpha)
+
+
+class Sigmoid(Activation):
+    name = "sigmoid"
+
+
+class Tanh(Activation):
+    name = "tanh"
+
+
+class GELU(Activation):
+    """GELU in its exact form, x·Φ(x) with the normal CDF Φ (not the tanh approximation)."""
+    name = "gelu"
+
+
+class Softmax(Activation):
+    """Row-wise softmax. For classification train on logits with loss='cross_entropy'
+    (softmax is fused into that loss) rather than ending the model with this layer."""
+    name = "softmax"
+
+
+class Dropout(Layer):
+    """Inverted dropout: while training y = x ⊙ M with M = [U ≥ p]/(1−p), U ~ uniform;
+    at evaluation y = x. Its randomness comes from the model's seed (or `seed`)."""
+
+    def __init__(self, p: float = 0.5, seed=None):
+        super().__init__()
+        self.p = check_float(p, "Dropout p", 0.0, 1.0, high_open=True)
+        self.seed = seed
+        self.rng = None if seed is None else np.random.default_rng(seed)
+        self._mask = None
+
+    def config(self):
+        return {"p": self.p}
+
+    def init_params(self, rng):
+        if self.rng is None:
+            self.rng = np.random.default_rng(rng.integers(2**63))
+
+    def forward(self, x, training=False):
+        if not training or self.p == 0:
+            self._mask = None
+            return x
+        B = x.shape[0]
+        mask = self._buffer("mask", B, self.n_out)
+        self.rng.random(out=mask.reshape(-1), dtype=self.dtype)
+        _core.dropout_mask(mask.reshape(-1), self.p)
+        y = self._buffer("y", B, self.n_out)
+        _core.multiply(x.reshape(-1), mask.reshape(-1), y.reshape(-1))
+        self._mask = mask
+        return y
+
+    def backward(self, grad, need_input_grad=True):
+        if self._mask is None:
+            return grad
+        dx = self._buffer("dx", grad.shape[0], self.n_in)
+        _core.multiply(grad.reshape(-1), self._mask.reshape(-1), dx.reshape(-1))
+        return dx
+
+
+LAYERS = {cls.__name__: cls for cls in (Dense, Identity, ReLU, LeakyReLU, ELU, Sigmoid, Tanh, GELU,
+                                        Softmax, Dropout)}

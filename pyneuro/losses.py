@@ -1,0 +1,133 @@
+"""Losses on the network output Z (B × m): value and gradient ∂L/∂Z, computed in the core.
+
+    cross_entropy         softmax fused in: Z are logits, targets are integer labels
+                          (or class probabilities); L = mean_i [lse(Z_i) − Z_{i,y_i}]
+    binary_cross_entropy  sigmoid fused in: Z are logits, targets in [0, 1]
+    mse, mae, huber(δ)    regression, mean over all elements
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validation import check_float, check_labels, check_targets
+
+
+class Loss:
+    """Base class. `classifier` says whether predictions are classes (accuracy is reported)."""
+
+    name = ""
+    classifier = False
+
+    def prepare_targets(self, y, n_samples: int, n_outputs: int, dtype: np.dtype, name: str = "y"):
+        """Validate user targets once (at the boundary) and return them ready for the kernel."""
+        return check_targets(y, n_samples, n_outputs, dtype, name)
+
+    def value_and_grad(self, Z: np.ndarray, y: np.ndarray, dZ: np.ndarray | None) -> float:
+        """L(Z, y), writing ∂L/∂Z into dZ unless it is None."""
+        raise NotImplementedError
+
+    def __call__(self, Z, y) -> float:
+        return self.value_and_grad(Z, y, None)
+
+    def predict_classes(self, Z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        raise TypeError(f"{self.name} is not a classification loss")
+
+    def config(self) -> dict:
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy on logits; targets: int labels (B,) or probabilities (B, C)."""
+
+    name = "cross_entropy"
+    classifier = True
+
+    def prepare_targets(self, y, n_samples, n_outputs, dtype, name="y"):
+        if n_outputs < 2:
+            raise ValueError(f"cross_entropy needs a model with >= 2 outputs (one per class), got {n_outputs}; "
+                             "use binary_cross_entropy for a single logit")
+        if isinstance(y, np.ndarray) and y.ndim == 2 and y.dtype.kind == "f":
+            y = check_targets(y, n_samples, n_outputs, dtype, name)
+            if (y < 0).any():
+                raise ValueError(f"{name}: class probabilities must be >= 0")
+            return y
+        return check_labels(y, n_samples, n_outputs, name)
+
+    def value_and_grad(self, Z, y, dZ):
+        return _core.softmax_cross_entropy(Z, y, dZ)
+
+    def predict_classes(self, Z, out):
+        return _core.argmax_rows(Z, out)
+
+
+class _Pointwise(Loss):
+    kind = ""
+
+    def __init__(self):
+        self.delta = 1.0
+
+    @property
+    def name(self):
+        return self.kind
+
+    def value_and_grad(self, Z, y, dZ):
+        return _core.pointwise_loss(self.kind, Z, y, dZ, self.delta)
+
+
+class BinaryCrossEntropy(_Pointwise):
+    """ℓ = −[y log σ(z) + (1−y) log(1−σ(z))] on logits z, computed stably; targets in [0, 1]."""
+
+    kind = "binary_cross_entropy"
+    classifier = True
+
+    def prepare_targets(self, y, n_samples, n_outputs, dtype, name="y"):
+        y = check_targets(y, n_samples, n_outputs, dtype, name)
+        if ((y < 0) | (y > 1)).any():
+            raise ValueError(f"{name}: binary targets must lie in [0, 1], got values in [{y.min()}, {y.max()}]")
+        return y
+
+    def predict_classes(self, Z, out):
+        if Z.shape[1] != 1:
+            raise ValueError("predict_classes: binary_cross_entropy with several outputs is multi-label; "
+                             "threshold predict() at 0 instead")
+        np.greater(Z[:, 0], 0, out=out, casting="unsafe")
+        return out
+
+
+class MSE(_Pointwise):
+    """Mean squared error, mean over all elements."""
+    kind = "mse"
+
+
+class MAE(_Pointwise):
+    """Mean absolute error, mean over all elements."""
+    kind = "mae"
+
+
+class Huber(_Pointwise):
+    """ℓ = ½r² for |r| ≤ δ, δ(|r| − ½δ) beyond; mean over all elements."""
+
+    kind = "huber"
+
+    def __init__(self, delta: float = 1.0):
+        self.delta = check_float(delta, "Huber delta", 0.0, low_open=True)
+
+    def config(self):
+        return {"delta": self.delta}
+
+
+LOSSES = {"cross_entropy": CrossEntropy, "binary_cross_entropy": BinaryCrossEntropy,
+          "mse": MSE, "mae": MAE, "huber": Huber}
+
+
+def get_loss(loss) -> Loss:
+    """A Loss from its name or a Loss instance."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss in LOSSES:
+        return LOSSES[loss]()
+    raise ValueError(f"loss: expected a Loss or one of {sorted(LOSSES)}, got {loss!r}")

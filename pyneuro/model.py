@@ -1,0 +1,135 @@
+"""Sequential: a stack of layers with all parameters in one flat vector.
+
+    forward:  a₀ = X,  a_k = layer_k(a_{k−1})          backward: g_{k−1} = layer_kᵀ(g_k)
+Parameters θ and gradients ∂L/∂θ are two contiguous vectors; each layer's W, b
+(and dW, db) are views into them, so one optimizer call updates the whole model.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validation import as_dtype, as_generator, check_features, check_int
+from .layers import Layer, Softmax
+
+
+class Sequential:
+    """Layers applied in order. dtype: 'float32' (default) or 'float64'; seed: int or Generator.
+
+    input_dim is needed only when the first layer does not fix it (Dense does)."""
+
+    def __init__(self, layers, seed=None, dtype="float32", input_dim: int | None = None):
+        self.layers: list[Layer] = list(layers)
+        if not self.layers:
+            raise ValueError("Sequential: expected at least one layer, got none")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a pyneuro Layer")
+        if len({id(layer) for layer in self.layers}) != len(self.layers):
+            raise ValueError("Sequential: the same layer object appears twice; create separate layers")
+        self.dtype = as_dtype(dtype)
+        self.seed = seed
+        n = self.layers[0].n_in if input_dim is None else check_int(input_dim, "input_dim", 1)
+        if n is None:
+            raise ValueError(f"Sequential: the first layer ({type(self.layers[0]).__name__}) does not fix "
+                             "the input width; pass input_dim=")
+        self.n_in = n
+        for i, layer in enumerate(self.layers):
+            try:
+                n = layer.build(n, self.dtype)
+            except ValueError as e:
+                raise ValueError(f"Sequential: layer {i}: {e}") from None
+        self.n_out = n
+        sizes = [[(name, shape) for name, shape in layer.param_shapes()] for layer in self.layers]
+        total = sum(int(np.prod(shape)) for layer_sizes in sizes for _, shape in layer_sizes)
+        self.params = np.zeros(total, dtype=self.dtype)
+        self.grads = np.zeros(total, dtype=self.dtype)
+        off = 0
+        for layer, layer_sizes in zip(self.layers, sizes):
+            views, gviews = {}, {}
+            for name, shape in layer_sizes:
+                size = int(np.prod(shape))
+                views[name] = self.params[off:off + size].reshape(shape)
+                gviews[name] = self.grads[off:off + size].reshape(shape)
+                off += size
+            layer.bind(views, gviews)
+        rng = as_generator(seed)
+        for layer in self.layers:
+            layer.init_params(rng)
+
+    # ---- training interface (arrays already validated by the caller) ------------
+    def forward(self, X: np.ndarray, training: bool = False) -> np.ndarray:
+        """The network output for a validated batch; a view of a work buffer (copy it to keep it)."""
+        out = X
+        for layer in self.layers:
+            out = layer.forward(out, training)
+        return out
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Backpropagate ∂L/∂output; fills self.grads (∂L/∂X of the input is not computed)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, need_input_grad=i > 0)
+
+    # ---- user interface --------------------------------------------------------
+    def predict(self, X, batch_size: int = 1024, allow_nonfinite: bool = False) -> np.ndarray:
+        """The network output (logits for a classifier) for every row of X, in batches."""
+        X = check_features(X, self.dtype, self.n_in, allow_nonfinite=allow_nonfinite)
+        batch_size = check_int(batch_size, "batch_size", 1)
+        out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
+        for s in range(0, X.shape[0], batch_size):
+            out[s:s + batch_size] = self.forward(X[s:s + batch_size])
+        return out
+
+    def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities: softmax of the logits (or the output of a final Softmax layer);
+        for a single logit, the columns [1 − σ(z), σ(z)]."""
+        Z = self.predict(X, batch_size)
+        if isinstance(self.layers[-1], Softmax):
+            return Z
+        if self.n_out == 1:
+            p = np.empty_like(Z)
+            _core.activation_forward("sigmoid", 0.0, Z, p)
+            return np.hstack([1 - p, p])
+        _core.activation_forward("softmax", 0.0, Z, Z)
+        return Z
+
+    def predict_classes(self, X, batch_size: int = 1024) -> np.ndarray:
+        """The most likely class of each row (int64): argmax of the outputs, or z > 0 for one logit."""
+        Z = self.predict(X, batch_size)
+        if self.n_out == 1:
+            return (Z[:, 0] > 0).astype(np.int64)
+        return _core.argmax_rows(Z, np.empty(Z.shape[0], dtype=np.int64))
+
+    def count_params(self) -> int:
+        return int(self.params.size)
+
+    def get_weights(self) -> np.ndarray:
+        """A copy of the flat parameter vector."""
+        return self.params.copy()
+
+    def set_weights(self, weights) -> None:
+        """Overwrite all parameters from a flat vector made by get_weights()."""
+        w = np.asarray(weights)
+        if w.shape != self.params.shape or w.dtype != self.dtype:
+            raise ValueError(f"set_weights: expected a {self.dtype} vector of shape {self.params.shape}, "
+                             f"got {w.dtype} {w.shape}")
+        self.params[...] = w
+
+    def summary(self, print_fn=print) -> str:
+        """A table of layers, output shapes and parameter counts; printed and returned."""
+        rows = [("Layer", "Output shape", "Params")]
+        for i, layer in enumerate(self.layers):
+            n = sum(int(np.prod(s)) for _, s in layer.param_shapes())
+            rows.append((f"{i}: {layer!r}", f"(None, {layer.n_out})", f"{n:,}"))
+        w = [max(len(r[c]) for r in rows) for c in range(3)]
+        line = "-" * (sum(w) + 4)
+        text = [line, f"{rows[0][0]:<{w[0]}}  {rows[0][1]:<{w[1]}}  {rows[0][2]:>{w[2]}}", line]
+        text += [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}" for a, b, c in rows[1:]]
+        text += [line, f"Total params: {self.count_params():,}  (dtype {self.dtype}, input width {self.n_in})", line]
+        out = "\n".join(text)
+        if print_fn is not None:
+            print_fn(out)
+        return out
+
+    def __repr__(self):
+        return f"Sequential([{', '.join(map(repr, self.layers))}], dtype='{self.dtype}')"

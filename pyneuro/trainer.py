@@ -1,0 +1,223 @@
+"""Trainer: mini-batch gradient descent over a data set.
+
+Each epoch: a seeded permutation of the training rows; for every batch of it
+    X_b = X[perm_b]  (gathered in the core, no copy of the data set)
+    Z = model(X_b);  L, ∂L/∂Z = loss(Z, y_b);  backprop;  θ ← optimizer(θ, ∂L/∂θ)
+then validation, history, callbacks. Nothing is allocated per batch but the
+few scalars Python needs.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import _core
+from ._validation import as_generator, check_features, check_float, check_int
+from .callbacks import Callback
+from .losses import Loss, get_loss
+from .model import Sequential
+from .optimizers import Adam, Optimizer, get_optimizer
+from .layers import Softmax
+
+
+class DivergenceError(FloatingPointError):
+    """The loss became NaN or infinite; the model keeps the weights it had before that batch."""
+
+
+class History(dict):
+    """Per-epoch metrics: history['loss'], ['accuracy'], ['val_loss'], ['val_accuracy'] (lists)."""
+
+    @property
+    def epochs(self) -> int:
+        return len(self.get("loss", []))
+
+
+class Trainer:
+    """Fits a Sequential model with a loss and an optimizer.
+
+    batch_size larger than the data is clipped to it (with a warning); seed drives
+    shuffling and the validation split; verbose: 0 silent, 1 progress bar (in a
+    terminal) and a line per epoch, 2 a line per epoch only.
+    """
+
+    def __init__(self, model: Sequential, loss="cross_entropy", optimizer: Optimizer | str | None = None,
+                 batch_size: int = 32, epochs: int = 10, seed=None, verbose: int = 1,
+                 allow_nonfinite: bool = False):
+        if not isinstance(model, Sequential):
+            raise TypeError(f"model: expected a pyneuro Sequential, got {type(model).__name__}")
+        self.model = model
+        self.loss: Loss = get_loss(loss)
+        if self.loss.name == "cross_entropy" and isinstance(model.layers[-1], Softmax):
+            raise ValueError("loss: cross_entropy applies softmax itself (it takes logits); remove the "
+                             "model's final Softmax layer (predict_proba gives probabilities)")
+        self.optimizer = Adam() if optimizer is None else get_optimizer(optimizer)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.epochs = check_int(epochs, "epochs", 0)
+        self.rng = as_generator(seed)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+        self.verbose = verbose
+        self.allow_nonfinite = bool(allow_nonfinite)
+        self.optimizer.bind(model.params, model.grads)
+        self.stop_training = False
+        self.history = History()
+        self.epoch = 0
+        self._dZ = self._xb = self._yb = self._pred = None
+
+    # ---- data at the boundary ---------------------------------------------------
+    def _data(self, X, y, name="X"):
+        m = self.model
+        X = check_features(X, m.dtype, m.n_in, name, self.allow_nonfinite)
+        y = self.loss.prepare_targets(y, X.shape[0], m.n_out, m.dtype, "y" if name == "X" else f"y of {name}")
+        return X, y
+
+    def _buffers(self, B: int, y: np.ndarray):
+        """Batch buffers of B rows, reused across batches and epochs."""
+        m = self.model
+        if self._xb is None or self._xb.shape[0] < B or self._yb.shape[1:] != y.shape[1:] or self._yb.dtype != y.dtype:
+            self._xb = np.empty((B, m.n_in), dtype=m.dtype)
+            self._yb = np.empty((B,) + y.shape[1:], dtype=y.dtype)
+            self._dZ = np.empty((B, m.n_out), dtype=m.dtype)
+            self._pred = np.empty(B, dtype=np.int64)
+        return self._xb[:B], self._yb[:B], self._dZ[:B], self._pred[:B]
+
+    def _gather(self, X, y, idx):
+        xb, yb, dZ, pred = self._buffers(idx.shape[0], y)
+        _core.gather_rows(X, idx, xb)
+        if y.ndim == 1:
+            np.take(y, idx, out=yb)
+        else:
+            _core.gather_rows(y, idx, yb)
+        return xb, yb, dZ, pred
+
+    def _correct(self, Z, yb, pred) -> int | None:
+        """How many rows of the batch are classified right (None for regression losses)."""
+        if not self.loss.classifier:
+            return None
+        if yb.ndim == 2 and self.loss.name == "cross_entropy":  # probability targets
+            self.loss.predict_classes(Z, pred)
+            return int(np.count_nonzero(pred == yb.argmax(axis=1)))
+        if yb.ndim == 2:  # binary cross-entropy
+            if Z.shape[1] != 1:
+                return None
+            return int(np.count_nonzero((Z[:, 0] > 0) == (yb[:, 0] > 0.5)))
+        self.loss.predict_classes(Z, pred)
+        return int(np.count_nonzero(pred == yb))
+
+    # ---- training ----------------------------------------------------------------
+    def fit(self, X, y, validation_data=None, validation_split: float = 0.0,
+            callbacks: list[Callback] | None = None, epochs: int | None = None) -> History:
+        """Train for `epochs` (default: the Trainer's) epochs; returns the History (also self.history)."""
+        X, y = self._data(X, y)
+        epochs = self.epochs if epochs is None else check_int(epochs, "epochs", 0)
+        validation_split = check_float(validation_split, "validation_split", 0.0, 1.0, high_open=True)
+        n = X.shape[0]
+        rows = np.arange(n, dtype=np.int64)
+        val = None
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("fit: pass validation_data or validation_split, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data: expected a tuple (X_val, y_val)")
+            Xv, yv = self._data(*validation_data, name="validation_data")
+            val = (Xv, yv, None)
+        elif validation_split:
+            perm = self.rng.permutation(n)
+            n_val = int(round(n * validation_split))
+            if n_val < 1 or n_val >= n:
+                raise ValueError(f"validation_split: {validation_split} of {n} samples leaves "
+                                 f"{n - n_val} for training and {n_val} for validation; both need >= 1")
+            rows, val = np.sort(perm[n_val:]), (X, y, np.sort(perm[:n_val]))
+        batch = self.batch_size
+        if batch > rows.shape[0]:
+            warnings.warn(f"batch_size {batch} is larger than the {rows.shape[0]} training samples; "
+                          f"using {rows.shape[0]}", stacklevel=2)
+            batch = rows.shape[0]
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks: expected pyneuro Callback objects, got {type(cb).__name__}")
+            cb.trainer = self
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin({})
+        n_batches = (rows.shape[0] + batch - 1) // batch
+        bar_on = self.verbose == 1 and sys.stderr.isatty()
+        for _ in range(epochs):
+            epoch = self.epoch
+            t0 = time.perf_counter()
+            self.optimizer.set_epoch(epoch)
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch, {})
+            perm = rows[self.rng.permutation(rows.shape[0])]
+            total_loss, total_correct, seen = 0.0, 0, 0
+            with tqdm(total=n_batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                      disable=not bar_on, file=sys.stderr) as bar:
+                for b in range(n_batches):
+                    idx = perm[b * batch:(b + 1) * batch]
+                    xb, yb, dZ, pred = self._gather(X, y, idx)
+                    Z = self.model.forward(xb, training=True)
+                    loss = self.loss.value_and_grad(Z, yb, dZ)
+                    if not np.isfinite(loss):
+                        raise DivergenceError(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of "
+                                              f"{n_batches}; the model keeps the weights from before this batch "
+                                              "(try a smaller learning rate or clip_norm)")
+                    correct = self._correct(Z, yb, pred)
+                    self.model.backward(dZ)
+                    self.optimizer.step()
+                    B = idx.shape[0]
+                    total_loss += loss * B
+                    seen += B
+                    logs = {"loss": loss}
+                    if correct is not None:
+                        total_correct += correct
+                        logs["accuracy"] = correct / B
+                    for cb in callbacks:
+                        cb.on_batch_end(b, logs)
+                    if bar_on:
+                        bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+                        bar.update(1)
+            logs = {"loss": total_loss / seen}
+            if correct is not None:
+                logs["accuracy"] = total_correct / seen
+            if val is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
+            logs["time"] = time.perf_counter() - t0
+            for k, v in logs.items():
+                self.history.setdefault(k, []).append(v)
+            self.epoch += 1
+            if self.verbose:
+                tqdm.write(f"epoch {self.epoch:>3}  " + "  ".join(
+                    f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()))
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end({})
+        return self.history
+
+    # ---- evaluation ------------------------------------------------------------------
+    def _evaluate(self, X, y, rows=None, batch_size: int = 1024) -> dict:
+        n = X.shape[0] if rows is None else rows.shape[0]
+        total_loss, total_correct = 0.0, 0
+        for s in range(0, n, batch_size):
+            idx = np.arange(s, min(n, s + batch_size), dtype=np.int64) if rows is None else rows[s:s + batch_size]
+            xb, yb, _, pred = self._gather(X, y, idx)
+            Z = self.model.forward(xb, training=False)
+            total_loss += self.loss(Z, yb) * idx.shape[0]
+            correct = self._correct(Z, yb, pred)
+            total_correct = None if correct is None else total_correct + correct
+        out = {"loss": total_loss / n}
+        if total_correct is not None:
+            out["accuracy"] = total_correct / n
+        return out
+
+    def evaluate(self, X, y, batch_size: int = 1024) -> dict:
+        """Mean loss (and accuracy for classifiers) over (X, y): {'loss': ..., 'accuracy': ...}."""
+        X, y = self._data(X, y)
+        return self._evaluate(X, y, None, check_int(batch_size, "batch_size", 1))
