@@ -1,0 +1,35 @@
+import zlib
+
+import numpy as np
+import pytest
+
+from pyneuro import _core
+
+
+@pytest.fixture
+def rng(request):
+    """A Generator seeded from the test's id, so every test is reproducible on its own."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def num_threads():
+    """Call it to set the kernels' thread count; the default (None) is restored afterwards."""
+    yield _core.set_num_threads
+    _core.set_num_threads(None)
+
+
+@pytest.fixture
+def gemm_kernel():
+    """Call it with 'generic' or 'avx2' (skips where the CPU lacks it); 'auto' is restored."""
+    def use(name):
+        if name == "avx2" and _core.gemm_kernel() != "avx2":
+            try:
+                _core.set_gemm_kernel("avx2")
+            except ValueError:
+                pytest.skip("this CPU lacks AVX2+FMA")
+        _core.set_gemm_kernel(name)
+        assert _core.gemm_kernel() == name
+
+    yield use
+    _core.set_gemm_kernel("auto")

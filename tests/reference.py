@@ -1,0 +1,139 @@
+"""NumPy references and comparison helpers for the kernel tests.
+
+Every reference computes in float64 from the very values the kernel was given
+(float32 inputs are widened exactly), so a difference measures only the kernel's
+own rounding. Tolerances are relative to the *scale* of a result, the bound on
+its magnitude before cancellation (e.g. |α|·|op(A)|·|op(B)| + |β|·|C| for a GEMM):
+
+    float32  1e-5 · scale        float64  1e-12 · scale
+"""
+import math
+
+import numpy as np
+
+DTYPES = (np.float32, np.float64)
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def rtol(dtype):
+    return RTOL[np.dtype(dtype)]
+
+
+def other_float(dtype):
+    return np.float64 if np.dtype(dtype) == np.float32 else np.float32
+
+
+def f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def assert_scaled_close(actual, expected, scale, dtype, what="result"):
+    """|actual − expected| ≤ rtol(dtype)·scale elementwise (scale broadcast; a scalar is fine)."""
+    actual, expected = f64(actual), f64(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
+    bound = rtol(dtype) * np.broadcast_to(f64(scale), expected.shape) + np.finfo(dtype).tiny
+    err = np.abs(actual - expected)
+    worst = float(np.max(err / bound, initial=0.0))
+    assert worst <= 1.0, f"{what}: error {worst:.3g}x the {np.dtype(dtype)} tolerance"
+
+
+def assert_close(actual, expected, dtype, what="result"):
+    """Relative to each value's own magnitude, floored at 1 (results of order one)."""
+    expected = f64(expected)
+    assert_scaled_close(actual, expected, np.maximum(np.abs(expected), 1.0), dtype, what)
+
+
+# ---- activations (formulas as in csrc/activations.pxi, written independently) -----
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def sigmoid_ref(z):
+    e = np.exp(-np.abs(z))  # never overflows
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def softmax_ref(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def act_forward_ref(name, Z, alpha=0.0):
+    z = f64(Z)
+    if name == "identity":
+        return z.copy()
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, alpha * z)
+    if name == "elu":
+        return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+    if name == "sigmoid":
+        return sigmoid_ref(z)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "gelu":
+        return 0.5 * z * (1 + _erf(z / math.sqrt(2)))
+    if name == "softmax":
+        return softmax_ref(z)
+    raise KeyError(name)
+
+
+def act_backward_ref(name, Z, G, alpha=0.0):
+    """dZ = G ⊙ f'(Z) (softmax: the row-wise vector–Jacobian product)."""
+    z, g = f64(Z), f64(G)
+    if name == "identity":
+        return g.copy()
+    if name == "relu":
+        return g * (z > 0)
+    if name == "leaky_relu":
+        return g * np.where(z > 0, 1, alpha)
+    if name == "elu":
+        return g * np.where(z > 0, 1, alpha * np.exp(np.minimum(z, 0)))
+    if name == "sigmoid":
+        s = sigmoid_ref(z)
+        return g * s * (1 - s)
+    if name == "tanh":
+        return g * (1 - np.tanh(z) ** 2)
+    if name == "gelu":
+        cdf = 0.5 * (1 + _erf(z / math.sqrt(2)))
+        pdf = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        return g * (cdf + z * pdf)
+    if name == "softmax":
+        a = softmax_ref(z)
+        return a * (g - (g * a).sum(axis=1, keepdims=True))
+    raise KeyError(name)
+
+
+# ---- finite differences ---------------------------------------------------------
+def numeric_grad(f, x, eps=1e-6):
+    """Central differences of the scalar f() with respect to x (perturbed in place)."""
+    grad = np.empty(x.shape)
+    flat, out = x.reshape(-1), grad.reshape(-1)
+    for k in range(flat.size):
+        keep = flat[k]
+        flat[k] = keep + eps
+        up = f()
+        flat[k] = keep - eps
+        down = f()
+        flat[k] = keep
+        out[k] = (up - down) / (2 * eps)
+    return grad
+
+
+def rel_err(a, b):
+    a, b = f64(a), f64(b)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300))
+
+
+def away_from(rng, shape, kinks=(0.0,), margin=0.1, low=-3.0, high=3.0):
+    """Uniform samples in [low, high] at least `margin` from every kink (for gradient checks)."""
+    x = rng.uniform(low, high, size=shape)
+    for _ in range(100):
+        near = np.zeros(shape, bool)
+        for k in kinks:
+            near |= np.abs(x - k) < margin
+        if not near.any():
+            return x
+        x[near] = rng.uniform(low, high, size=int(near.sum()))
+    raise RuntimeError("could not sample away from the kinks")
