@@ -66,7 +66,7 @@ cdef inline void act_forward(int act, floating alpha, const floating *Z, floatin
                 A[j] = Z[j]
     elif act == ACT_RELU:
         for j in range(n):
-            A[j] = Z[j] if Z[j] > 0 else 0
+            A[j] = 0 if Z[j] <= 0 else Z[j]  # NaN stays NaN (a diverged value is never hidden)
     elif act == ACT_LEAKY_RELU:
         for j in range(n):
             A[j] = Z[j] if Z[j] > 0 else alpha * Z[j]

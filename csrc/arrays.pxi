@@ -35,7 +35,7 @@ def gather_rows(X, idx, out):
     else:
         _gather[double](X, idx, out, &bad)
     if bad:
-        raise ValueError(f"gather_rows: indices must lie in [0, {X.shape[0] - 1}], got [{idx.min()}, {idx.max()}]")
+        raise ValueError(f"idx: gather_rows indices must lie in [0, {X.shape[0] - 1}], got [{idx.min()}, {idx.max()}]")
     return out
 
 
@@ -65,7 +65,7 @@ cdef void _multiply(const floating[::1] A, const floating[::1] B, floating[::1] 
 
 def multiply(A, B, out):
     """out = A ⊙ B on flat arrays of one dtype and length (out may be A or B)."""
-    _check_vectors("multiply", ["out", "A", "B"], [out, A, B])
+    _check_vectors("multiply", ["out", "A", "B"], [out, A, B], 2)
     if A.dtype == F32:
         _multiply[float](A, B, out)
     else:

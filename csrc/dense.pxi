@@ -110,7 +110,9 @@ def dense_backward(X, W, delta, dW, db, dX=None):
     _shape("db", db, (m,))
     if dX is not None:
         _shape("dX", dX, (B, n))
-    if m == 0:
+    if m == 0:  # δ·Wᵀ sums over no columns: dX is all zeros (dW, db are empty)
+        if dX is not None:
+            dX[...] = 0
         return
     if B == 0:
         dW[...] = 0

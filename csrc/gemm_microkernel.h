@@ -26,6 +26,7 @@
         typedef T vec __attribute__((vector_size(32)));                             \
         enum { L = 32 / sizeof(T), NR = 2 * L };                                    \
         vec acc[PN_MR][2];                                                          \
+        /* a[·] − 0 splats the scalar exactly (−0 and NaN kept), folded to one broadcast */ \
         for (int i = 0; i < PN_MR; i++) acc[i][0] = acc[i][1] = (vec){0};           \
         for (long p = 0; p < k; p++) {                                              \
             vec b0, b1;                                                             \
@@ -33,7 +34,7 @@
             memcpy(&b1, b + p * NR + L, sizeof b1);                                 \
             _Pragma("GCC unroll 6")                                                 \
             for (int i = 0; i < PN_MR; i++) {                                       \
-                vec ai = (vec){0} + a[p * PN_MR + i];                               \
+                vec ai = a[p * PN_MR + i] - (vec){0};                               \
                 acc[i][0] += ai * b0;                                               \
                 acc[i][1] += ai * b1;                                               \
             }                                                                       \

@@ -145,7 +145,7 @@ cdef double _ce_labels(const floating[:, ::1] Z, const int64_t[::1] y, floating[
                                        C, <floating>1 / B, &bad)
     if bad:
         lo, hi = np.min(y), np.max(y)
-        raise ValueError(f"cross_entropy: labels must lie in [0, {C - 1}] for {C} classes, "
+        raise ValueError(f"y: cross_entropy labels must lie in [0, {C - 1}] for {C} classes, "
                          f"got values in [{lo}, {hi}]")
     return sum_in_order(partial, nchunks) / B
 

@@ -67,7 +67,7 @@ class EarlyStopping(Callback):
                 self.best_weights = self.trainer.model.get_weights()
         else:
             self.wait += 1
-            if self.wait > self.patience:
+            if self.wait >= self.patience:
                 self.trainer.stop_training = True
 
     def on_train_end(self, logs):

@@ -44,11 +44,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    parser = argparse.ArgumentParser(prog="pyneuro", description="pyneuro: neural networks with a compiled core.")
+    parser = _Parser(prog="pyneuro", description="pyneuro: neural networks with a compiled core.")
     parser.add_argument("--version", action="version", version=f"pyneuro {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     train = sub.add_parser("train", help="train a classifier (default: the bundled 8x8 handwritten digits)",
                            description="Train a multilayer perceptron and report its test accuracy.",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)

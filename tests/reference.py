@@ -24,7 +24,8 @@ def other_float(dtype):
 
 
 def f64(a):
-    return np.asarray(a, dtype=np.float64)
+    """A float64 copy (never a view: kernels work in place on their inputs' siblings)."""
+    return np.array(a, dtype=np.float64)
 
 
 def assert_scaled_close(actual, expected, scale, dtype, what="result"):

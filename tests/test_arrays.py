@@ -1,0 +1,64 @@
+"""gather_rows, dropout_mask, multiply, argmax_rows (csrc/arrays.pxi) against NumPy.
+All four are exact (copies, one comparison, one rounded product), so equality is exact."""
+import numpy as np
+import pytest
+
+from pyneuro import _core
+from reference import DTYPES
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,n,k", [(1, 1, 1), (50, 13, 50), (50, 13, 200), (10, 1, 0), (7, 0, 3)])
+def test_gather_rows(rng, N, n, k, dtype):
+    X = rng.standard_normal((N, n)).astype(dtype)
+    idx = rng.integers(0, N, k)           # repeats included when k > N
+    out = np.full((k, n), np.nan, dtype)
+    assert _core.gather_rows(X, idx, out) is out
+    assert np.array_equal(out, X[idx])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9])
+def test_dropout_mask(rng, p, dtype):
+    U = rng.uniform(0, 1, 10001).astype(dtype)
+    U[:3] = [dtype(p), 0, np.nextafter(dtype(1), dtype(0))]  # U = p is kept
+    expected = np.where(U >= dtype(p), dtype(1) / (dtype(1) - dtype(p)), dtype(0))
+    _core.dropout_mask(U, p)
+    assert np.array_equal(U, expected)
+    if p == 0:
+        assert np.all(U == 1)
+    else:
+        assert abs(np.mean(U) - 1) < 0.05  # inverted dropout keeps the mean
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan")])
+def test_dropout_rate_out_of_range(p):
+    U = np.zeros(4)
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\)"):
+        _core.dropout_mask(U, p)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 17, 10001])
+def test_multiply(rng, n, dtype):
+    A, B = (rng.standard_normal(n).astype(dtype) for _ in range(2))
+    out = np.full(n, np.nan, dtype)
+    assert _core.multiply(A, B, out) is out
+    assert np.array_equal(out, A * B)
+    expected = A * B
+    _core.multiply(A, B, A)  # out may be an input
+    assert np.array_equal(A, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,C", [(1, 1), (33, 10), (1000, 3), (0, 4)])
+def test_argmax_rows(rng, B, C, dtype):
+    Z = rng.integers(-3, 3, (B, C)).astype(dtype)  # many ties: the first one wins
+    out = np.full(B, -1, np.int64)
+    assert _core.argmax_rows(Z, out) is out
+    assert np.array_equal(out, np.argmax(Z, axis=1))
+
+
+def test_argmax_rows_needs_columns():
+    with pytest.raises(ValueError, match="no columns"):
+        _core.argmax_rows(np.empty((3, 0)), np.empty(3, np.int64))

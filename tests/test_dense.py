@@ -1,0 +1,101 @@
+"""dense_forward (Z = X·W + b, A = f(Z) in the GEMM epilogue), dense_backward
+(dW = Xᵀ·δ, db = Σ δ, dX = δ·Wᵀ) and bias_grad against NumPy, both dtypes, and the
+whole layer against finite differences in float64."""
+import numpy as np
+import pytest
+
+from pyneuro import _core
+from reference import (DTYPES, act_forward_ref, assert_close, assert_scaled_close, away_from, f64,
+                       numeric_grad, rel_err)
+
+ACTS = sorted(_core.ACTIVATIONS)
+ALPHA = {"leaky_relu": 0.1, "elu": 1.3}
+
+# (B, n, m): odd sizes, K past one KC slice, m past NR and one column-sum block, n = 0
+SHAPES = [(1, 1, 1), (37, 13, 19), (5, 300, 7), (100, 8, 130), (4, 0, 5)]
+
+
+def layer(rng, B, n, m, dtype):
+    X = rng.standard_normal((B, n)).astype(dtype)
+    W = (rng.standard_normal((n, m)) / np.sqrt(max(n, 1))).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    return X, W, b
+
+
+def forward(X, W, b, act, with_A=True):
+    B, m = X.shape[0], W.shape[1]
+    Z = np.full((B, m), np.nan, X.dtype)  # outputs are written, never read
+    A = np.full((B, m), np.nan, X.dtype) if with_A else None
+    _core.dense_forward(X, W, b, Z, A, act, ALPHA.get(act, 0.0))
+    return Z, A
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("B,n,m", SHAPES)
+def test_dense_forward(rng, B, n, m, act, dtype):
+    X, W, b = layer(rng, B, n, m, dtype)
+    Z, A = forward(X, W, b, act)
+    x, w = f64(X), f64(W)
+    assert_scaled_close(Z, x @ w + f64(b), np.abs(x) @ np.abs(w) + np.abs(f64(b)), dtype, "Z")
+    # the epilogue applies f to the Z it wrote
+    assert_close(A, act_forward_ref(act, Z, ALPHA.get(act, 0.0)), dtype, "A")
+    if act == "softmax":
+        assert_close(A.sum(axis=1), np.ones(B), dtype, "row sums")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_forward_without_A_is_identity(rng, dtype):
+    X, W, b = layer(rng, 33, 17, 21, dtype)
+    Z, _ = forward(X, W, b, "identity", with_A=False)
+    Z2, A2 = forward(X, W, b, "identity")
+    assert np.array_equal(Z, Z2) and np.array_equal(Z, A2)
+    with pytest.raises(ValueError, match="needs an output array A"):
+        forward(X, W, b, "relu", with_A=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,n,m", SHAPES + [(0, 3, 4), (6, 4, 0)])
+@pytest.mark.parametrize("with_dX", [True, False])
+def test_dense_backward(rng, B, n, m, with_dX, dtype):
+    X, W, _ = layer(rng, B, n, m, dtype)
+    D = rng.standard_normal((B, m)).astype(dtype)
+    dW, db = np.full((n, m), np.nan, dtype), np.full(m, np.nan, dtype)
+    dX = np.full((B, n), np.nan, dtype) if with_dX else None
+    _core.dense_backward(X, W, D, dW, db, dX)
+    x, w, d = f64(X), f64(W), f64(D)
+    assert_scaled_close(dW, x.T @ d, np.abs(x).T @ np.abs(d), dtype, "dW")
+    assert_scaled_close(db, d.sum(axis=0), np.abs(d).sum(axis=0), dtype, "db")
+    if with_dX:
+        assert_scaled_close(dX, d @ w.T, np.abs(d) @ np.abs(w).T, dtype, "dX")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,m", [(1, 1), (1000, 3), (7, 64), (13, 65), (300, 257), (0, 5)])
+def test_bias_grad(rng, B, m, dtype):
+    D = rng.standard_normal((B, m)).astype(dtype)
+    db = np.full(m, np.nan, dtype)
+    _core.bias_grad(D, db)
+    assert_scaled_close(db, f64(D).sum(axis=0), np.abs(f64(D)).sum(axis=0), dtype, "db")
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_dense_layer_against_finite_differences(rng, act):
+    """L = Σ G ⊙ f(X·W + b): activation_backward then dense_backward give ∂L/∂W, ∂L/∂b, ∂L/∂X."""
+    B, n, m = 4, 5, 3
+    X, W, b = rng.standard_normal((B, n)), rng.standard_normal((n, m)), rng.standard_normal(m)
+    G = rng.standard_normal((B, m))
+    alpha = ALPHA.get(act, 0.0)
+    # keep every pre-activation away from the kink at 0 by moving the bias
+    Z, _ = forward(X, W, b, act)
+    b += away_from(rng, (m,), kinks=tuple((-Z).ravel()), margin=0.05, low=-1, high=1)
+
+    def loss():
+        return float(np.sum(G * forward(X, W, b, act)[1]))
+
+    Z, A = forward(X, W, b, act)
+    delta, dW, db, dX = np.empty_like(Z), np.empty_like(W), np.empty_like(b), np.empty_like(X)
+    _core.activation_backward(act, alpha, Z, A, G, delta)
+    _core.dense_backward(X, W, delta, dW, db, dX)
+    for name, param, grad in (("W", W, dW), ("b", b, db), ("X", X, dX)):
+        assert rel_err(grad, numeric_grad(loss, param)) < 1e-6, name

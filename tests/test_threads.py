@@ -1,0 +1,267 @@
+"""Threads: the thread setting, bitwise-identical results on 1, 2 and 3 threads for
+every kernel (sizes large enough that the work is really split), and GIL release."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import pyneuro
+from pyneuro import _core
+from reference import DTYPES
+
+needs_openmp = pytest.mark.skipif(not _core.openmp_enabled(), reason="built without OpenMP")
+THREADS = (1, 2, 3)
+
+
+# ---- the setting ------------------------------------------------------------------------
+@needs_openmp
+def test_get_num_threads_honours_set_num_threads(num_threads):
+    for n in (1, 2, 3, 7, np.int64(2)):
+        num_threads(n)
+        assert _core.get_num_threads() == n
+    num_threads(None)
+    assert _core.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-1, ValueError), ("2", TypeError),
+                                       (True, TypeError), (2.0, TypeError), ([2], TypeError)])
+def test_set_num_threads_rejects(num_threads, bad, error):
+    num_threads(2)
+    with pytest.raises(error, match="set_num_threads"):
+        _core.set_num_threads(bad)
+    if _core.openmp_enabled():
+        assert _core.get_num_threads() == 2  # unchanged
+
+
+@needs_openmp
+@pytest.mark.parametrize("omp", ["1", "3"])
+def test_omp_num_threads_is_the_default(omp):
+    env = dict(os.environ, OMP_NUM_THREADS=omp)
+    out = subprocess.run([sys.executable, "-c", "import pyneuro;print(pyneuro.get_num_threads())"],
+                         env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == omp
+
+
+def test_package_exports_the_thread_setting():
+    assert pyneuro.get_num_threads is _core.get_num_threads
+    assert pyneuro.set_num_threads is _core.set_num_threads
+    assert pyneuro.openmp_enabled() == _core.openmp_enabled()
+
+
+# ---- determinism: every kernel, 1 vs 2 vs 3 threads ---------------------------------------
+def _gemm(M, K, N, ta, tb):
+    def run(rng, dt):
+        A = rng.standard_normal((K, M) if ta else (M, K)).astype(dt)
+        B = rng.standard_normal((N, K) if tb else (K, N)).astype(dt)
+        C = rng.standard_normal((M, N)).astype(dt)
+        return [_core.gemm_into(A, B, C, ta, tb, alpha=0.7, beta=-1.3)]
+    return run
+
+
+def _dense_forward(act):
+    def run(rng, dt):
+        X, W, b = (rng.standard_normal(s).astype(dt) for s in ((300, 257), (257, 130), (130,)))
+        Z, A = np.empty((300, 130), dt), np.empty((300, 130), dt)
+        _core.dense_forward(X, W, b, Z, A, act, 0.1)
+        return [Z, A]
+    return run
+
+
+def _dense_backward(rng, dt):
+    X, W, D = (rng.standard_normal(s).astype(dt) for s in ((1000, 130), (130, 70), (1000, 70)))
+    dW, db, dX = np.empty((130, 70), dt), np.empty(70, dt), np.empty((1000, 130), dt)
+    _core.dense_backward(X, W, D, dW, db, dX)
+    return [dW, db, dX]
+
+
+def _bias_grad(rng, dt):
+    db = np.empty(300, dt)
+    _core.bias_grad(rng.standard_normal((1000, 300)).astype(dt), db)
+    return [db]
+
+
+def _activation(act):
+    def run(rng, dt):
+        Z, G = (rng.standard_normal((1000, 67)).astype(dt) for _ in range(2))
+        A, dZ = np.empty_like(Z), np.empty_like(Z)
+        _core.activation_forward(act, 0.2, Z, A)
+        _core.activation_backward(act, 0.2, Z, A, G, dZ)
+        return [A, dZ]
+    return run
+
+
+def _cross_entropy(targets):
+    def run(rng, dt):
+        Z = rng.standard_normal((1000, 10)).astype(dt)
+        y = rng.integers(0, 10, 1000) if targets == "labels" else rng.dirichlet(np.ones(10), 1000).astype(dt)
+        dZ = np.empty_like(Z)
+        return [_core.softmax_cross_entropy(Z, y, dZ), dZ]
+    return run
+
+
+def _pointwise(kind):
+    def run(rng, dt):
+        Z, Y = rng.standard_normal((1000, 7)).astype(dt), rng.uniform(0, 1, (1000, 7)).astype(dt)
+        dZ = np.empty_like(Z)
+        return [_core.pointwise_loss(kind, Z, Y, dZ, delta=0.5), dZ]
+    return run
+
+
+N = 100003
+
+
+def _sgd(nesterov):
+    def run(rng, dt):
+        w, g, v = (rng.standard_normal(N).astype(dt) for _ in range(3))
+        _core.sgd_step(w, g, v, 0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+        return [w, v]
+    return run
+
+
+def _adam(decoupled):
+    def run(rng, dt):
+        w, g, m = (rng.standard_normal(N).astype(dt) for _ in range(3))
+        v = rng.uniform(0, 1, N).astype(dt)
+        _core.adam_step(w, g, m, v, 3, 1e-3, weight_decay=0.01, decoupled=decoupled)
+        return [w, m, v]
+    return run
+
+
+def _rmsprop(rng, dt):
+    w, g, v = rng.standard_normal(N).astype(dt), rng.standard_normal(N).astype(dt), np.zeros(N, dt)
+    _core.rmsprop_step(w, g, v, 1e-3, weight_decay=0.01)
+    return [w, v]
+
+
+def _global_norm(rng, dt):
+    return [_core.global_norm(rng.standard_normal(20 * 16384 + 5).astype(dt))]
+
+
+def _gather_rows(rng, dt):
+    X = rng.standard_normal((1000, 33)).astype(dt)
+    out = np.empty((2000, 33), dt)
+    return [_core.gather_rows(X, rng.integers(0, 1000, 2000), out)]
+
+
+def _dropout_mask(rng, dt):
+    U = rng.uniform(0, 1, N).astype(dt)
+    _core.dropout_mask(U, 0.3)
+    return [U]
+
+
+def _multiply(rng, dt):
+    A, B = rng.standard_normal(N).astype(dt), rng.standard_normal(N).astype(dt)
+    return [_core.multiply(A, B, np.empty(N, dt))]
+
+
+def _argmax_rows(rng, dt):
+    return [_core.argmax_rows(rng.standard_normal((1000, 37)).astype(dt), np.empty(1000, np.int64))]
+
+
+KERNELS = {
+    **{f"gemm_300x500x700_ta{int(ta)}_tb{int(tb)}": _gemm(300, 500, 700, ta, tb)
+       for ta in (False, True) for tb in (False, True)},
+    "gemm_50x600x700_panel_split": _gemm(50, 600, 700, False, False),   # one row block
+    "gemm_20x300x4200_two_slabs": _gemm(20, 300, 4200, True, False),
+    **{f"dense_forward_{a}": _dense_forward(a) for a in sorted(_core.ACTIVATIONS)},
+    "dense_backward": _dense_backward,
+    "bias_grad": _bias_grad,
+    **{f"activation_{a}": _activation(a) for a in sorted(_core.ACTIVATIONS)},
+    "cross_entropy_labels": _cross_entropy("labels"),
+    "cross_entropy_probabilities": _cross_entropy("probabilities"),
+    **{f"pointwise_{k}": _pointwise(k) for k in sorted(_core.POINTWISE_LOSSES)},
+    "sgd": _sgd(False), "sgd_nesterov": _sgd(True),
+    "adam": _adam(False), "adamw": _adam(True),
+    "rmsprop": _rmsprop,
+    "global_norm": _global_norm,
+    "gather_rows": _gather_rows,
+    "dropout_mask": _dropout_mask,
+    "multiply": _multiply,
+    "argmax_rows": _argmax_rows,
+}
+
+
+def as_bytes(results):
+    return [np.asarray(r).tobytes() for r in results]
+
+
+@needs_openmp
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_bitwise_identical_on_any_thread_count(num_threads, kernel, dtype):
+    outputs = {}
+    for n in THREADS:
+        num_threads(n)
+        outputs[n] = as_bytes(KERNELS[kernel](np.random.default_rng(1234), dtype))
+    assert outputs[2] == outputs[1], f"{kernel}: 2 threads differ from 1"
+    assert outputs[3] == outputs[1], f"{kernel}: 3 threads differ from 1"
+
+
+def test_every_kernel_has_a_determinism_case():
+    knobs = {"gemm_kernel", "set_gemm_kernel", "get_num_threads", "set_num_threads", "openmp_enabled"}
+    wrappers = {n for n in dir(_core) if not n.startswith("_") and callable(getattr(_core, n))} - knobs
+    called = {n for run in KERNELS.values() for n in run.__code__.co_names}
+    assert wrappers - called == set(), "a new kernel needs a case in KERNELS"
+
+
+# ---- the GIL is released while a kernel runs --------------------------------------------------
+def _count_while(work):
+    """Run work() in a thread and count loop turns here until it returns: (seconds, turns/s)."""
+    done, took = threading.Event(), []
+
+    def worker():
+        t0 = time.perf_counter()
+        work()
+        took.append(time.perf_counter() - t0)
+        done.set()
+
+    thread = threading.Thread(target=worker)
+    turns = 0
+    start = time.perf_counter()
+    thread.start()
+    while not done.is_set():
+        turns += 1
+    elapsed = time.perf_counter() - start
+    thread.join()
+    return took[0], turns / elapsed
+
+
+def _big_gemm():
+    A = np.random.default_rng(0).standard_normal((1700, 1700))
+    C = np.empty_like(A)
+    return lambda: _core.gemm_into(A, A, C)
+
+
+def _big_activation():
+    Z = np.random.default_rng(0).standard_normal((2000, 2500))
+    A = np.empty_like(Z)
+    return lambda: _core.activation_forward("gelu", 0.0, Z, A)
+
+
+@pytest.mark.parametrize("make_work", [_big_gemm, _big_activation], ids=["gemm", "gelu"])
+def test_kernels_release_the_gil(num_threads, make_work):
+    """On 1 kernel thread the counting loop keeps its speed; with the GIL held it would
+    stall for the whole kernel (getting only ~5 ms switch intervals between calls)."""
+    num_threads(1)
+    kernel = make_work()
+    once = 0.0
+    for _ in range(2):  # the first call also allocates work buffers and touches pages
+        t0 = time.perf_counter()
+        kernel()
+        once = time.perf_counter() - t0
+        if once > 0.3:
+            break
+    repeats = max(1, int(np.ceil(0.3 / once)))  # a single call for the gemm
+
+    def work():
+        for _ in range(repeats):
+            kernel()
+
+    seconds, rate = _count_while(work)
+    assert seconds > 0.2, f"kernel took only {seconds:.3f} s: too short to show anything"
+    _, free_rate = _count_while(lambda: time.sleep(seconds))
+    assert rate > 0.3 * free_rate, f"counter ran at {rate / free_rate:.0%} of its free speed"
