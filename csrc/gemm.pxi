@@ -3,40 +3,53 @@
 #   C = α·op(A)·op(B) + β·C        op(A): M×K, op(B): K×N, C: M×N (row stride ldc)
 #   op(X) = X or Xᵀ, taken by strides while packing: no transposed copy is ever made.
 #
-# Loops, outermost first (the five loops around the micro-kernel):
-#   jc  over N in NC-column slabs      B slab packed once:   KC × NC in NR-wide panels
-#   pc  over K in KC-deep slices       (fixed order: C's sum over k never depends on threads)
-#   ic  over M in MC-row blocks   ┐    A block packed per task: MC × KC in MR-tall panels
-#   jr  over NR-column panels     ┘    tasks = (ic block, group of panels), spread over threads
-#   ir  over MR-row panels             micro-kernel: MR × NR tile in registers
-# Every element of C is computed by exactly one task in one fixed order, so the
-# result is bitwise the same for any thread count.
+# Threads: C is cut into a grid of tm × tn rectangles, one per thread (threads_grid
+# picks the grid that keeps the work even and packs least), and each thread runs
+# the serial five loops below on its rectangle with its own packing buffers: one
+# parallel region per call, no barriers. Rectangle edges fall on multiples of
+# MR and NR, so a tile is the same tile for any thread count.
+#
+# The five loops around the micro-kernel, outermost first (gemm_block):
+#   jc  over N in NC-column slabs
+#   pc  over K in KC-deep slices       op(B) slice packed: kc × nc in NR-wide panels
+#                                      (fixed order: C's sum over k never depends on threads)
+#   ic  over M in MC-row blocks        op(A) block packed: mc × kc in MR-tall panels
+#   jr  over NR-column panels          the B panel stays in L1 ...
+#   ir  over MR-row panels             ... while A panels stream from L2: MR × NR tile in registers
+# K, M and N are cut into equal slices (KC, MC, NC are upper bounds), so no thin
+# remainder slice pays a whole pass over C.
 #
 # Epilogue: on the last KC slice a tile is still in L1 when it is finished, so the
 # Dense forward adds the bias and applies the activation there:
 #   Z = C + b (row-broadcast),  Aout = f(Z).
 #
-# Blocking for this machine (L1d 32 KiB, L2 512 KiB per core, shared L3), one place:
-#   KC = 256: an MR×KC A panel (6 KiB f32) and an NR×KC B panel (16 KiB) fit L1 together
-#   MC = 96:  the packed A block MC×KC is 96 KiB (f32) / 192 KiB (f64), inside L2
-#   NC = 4096: the packed B slab KC×NC is 4 MiB (f32) / 8 MiB (f64), in L3
+# Blocking for this machine (L1d 32 KiB, L2 512 KiB – 1 MiB per core, shared L3), one place:
+#   KC = 256: an NR×KC B panel (16 KiB) and an MR×KC A panel (6 KiB) fit L1 together
+#   MC = 144: the packed A block MC×KC is 144 KiB (f32) / 288 KiB (f64), inside L2
+#   NC = 4080: the packed B slice KC×NC is 4 MiB (f32) / 8 MiB (f64), in L3
 
 cdef extern from "gemm_microkernel.h" nogil:
     enum:
         PN_MR
         PN_NR_F32
         PN_NR_F64
-    void pn_ukernel_f32(long k, const float *a, const float *b, float *c)
-    void pn_ukernel_f64(long k, const double *a, const double *b, double *c)
+    void pn_tile_f32(int rows, int vecs, long k, const float *a, const float *b, float *c,
+                     long ldc, float alpha, float beta)
+    void pn_tile_f64(int rows, int vecs, long k, const double *a, const double *b, double *c,
+                     long ldc, double alpha, double beta)
+    float pn_fma_probe_f32(long n, float x)
+    double pn_fma_probe_f64(long n, double x)
     int pn_gemm_isa
     void pn_gemm_select(int isa)
 
 cdef enum:
     MR = PN_MR
     KC = 256
-    MC = 96
-    NC = 4096
+    MC = 144
+    NC = 4080                    # a multiple of both NR
     TILE_MAX = PN_MR * PN_NR_F32
+    PACK_COST = 8                # packing one element costs about 8 multiply-adds of the kernel
+    MIN_TASK_FMA = 1 << 17       # below this many multiply-adds per thread, fewer threads win
 
 
 def gemm_kernel():
@@ -59,32 +72,88 @@ def set_gemm_kernel(name):
         raise ValueError(f"set_gemm_kernel: expected 'auto', 'avx2' or 'generic', got {name!r}")
 
 
+cdef double _probe_sink = 0
+
+
+def fma_probe(long n, dtype=np.float32):
+    """Run n rounds of the micro-kernel's FMA mix (12 independent vector FMAs) on every
+    kernel thread, without touching memory; returns the floating-point operations done.
+    Timing it measures the machine's peak: bench/gemm.py reports % of it."""
+    cdef int t, nt = _nthreads()
+    cdef bint f32 = np.dtype(dtype) == F32
+    cdef double sink = 0
+    global _probe_sink
+    if n < 0:
+        raise ValueError(f"fma_probe: n must be >= 0, got {n}")
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule="static"):
+            if f32:
+                sink += pn_fma_probe_f32(n, <float>1.0000001)
+            else:
+                sink += pn_fma_probe_f64(n, 1.0000001)
+    _probe_sink = sink   # kept, so the probe's work is not optimised away
+    return 2.0 * 12 * (PN_NR_F32 if f32 else PN_NR_F64) // 2 * n * nt   # 12 FMAs of NR/2 lanes
+
+
+cdef inline Py_ssize_t even_slice(Py_ssize_t n, Py_ssize_t most, Py_ssize_t unit) noexcept nogil:
+    """The slice length that cuts n into the fewest equal pieces of at most `most`,
+    rounded up to a multiple of unit (most is one)."""
+    cdef Py_ssize_t pieces = (n + most - 1) // most
+    cdef Py_ssize_t s = (n + pieces - 1) // pieces
+    return (s + unit - 1) // unit * unit
+
+
+cdef inline void tile_kernel(Py_ssize_t rows, int vecs, Py_ssize_t k, const floating *a,
+                             const floating *b, floating *c, Py_ssize_t ldc, floating alpha,
+                             floating beta) noexcept nogil:
+    if floating is float:
+        pn_tile_f32(<int>rows, vecs, k, a, b, c, ldc, alpha, beta)
+    else:
+        pn_tile_f64(<int>rows, vecs, k, a, b, c, ldc, alpha, beta)
+
+
 cdef inline void pack_A(Py_ssize_t mc, Py_ssize_t kc, const floating *A, Py_ssize_t rs,
                         Py_ssize_t cs, floating *Ap) noexcept nogil:
-    """Ap[ir·kc + p·MR + i] = A[(ir+i)·rs + p·cs]: MR-tall panels, rows past mc are 0."""
-    cdef Py_ssize_t q, ir, i, p, m
+    """Ap[ir·kc + p·MR + i] = A[(ir+i)·rs + p·cs]: MR-tall panels (a last, shorter one
+    leaves its missing rows unwritten: its kernel never reads them). The inner loop
+    runs along whichever of A's directions is contiguous."""
+    cdef Py_ssize_t ir_, ir, i, p, m
     cdef floating *dst
-    for q in range((mc + MR - 1) // MR):
-        ir = q * MR
+    for ir_ in range((mc + MR - 1) // MR):
+        ir = ir_ * MR
         m = min(<Py_ssize_t>MR, mc - ir)
         dst = Ap + ir * kc
-        for i in range(m):
+        if cs == 1:
+            for i in range(m):
+                for p in range(kc):
+                    dst[p * MR + i] = A[(ir + i) * rs + p]
+        else:
             for p in range(kc):
-                dst[p * MR + i] = A[(ir + i) * rs + p * cs]
-        for i in range(m, MR):
-            for p in range(kc):
-                dst[p * MR + i] = 0
+                for i in range(m):
+                    dst[p * MR + i] = A[(ir + i) + p * cs]
 
 
-cdef inline void pack_B(Py_ssize_t kc, Py_ssize_t n, Py_ssize_t nr, const floating *B,
+cdef inline void pack_B(Py_ssize_t kc, Py_ssize_t nc, Py_ssize_t nr, const floating *B,
                         Py_ssize_t rs, Py_ssize_t cs, floating *Bp) noexcept nogil:
-    """Bp[p·nr + j] = B[p·rs + j·cs] for one nr-wide panel; columns past n are 0."""
-    cdef Py_ssize_t j, p
-    for p in range(kc):
-        for j in range(n):
-            Bp[p * nr + j] = B[p * rs + j * cs]
-        for j in range(n, nr):
-            Bp[p * nr + j] = 0
+    """Bp[jr·kc + p·nr + j] = B[p·rs + (jr+j)·cs]: nr-wide panels, columns past nc are 0.
+    The inner loop runs along whichever of B's directions is contiguous."""
+    cdef Py_ssize_t jr_, jr, j, p, n
+    cdef floating *dst
+    for jr_ in range((nc + nr - 1) // nr):
+        jr = jr_ * nr
+        n = min(nr, nc - jr)
+        dst = Bp + jr * kc
+        if cs == 1:
+            for p in range(kc):
+                for j in range(n):
+                    dst[p * nr + j] = B[p * rs + jr + j]
+        else:
+            for j in range(n):
+                for p in range(kc):
+                    dst[p * nr + j] = B[p + (jr + j) * cs]
+        for p in range(kc):
+            for j in range(n, nr):
+                dst[p * nr + j] = 0
 
 
 cdef inline void epilogue_row(floating *Z, const floating *bias, int act, floating act_alpha,
@@ -98,42 +167,97 @@ cdef inline void epilogue_row(floating *Z, const floating *bias, int act, floati
         act_forward(act, act_alpha, Z, Aout, n)
 
 
-cdef int gemm_task(Py_ssize_t i0, Py_ssize_t mc, Py_ssize_t jp0, Py_ssize_t jp1, Py_ssize_t jc,
-                   Py_ssize_t nc, Py_ssize_t kc, floating alpha, const floating *A,
-                   Py_ssize_t rsa, Py_ssize_t csa, const floating *Bp, floating beta,
-                   floating *C, Py_ssize_t ldc, bint last, const floating *bias, int act,
-                   floating act_alpha, floating *Aout, Py_ssize_t ldo) noexcept nogil:
-    """One task: pack the A block (rows i0..i0+mc) and update C's tiles in panels jp0..jp1."""
+cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alpha,
+                       const floating *Ap, const floating *Bp, floating beta, floating *C,
+                       Py_ssize_t ldc, bint last, const floating *bias, int act,
+                       floating act_alpha, floating *Aout, Py_ssize_t ldo) noexcept nogil:
+    """C[mc × nc] = α·Ap·Bp + β·C over packed operands. A tile has m ≤ MR rows and one
+    or two vectors of columns; when those cover its n columns exactly the kernel
+    writes C in place, otherwise it goes through a small buffer. On the last KC slice
+    each finished tile gets the epilogue."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t jp, q, ir, i, j, j0, m, n
+    cdef Py_ssize_t jr_, ir_, jr, ir, i, j, m, n
+    cdef int vecs
     cdef floating tile[TILE_MAX]
     cdef floating *c
-    cdef floating *Ap = <floating *>pn_workspace(0, MC * KC * sizeof(floating))
-    if Ap == NULL:
-        return 1
-    pack_A(mc, kc, A, rsa, csa, Ap)
-    for jp in range(jp0, jp1):
-        j0 = jp * nr
-        n = min(nr, nc - j0)
-        for q in range((mc + MR - 1) // MR):
-            ir = q * MR
+    for jr_ in range((nc + nr - 1) // nr):
+        jr = jr_ * nr
+        n = min(nr, nc - jr)
+        vecs = 1 if 2 * n <= nr else 2
+        for ir_ in range((mc + MR - 1) // MR):
+            ir = ir_ * MR
             m = min(<Py_ssize_t>MR, mc - ir)
-            if floating is float:
-                pn_ukernel_f32(kc, Ap + ir * kc, Bp + j0 * kc, tile)
+            c = C + ir * ldc + jr
+            if 2 * n == vecs * nr:
+                tile_kernel(m, vecs, kc, Ap + ir * kc, Bp + jr * kc, c, ldc, alpha, beta)
             else:
-                pn_ukernel_f64(kc, Ap + ir * kc, Bp + j0 * kc, tile)
-            for i in range(m):
-                c = C + (i0 + ir + i) * ldc + jc + j0
-                if beta == 0:
+                tile_kernel(m, vecs, kc, Ap + ir * kc, Bp + jr * kc, tile, nr, 1, 0)
+                for i in range(m):
                     for j in range(n):
-                        c[j] = alpha * tile[i * nr + j]
-                else:
-                    for j in range(n):
-                        c[j] = alpha * tile[i * nr + j] + beta * c[j]
-                if last:
-                    epilogue_row(c, bias + jc + j0 if bias != NULL else NULL, act, act_alpha,
-                                 Aout + (i0 + ir + i) * ldo + jc + j0 if Aout != NULL else NULL, n)
+                        if beta == 0:
+                            c[i * ldc + j] = alpha * tile[i * nr + j]
+                        else:
+                            c[i * ldc + j] = alpha * tile[i * nr + j] + beta * c[i * ldc + j]
+            if last:
+                for i in range(m):
+                    epilogue_row(c + i * ldc, bias + jr if bias != NULL else NULL, act, act_alpha,
+                                 Aout + (ir + i) * ldo + jr if Aout != NULL else NULL, n)
+
+
+cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
+                    const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
+                    const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating beta,
+                    floating *C, Py_ssize_t ldc, const floating *bias, int act,
+                    floating act_alpha, floating *Aout, Py_ssize_t ldo) noexcept nogil:
+    """One thread's rectangle, C[M × N] = α·op(A)·op(B) + β·C then the epilogue:
+    the five loops with this thread's packing buffers. Returns 1 if they could not
+    be allocated."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef Py_ssize_t kcs = even_slice(K, KC, 1), mcs = even_slice(M, MC, MR)
+    cdef Py_ssize_t ncs = even_slice(N, NC, nr)
+    cdef Py_ssize_t jc_, pc_, ic_, jc, pc, ic, nc, kc, mc
+    cdef floating *Ap = <floating *>pn_workspace(0, mcs * kcs * sizeof(floating))
+    cdef floating *Bp = <floating *>pn_workspace(1, kcs * ncs * sizeof(floating))
+    if Ap == NULL or Bp == NULL:
+        return 1
+    for jc_ in range((N + ncs - 1) // ncs):
+        jc = jc_ * ncs
+        nc = min(ncs, N - jc)
+        for pc_ in range((K + kcs - 1) // kcs):
+            pc = pc_ * kcs
+            kc = min(kcs, K - pc)
+            pack_B(kc, nc, nr, B + pc * rsb + jc * csb, rsb, csb, Bp)
+            for ic_ in range((M + mcs - 1) // mcs):
+                ic = ic_ * mcs
+                mc = min(mcs, M - ic)
+                pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
+                macro_kernel(mc, nc, kc, alpha, Ap, Bp, beta if pc == 0 else 1,
+                             C + ic * ldc + jc, ldc, pc + kc >= K,
+                             bias + jc if bias != NULL else NULL, act, act_alpha,
+                             Aout + ic * ldo + jc if Aout != NULL else NULL, ldo)
     return 0
+
+
+cdef int threads_grid(Py_ssize_t mu, Py_ssize_t nu, Py_ssize_t K, int nt, Py_ssize_t nr,
+                      int *tn) noexcept nogil:
+    """Cut C (mu MR-row panels × nu nr-column panels) into tm × tn rectangles for at most
+    nt threads; returns tm. Cost of a grid, in multiply-adds of its busiest thread:
+    the kernel's share ⌈mu/tm⌉MR·⌈nu/tn⌉nr·K plus PACK_COST per element it packs."""
+    cdef int tm, cols, best_tm = 1
+    cdef double bm, bn, cost, best = -1
+    tn[0] = 1
+    for tm in range(1, nt + 1):
+        cols = nt // tm
+        if tm > mu or cols > nu:
+            continue
+        bm = <double>((mu + tm - 1) // tm * MR)
+        bn = <double>((nu + cols - 1) // cols * nr)
+        if tm * cols > 1 and bm * bn * K < MIN_TASK_FMA:
+            continue
+        cost = bm * bn * K + PACK_COST * (bm + bn) * K
+        if best < 0 or cost < best * 0.98:
+            best, best_tm, tn[0] = cost, tm, cols
+    return best_tm
 
 
 cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -146,9 +270,9 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t rsa = 1 if trans_a else lda, csa = lda if trans_a else 1
     cdef Py_ssize_t rsb = 1 if trans_b else ldb, csb = ldb if trans_b else 1
-    cdef Py_ssize_t qj, qp, jc, pc, nc, kc, npan, jp, n_ic, ngroups, per_group, ntasks, t, ic, g, i, j
-    cdef int err = 0
-    cdef floating *Bp
+    cdef Py_ssize_t mu = (M + MR - 1) // MR, nu = (N + nr - 1) // nr
+    cdef Py_ssize_t i, j, t, m0, m1, n0, n1
+    cdef int tm, tn, err = 0
     if M == 0 or N == 0:
         return 0
     if K == 0:  # op(A)·op(B) is all zeros: C = β·C
@@ -157,33 +281,20 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
                 C[i * ldc + j] = beta * C[i * ldc + j] if beta != 0 else 0
             epilogue_row(C + i * ldc, bias, act, act_alpha, Aout + i * ldo if Aout != NULL else NULL, N)
         return 0
-    Bp = <floating *>pn_workspace(1, KC * NC * sizeof(floating))
-    if Bp == NULL:
-        return 1
-    n_ic = (M + MC - 1) // MC
-    for qj in range((N + NC - 1) // NC):
-        jc = qj * NC
-        nc = min(<Py_ssize_t>NC, N - jc)
-        npan = (nc + nr - 1) // nr
-        # enough tasks for every thread: split the panels when there are few row blocks
-        ngroups = 1 if nt == 1 or n_ic >= 2 * nt else min(npan, (2 * nt + n_ic - 1) // n_ic)
-        per_group = (npan + ngroups - 1) // ngroups
-        ngroups = (npan + per_group - 1) // per_group
-        ntasks = n_ic * ngroups
-        for qp in range((K + KC - 1) // KC):
-            pc = qp * KC
-            kc = min(<Py_ssize_t>KC, K - pc)
-            for jp in prange(npan, num_threads=nt, schedule="static"):
-                pack_B(kc, min(nr, nc - jp * nr), nr, B + pc * rsb + (jc + jp * nr) * csb,
-                       rsb, csb, Bp + jp * nr * kc)
-            for t in prange(ntasks, num_threads=nt, schedule="static"):
-                ic = t // ngroups
-                g = t % ngroups
-                err += gemm_task(ic * MC, min(<Py_ssize_t>MC, M - ic * MC), g * per_group,
-                                 min(npan, (g + 1) * per_group), jc, nc, kc, alpha,
-                                 A + ic * MC * rsa + pc * csa, rsa, csa, Bp,
-                                 beta if pc == 0 else 1, C, ldc, pc + kc >= K,
-                                 bias, act, act_alpha, Aout, ldo)
+    tm = threads_grid(mu, nu, K, nt, nr, &tn)
+    if tm * tn == 1:
+        return gemm_block(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc,
+                          bias, act, act_alpha, Aout, ldo)
+    for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
+        m0 = min(M, t // tn * mu // tm * MR)
+        m1 = min(M, (t // tn + 1) * mu // tm * MR)
+        n0 = min(N, t % tn * nu // tn * nr)
+        n1 = min(N, (t % tn + 1) * nu // tn * nr)
+        if m1 > m0 and n1 > n0:
+            err += gemm_block(m1 - m0, n1 - n0, K, alpha, A + m0 * rsa, rsa, csa,
+                              B + n0 * csb, rsb, csb, beta, C + m0 * ldc + n0, ldc,
+                              bias + n0 if bias != NULL else NULL, act, act_alpha,
+                              Aout + m0 * ldo + n0 if Aout != NULL else NULL, ldo)
     return 1 if err else 0
 
 

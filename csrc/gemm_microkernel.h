@@ -1,15 +1,19 @@
 /* gemm_microkernel.h — the register-blocked heart of the GEMM.
  *
- *   c[i][j] = Σ_{p<k} a[p·MR + i] · b[p·NR + j]      0 ≤ i < MR, 0 ≤ j < NR
+ *   acc[i][j] = Σ_{p<k} a[p·MR + i] · b[p·NR + j]        0 ≤ i < MR, 0 ≤ j < NR
+ *   C[i][j]   = α·acc[i][j] + β·C[i][j]                   (β = 0: C is not read)
  *
- * a is an MR-row panel of packed op(A) (k × MR, column of the tile per p),
- * b an NR-column panel of packed op(B) (k × NR), c a dense MR × NR tile
- * (row stride NR) that the caller scales into C. The reduction over p runs in
- * one fixed order, so a tile's result never depends on which thread made it.
+ * a is an MR-row panel of packed op(A) (k × MR), b an NR-column panel of packed
+ * op(B) (k × NR), C a tile of the output with row stride ldc: MR × NR, or fewer
+ * rows / one vector of columns at the edges of the product.
+ * The reduction over p runs in one fixed order, so a tile's value never depends
+ * on which thread computed it.
  *
  * One source, two element types, two instruction sets: GCC vector extensions
- * (2 × 32-byte vectors per tile row) compiled once with AVX2+FMA enabled and
- * once for the baseline ISA. The caller picks one at run time.
+ * (two 32-byte vectors per tile row, 12 accumulators in registers) compiled once
+ * with AVX2+FMA enabled and once for the baseline ISA; pn_gemm_select picks one
+ * at run time. pn_fma_probe runs the same instruction mix without memory traffic,
+ * to measure the machine's peak.
  */
 #ifndef PYNEURO_GEMM_MICROKERNEL_H
 #define PYNEURO_GEMM_MICROKERNEL_H
@@ -20,56 +24,122 @@
 #define PN_NR_F32 16                     /* columns: two 8-float vectors            */
 #define PN_NR_F64 8                      /* columns: two 4-double vectors           */
 
-#define PN_DEFINE_MICROKERNEL(NAME, T, ATTR)                                        \
+#define PN_DEFINE_MICROKERNEL(NAME, T, ATTR, ROWS, VECS)                            \
     ATTR static void NAME(long k, const T *restrict a, const T *restrict b,         \
-                          T *restrict c) {                                          \
+                          T *restrict c, long ldc, T alpha, T beta) {               \
         typedef T vec __attribute__((vector_size(32)));                             \
         enum { L = 32 / sizeof(T), NR = 2 * L };                                    \
-        vec acc[PN_MR][2];                                                          \
-        /* a[·] − 0 splats the scalar exactly (−0 and NaN kept), folded to one broadcast */ \
-        for (int i = 0; i < PN_MR; i++) acc[i][0] = acc[i][1] = (vec){0};           \
+        vec acc[ROWS][VECS];                                                        \
+        for (int i = 0; i < ROWS; i++) {                                            \
+            for (int h = 0; h < VECS; h++) acc[i][h] = (vec){0};                    \
+            __builtin_prefetch(c + i * ldc, 1);                                     \
+            __builtin_prefetch(c + i * ldc + VECS * L - 1, 1);                      \
+        }                                                                           \
         for (long p = 0; p < k; p++) {                                              \
-            vec b0, b1;                                                             \
-            memcpy(&b0, b + p * NR, sizeof b0);                                     \
-            memcpy(&b1, b + p * NR + L, sizeof b1);                                 \
+            vec bv[VECS];                                                           \
+            for (int h = 0; h < VECS; h++) memcpy(&bv[h], b + p * NR + h * L, sizeof(vec)); \
+            /* a[·] − 0 splats the scalar exactly (−0, NaN kept): one broadcast */  \
             _Pragma("GCC unroll 6")                                                 \
-            for (int i = 0; i < PN_MR; i++) {                                       \
+            for (int i = 0; i < ROWS; i++) {                                        \
                 vec ai = a[p * PN_MR + i] - (vec){0};                               \
-                acc[i][0] += ai * b0;                                               \
-                acc[i][1] += ai * b1;                                               \
+                for (int h = 0; h < VECS; h++) acc[i][h] += ai * bv[h];             \
             }                                                                       \
         }                                                                           \
-        for (int i = 0; i < PN_MR; i++) {                                           \
-            memcpy(c + i * NR, &acc[i][0], sizeof acc[i][0]);                       \
-            memcpy(c + i * NR + L, &acc[i][1], sizeof acc[i][1]);                   \
+        vec va = alpha - (vec){0}, vb = beta - (vec){0};                            \
+        _Pragma("GCC unroll 6")                                                     \
+        for (int i = 0; i < ROWS; i++) {                                            \
+            for (int h = 0; h < VECS; h++) {                                        \
+                vec r = va * acc[i][h], old;                                        \
+                if (beta != 0) {                                                    \
+                    memcpy(&old, c + i * ldc + h * L, sizeof old);                  \
+                    r += vb * old;                                                  \
+                }                                                                   \
+                memcpy(c + i * ldc + h * L, &r, sizeof r);                          \
+            }                                                                       \
         }                                                                           \
     }
 
-PN_DEFINE_MICROKERNEL(pn_ukernel_f32_generic, float, )
-PN_DEFINE_MICROKERNEL(pn_ukernel_f64_generic, double, )
+/* Every tile shape a product needs: ROWS = 1..MR (the last row panel of M) times
+ * VECS = 1, 2 (a last column panel of at most NR/2 needs one vector), gathered in
+ * a table NAME[VECS − 1][ROWS]. A short tile does only the arithmetic it keeps. */
+#define PN_DEFINE_KERNEL_TABLE(NAME, T, ATTR)                                       \
+    PN_DEFINE_MICROKERNEL(NAME##_1x1, T, ATTR, 1, 1)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_2x1, T, ATTR, 2, 1)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_3x1, T, ATTR, 3, 1)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_4x1, T, ATTR, 4, 1)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_5x1, T, ATTR, 5, 1)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_6x1, T, ATTR, 6, 1)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_1x2, T, ATTR, 1, 2)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_2x2, T, ATTR, 2, 2)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_3x2, T, ATTR, 3, 2)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_4x2, T, ATTR, 4, 2)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_5x2, T, ATTR, 5, 2)                                \
+    PN_DEFINE_MICROKERNEL(NAME##_6x2, T, ATTR, 6, 2)                                \
+    static void (*const NAME[2][PN_MR + 1])(long, const T *, const T *, T *, long, T, T) = { \
+        {0, NAME##_1x1, NAME##_2x1, NAME##_3x1, NAME##_4x1, NAME##_5x1, NAME##_6x1}, \
+        {0, NAME##_1x2, NAME##_2x2, NAME##_3x2, NAME##_4x2, NAME##_5x2, NAME##_6x2}};
+
+/* n iterations of 12 independent FMA chains, as in the micro-kernel; returns a
+ * value that depends on all of them (IEEE rounding forbids folding the loop). */
+#define PN_DEFINE_FMA_PROBE(NAME, T, ATTR)                                          \
+    ATTR static T NAME(long n, T x) {                                               \
+        typedef T vec __attribute__((vector_size(32)));                             \
+        vec acc[12], m = x - (vec){0}, s = (vec){0};                                \
+        for (int i = 0; i < 12; i++) acc[i] = (x + i) - (vec){0};                   \
+        for (long p = 0; p < n; p++) {                                              \
+            _Pragma("GCC unroll 12")                                                \
+            for (int i = 0; i < 12; i++) acc[i] = acc[i] * m + m;                   \
+        }                                                                           \
+        for (int i = 0; i < 12; i++) s += acc[i];                                   \
+        return s[0];                                                                \
+    }
+
+PN_DEFINE_KERNEL_TABLE(pn_kernels_f32_generic, float, )
+PN_DEFINE_KERNEL_TABLE(pn_kernels_f64_generic, double, )
+PN_DEFINE_FMA_PROBE(pn_fma_probe_f32_generic, float, )
+PN_DEFINE_FMA_PROBE(pn_fma_probe_f64_generic, double, )
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define PN_HAVE_AVX2_KERNEL 1
-PN_DEFINE_MICROKERNEL(pn_ukernel_f32_avx2, float, __attribute__((target("avx2,fma"))))
-PN_DEFINE_MICROKERNEL(pn_ukernel_f64_avx2, double, __attribute__((target("avx2,fma"))))
+#define PN_AVX2 __attribute__((target("avx2,fma")))
+PN_DEFINE_KERNEL_TABLE(pn_kernels_f32_avx2, float, PN_AVX2)
+PN_DEFINE_KERNEL_TABLE(pn_kernels_f64_avx2, double, PN_AVX2)
+PN_DEFINE_FMA_PROBE(pn_fma_probe_f32_avx2, float, PN_AVX2)
+PN_DEFINE_FMA_PROBE(pn_fma_probe_f64_avx2, double, PN_AVX2)
 #else
 #define PN_HAVE_AVX2_KERNEL 0
-#define pn_ukernel_f32_avx2 pn_ukernel_f32_generic
-#define pn_ukernel_f64_avx2 pn_ukernel_f64_generic
+#define pn_kernels_f32_avx2 pn_kernels_f32_generic
+#define pn_kernels_f64_avx2 pn_kernels_f64_generic
+#define pn_fma_probe_f32_avx2 pn_fma_probe_f32_generic
+#define pn_fma_probe_f64_avx2 pn_fma_probe_f64_generic
 #endif
 
-typedef void (*pn_ukernel_f32_t)(long, const float *, const float *, float *);
-typedef void (*pn_ukernel_f64_t)(long, const double *, const double *, double *);
+typedef void (*const pn_kernel_row_f32_t[PN_MR + 1])(long, const float *, const float *, float *, long, float, float);
+typedef void (*const pn_kernel_row_f64_t[PN_MR + 1])(long, const double *, const double *, double *, long, double, double);
 
 /* The kernels in use: chosen by pn_gemm_select (0 = generic, 1 = AVX2+FMA). */
-static pn_ukernel_f32_t pn_ukernel_f32 = pn_ukernel_f32_generic;
-static pn_ukernel_f64_t pn_ukernel_f64 = pn_ukernel_f64_generic;
+static const pn_kernel_row_f32_t *pn_kernels_f32 = pn_kernels_f32_generic;
+static const pn_kernel_row_f64_t *pn_kernels_f64 = pn_kernels_f64_generic;
+static float (*pn_fma_probe_f32)(long, float) = pn_fma_probe_f32_generic;
+static double (*pn_fma_probe_f64)(long, double) = pn_fma_probe_f64_generic;
 static int pn_gemm_isa = 0;
 
 static void pn_gemm_select(int isa) {
     pn_gemm_isa = (isa == 1 && PN_HAVE_AVX2_KERNEL) ? 1 : 0;
-    pn_ukernel_f32 = pn_gemm_isa ? pn_ukernel_f32_avx2 : pn_ukernel_f32_generic;
-    pn_ukernel_f64 = pn_gemm_isa ? pn_ukernel_f64_avx2 : pn_ukernel_f64_generic;
+    pn_kernels_f32 = pn_gemm_isa ? pn_kernels_f32_avx2 : pn_kernels_f32_generic;
+    pn_kernels_f64 = pn_gemm_isa ? pn_kernels_f64_avx2 : pn_kernels_f64_generic;
+    pn_fma_probe_f32 = pn_gemm_isa ? pn_fma_probe_f32_avx2 : pn_fma_probe_f32_generic;
+    pn_fma_probe_f64 = pn_gemm_isa ? pn_fma_probe_f64_avx2 : pn_fma_probe_f64_generic;
+}
+
+/* One tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} vectors of the panel b. */
+static inline void pn_tile_f32(int rows, int vecs, long k, const float *a, const float *b,
+                               float *c, long ldc, float alpha, float beta) {
+    pn_kernels_f32[vecs - 1][rows](k, a, b, c, ldc, alpha, beta);
+}
+static inline void pn_tile_f64(int rows, int vecs, long k, const double *a, const double *b,
+                               double *c, long ldc, double alpha, double beta) {
+    pn_kernels_f64[vecs - 1][rows](k, a, b, c, ldc, alpha, beta);
 }
 
 #endif

@@ -1,7 +1,8 @@
 """gemm_into: C = α·op(A)·op(B) + β·C against NumPy, both dtypes, both micro-kernels.
 
-Blocking: MC=96, KC=256, NC=4096, MR=6, NR=16 (float32) / 8 (float64); the shapes
-below straddle every one of those edges. Tolerance: see tests/reference.py.
+Blocking: MC=144, KC=256, NC=4080 (upper bounds: K, M and N are cut into equal
+slices), MR=6, NR=16 (float32) / 8 (float64); the shapes below straddle those
+edges. Tolerance: see tests/reference.py.
 """
 import numpy as np
 import pytest
@@ -22,13 +23,15 @@ SHAPES = [
     (5, 6, 17),       # M < MR, N one past NR(f32)
     (6, 1, 8),        # exactly one f64 tile
     (95, 255, 15),    # one short of MC, KC, NR
-    (97, 257, 17),    # one past MC, KC, NR
+    (97, 257, 17),    # one past KC, NR
+    (145, 513, 17),   # one past MC, 2·KC
+    (4, 2, 4081),     # one past NC
     (257, 257, 257),
     (193, 513, 33),   # two MC blocks + 1, two KC slices + 1
     (1000, 3, 3),     # tall
     (3, 3, 1000),     # wide
     (3, 1000, 3),     # deep
-    (2, 5, 4097),     # one past NC: two column slabs
+    (2, 5, 4097),     # two column slabs
     (5, 0, 7),        # K = 0: C = β·C
     (0, 4, 3),        # empty results
     (4, 3, 0),
@@ -106,13 +109,56 @@ def test_set_gemm_kernel_names(gemm_kernel):
         _core.set_gemm_kernel("sse9")
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+PRIMES = [2, 3, 5, 7, 11, 13, 17, 31, 61, 97, 127, 139, 149, 211, 251, 257, 277, 293]
+SIZES = st.one_of(st.integers(1, 300), st.sampled_from(PRIMES))
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
 @given(
-    M=st.integers(1, 300), K=st.integers(1, 300), N=st.integers(1, 300),
-    ta=st.booleans(), tb=st.booleans(), dtype=st.sampled_from(DTYPES),
+    M=SIZES, K=SIZES, N=SIZES, ta=st.booleans(), tb=st.booleans(), dtype=st.sampled_from(DTYPES),
     alpha=st.sampled_from([1.0, -0.5, 3.0]), beta=st.sampled_from([0.0, 1.0, -2.25]),
+    threads=st.integers(1, 3), kernel=st.sampled_from(["generic", "avx2"]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_gemm_random_shapes(M, K, N, ta, tb, dtype, alpha, beta, seed):
-    A, B, C0 = operands(np.random.default_rng(seed), M, K, N, ta, tb, dtype)
-    check_gemm(A, B, C0, ta, tb, alpha, beta, dtype)
+def test_gemm_random_sweep(M, K, N, ta, tb, dtype, alpha, beta, threads, kernel, seed):
+    if kernel == "avx2" and not _cpu_has_avx2():
+        kernel = "generic"
+    _core.set_num_threads(threads)
+    _core.set_gemm_kernel(kernel)
+    try:
+        A, B, C0 = operands(np.random.default_rng(seed), M, K, N, ta, tb, dtype)
+        check_gemm(A, B, C0, ta, tb, alpha, beta, dtype)
+    finally:
+        _core.set_num_threads(None)
+        _core.set_gemm_kernel("auto")
+
+
+def _cpu_has_avx2():
+    try:
+        _core.set_gemm_kernel("avx2")
+        return True
+    except ValueError:
+        return False
+    finally:
+        _core.set_gemm_kernel("auto")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,N", [(61, 277, 139), (300, 300, 300), (6, 1000, 16)])
+def test_generic_and_avx2_kernels_agree(gemm_kernel, rng, M, K, N, dtype):
+    """Same packing and order; only FMA rounding differs: agreement to a few ulps of the scale."""
+    A, B, _ = operands(rng, M, K, N, False, True, dtype)
+    out = {}
+    for kernel in ("generic", "avx2"):
+        gemm_kernel(kernel)
+        out[kernel] = _core.gemm_into(A, B, np.empty((M, N), dtype), trans_b=True)
+    scale = np.abs(f64(A)) @ np.abs(f64(B)).T
+    assert_scaled_close(out["avx2"], f64(out["generic"]), scale, dtype, "avx2 vs generic")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fma_probe_counts_its_work(dtype):
+    lanes = 32 // np.dtype(dtype).itemsize
+    assert _core.fma_probe(1000, dtype) == 2 * 12 * lanes * 1000 * _core.get_num_threads()
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        _core.fma_probe(-1)

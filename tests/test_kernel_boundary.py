@@ -176,7 +176,8 @@ def test_read_only_inputs_work(kernel, dtype):
 
 
 def test_every_wrapper_has_a_spec():
-    knobs = {"gemm_kernel", "set_gemm_kernel", "get_num_threads", "set_num_threads", "openmp_enabled"}
+    knobs = {"gemm_kernel", "set_gemm_kernel", "get_num_threads", "set_num_threads", "openmp_enabled",
+             "fma_probe"}
     wrappers = {n for n in dir(_core) if not n.startswith("_") and callable(getattr(_core, n))} - knobs
     called = {n for spec in SPECS.values() for n in spec.call.__code__.co_names}
     assert wrappers - called == set(), "a new wrapper needs a Spec"

@@ -14,7 +14,7 @@ from pyneuro import _core
 from reference import DTYPES
 
 needs_openmp = pytest.mark.skipif(not _core.openmp_enabled(), reason="built without OpenMP")
-THREADS = (1, 2, 3)
+THREADS = (1, 2, 3, 4)
 
 
 # ---- the setting ------------------------------------------------------------------------
@@ -165,7 +165,9 @@ def _argmax_rows(rng, dt):
 KERNELS = {
     **{f"gemm_300x500x700_ta{int(ta)}_tb{int(tb)}": _gemm(300, 500, 700, ta, tb)
        for ta in (False, True) for tb in (False, True)},
-    "gemm_50x600x700_panel_split": _gemm(50, 600, 700, False, False),   # one row block
+    "gemm_50x600x700_column_split": _gemm(50, 600, 700, False, False),   # threads split N
+    "gemm_700x600x20_row_split": _gemm(700, 600, 20, False, True),       # threads split M
+    "gemm_997x300x997_grid": _gemm(997, 300, 997, True, True),           # 2-d grid, edge tiles
     "gemm_20x300x4200_two_slabs": _gemm(20, 300, 4200, True, False),
     **{f"dense_forward_{a}": _dense_forward(a) for a in sorted(_core.ACTIVATIONS)},
     "dense_backward": _dense_backward,
@@ -199,10 +201,12 @@ def test_bitwise_identical_on_any_thread_count(num_threads, kernel, dtype):
         outputs[n] = as_bytes(KERNELS[kernel](np.random.default_rng(1234), dtype))
     assert outputs[2] == outputs[1], f"{kernel}: 2 threads differ from 1"
     assert outputs[3] == outputs[1], f"{kernel}: 3 threads differ from 1"
+    assert outputs[4] == outputs[1], f"{kernel}: 4 threads differ from 1"
 
 
 def test_every_kernel_has_a_determinism_case():
-    knobs = {"gemm_kernel", "set_gemm_kernel", "get_num_threads", "set_num_threads", "openmp_enabled"}
+    knobs = {"gemm_kernel", "set_gemm_kernel", "get_num_threads", "set_num_threads", "openmp_enabled",
+             "fma_probe"}
     wrappers = {n for n in dir(_core) if not n.startswith("_") and callable(getattr(_core, n))} - knobs
     called = {n for run in KERNELS.values() for n in run.__code__.co_names}
     assert wrappers - called == set(), "a new kernel needs a case in KERNELS"

@@ -1,0 +1,159 @@
+"""GEMM speed: pyneuro's own GEMM against numpy.matmul (its BLAS) and the machine's peak.
+
+    python bench/gemm.py                 # threads 1 and 2, median of 7
+    python bench/gemm.py --threads 1,2,4 --repeats 9
+
+Prints one table: case, dtype, threads, GFLOP/s of pyneuro and of NumPy, their
+ratio, and each as % of the peak measured here by `_core.fma_probe` (the
+micro-kernel's FMA mix with no memory traffic). Every sample of one library is
+taken right after the other's, so both see the same machine state; a sample
+repeats a call until it lasts ≥ 20 ms, and the table quotes medians.
+
+Cases: square products (1024³ float32 and float64, 256³ and 257³ for the edge
+tiles) and one training step of a 784-256-128-10 MLP per batch size, i.e. its
+eight GEMMs summed: forward X·W (3), backward Xᵀ·δ (3) and δ·Wᵀ (2).
+Needs threadpoolctl (pip install ".[bench]") to hold NumPy's BLAS to the same
+thread count.
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from pyneuro import _core
+
+MLP = (784, 256, 128, 10)
+SAMPLE_SECONDS = 0.02
+
+
+def square(n, dtype, rng):
+    """One product op(A)·op(B) as (trans_a, trans_b, A, B, C)."""
+    A, B = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    return [(False, False, A, B, np.empty((n, n), dtype))]
+
+
+def mlp_step(batch, dtype, rng, widths=MLP):
+    """The GEMMs of one forward + backward pass of a Dense MLP (no input gradient for layer 1)."""
+    acts = [rng.standard_normal((batch, w)).astype(dtype) for w in widths]
+    weights = [rng.standard_normal((a, b)).astype(dtype) for a, b in zip(widths, widths[1:])]
+    deltas = [rng.standard_normal((batch, w)).astype(dtype) for w in widths[1:]]
+    ops = [(False, False, X, W, np.empty((batch, W.shape[1]), dtype)) for X, W in zip(acts, weights)]
+    ops += [(True, False, X, D, np.empty(W.shape, dtype)) for X, D, W in zip(acts, deltas, weights)]
+    ops += [(False, True, D, W, np.empty((batch, W.shape[0]), dtype))
+            for D, W in list(zip(deltas, weights))[1:]]
+    return ops
+
+
+def flops(ops):
+    return sum(2.0 * C.shape[0] * C.shape[1] * (A.shape[0] if ta else A.shape[1])
+               for ta, _, A, _, C in ops)
+
+
+def run_pyneuro(ops):
+    for ta, tb, A, B, C in ops:
+        _core.gemm_into(A, B, C, trans_a=ta, trans_b=tb)
+
+
+def run_numpy(ops):
+    for ta, tb, A, B, C in ops:
+        np.matmul(A.T if ta else A, B.T if tb else B, out=C)
+
+
+def calibrate(fn, arg):
+    """Calls per sample so that one sample lasts at least SAMPLE_SECONDS."""
+    fn(arg)
+    t = time.perf_counter()
+    fn(arg)
+    once = max(time.perf_counter() - t, 1e-7)
+    return max(1, int(np.ceil(SAMPLE_SECONDS / once)))
+
+
+def sample(fn, arg, calls):
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn(arg)
+    return (time.perf_counter() - t) / calls
+
+
+def paired_medians(ops, repeats):
+    """Median seconds per call of pyneuro and of NumPy, samples interleaved."""
+    calls = {f: calibrate(f, ops) for f in (run_pyneuro, run_numpy)}
+    times = {f: [] for f in calls}
+    for _ in range(repeats):
+        for f in calls:
+            times[f].append(sample(f, ops, calls[f]))
+    return statistics.median(times[run_pyneuro]), statistics.median(times[run_numpy])
+
+
+def peak_gflops(dtype, repeats):
+    """FLOP/s of the FMA probe on the kernels' threads, median of `repeats` runs of ~50 ms."""
+    n = 1 << 16
+    while True:
+        t = time.perf_counter()
+        _core.fma_probe(n, dtype)
+        if time.perf_counter() - t > 0.05:
+            break
+        n *= 2
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        done = _core.fma_probe(n, dtype)
+        rates.append(done / (time.perf_counter() - t))
+    return statistics.median(rates) / 1e9
+
+
+CASES = [
+    ("1024³", np.float32, lambda dt, rng: square(1024, dt, rng)),
+    ("1024³", np.float64, lambda dt, rng: square(1024, dt, rng)),
+    ("256³", np.float32, lambda dt, rng: square(256, dt, rng)),
+    ("257³", np.float32, lambda dt, rng: square(257, dt, rng)),
+    ("MLP step b=32", np.float32, lambda dt, rng: mlp_step(32, dt, rng)),
+    ("MLP step b=128", np.float32, lambda dt, rng: mlp_step(128, dt, rng)),
+    ("MLP step b=512", np.float32, lambda dt, rng: mlp_step(512, dt, rng)),
+]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    parser.add_argument("--repeats", type=int, default=7, help="samples per case, median quoted (>= 5)")
+    args = parser.parse_args(argv)
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5, got {args.repeats}")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        sys.exit("bench/gemm.py needs threadpoolctl: pip install '.[bench]'")
+    threads = [int(t) for t in args.threads.split(",")]
+
+    print(f"pyneuro micro-kernel: {_core.gemm_kernel()}; NumPy {np.__version__}")
+    rows, speed = [], {}
+    for nt in threads:
+        _core.set_num_threads(nt)
+        with threadpool_limits(limits=nt):
+            peak = {dt: peak_gflops(dt, args.repeats) for dt in (np.float32, np.float64)}
+            print(f"peak ({nt} thread{'s' * (nt > 1)}): float32 {peak[np.float32]:.1f} GFLOP/s, "
+                  f"float64 {peak[np.float64]:.1f} GFLOP/s")
+            for name, dtype, make in CASES:
+                ops = make(dtype, np.random.default_rng(0))
+                t_ours, t_numpy = paired_medians(ops, args.repeats)
+                ours, theirs = flops(ops) / t_ours / 1e9, flops(ops) / t_numpy / 1e9
+                speed[name, dtype, nt] = ours
+                rows.append((name, np.dtype(dtype).name, nt, ours, theirs, ours / theirs,
+                             100 * ours / peak[dtype], 100 * theirs / peak[dtype]))
+    _core.set_num_threads(None)
+
+    head = ("case", "dtype", "threads", "pyneuro GFLOP/s", "NumPy GFLOP/s", "ratio",
+            "pyneuro % peak", "NumPy % peak")
+    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.0f}% | {r[7]:.0f}% |")
+    for nt in threads:
+        edge = speed["257³", np.float32, nt] / speed["256³", np.float32, nt]
+        print(f"\nedge tiles, {nt} thread(s): 257³ runs at {edge:.2f}× the GFLOP/s of 256³")
+
+
+if __name__ == "__main__":
+    main()
