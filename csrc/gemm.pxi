@@ -33,10 +33,10 @@ cdef extern from "gemm_microkernel.h" nogil:
         PN_MR
         PN_NR_F32
         PN_NR_F64
-    void pn_tile_f32(int rows, int vecs, long k, const float *a, const float *b, float *c,
-                     long ldc, float alpha, float beta)
-    void pn_tile_f64(int rows, int vecs, long k, const double *a, const double *b, double *c,
-                     long ldc, double alpha, double beta)
+    void pn_tile_f32(int rows, int vecs, long k, const float *a, long lda, const float *b,
+                     long ldb, float *c, long ldc, float alpha, float beta)
+    void pn_tile_f64(int rows, int vecs, long k, const double *a, long lda, const double *b,
+                     long ldb, double *c, long ldc, double alpha, double beta)
     float pn_fma_probe_f32(long n, float x)
     double pn_fma_probe_f64(long n, double x)
     int pn_gemm_isa
@@ -50,6 +50,7 @@ cdef enum:
     TILE_MAX = PN_MR * PN_NR_F32
     PACK_COST = 8                # packing one element costs about 8 multiply-adds of the kernel
     MIN_TASK_FMA = 1 << 17       # below this many multiply-adds per thread, fewer threads win
+    INPLACE_PANELS = 8           # an operand whose panels serve at most this many tiles is not packed
 
 
 def gemm_kernel():
@@ -104,12 +105,12 @@ cdef inline Py_ssize_t even_slice(Py_ssize_t n, Py_ssize_t most, Py_ssize_t unit
 
 
 cdef inline void tile_kernel(Py_ssize_t rows, int vecs, Py_ssize_t k, const floating *a,
-                             const floating *b, floating *c, Py_ssize_t ldc, floating alpha,
-                             floating beta) noexcept nogil:
+                             Py_ssize_t lda, const floating *b, Py_ssize_t ldb, floating *c,
+                             Py_ssize_t ldc, floating alpha, floating beta) noexcept nogil:
     if floating is float:
-        pn_tile_f32(<int>rows, vecs, k, a, b, c, ldc, alpha, beta)
+        pn_tile_f32(<int>rows, vecs, k, a, lda, b, ldb, c, ldc, alpha, beta)
     else:
-        pn_tile_f64(<int>rows, vecs, k, a, b, c, ldc, alpha, beta)
+        pn_tile_f64(<int>rows, vecs, k, a, lda, b, ldb, c, ldc, alpha, beta)
 
 
 cdef inline void pack_A(Py_ssize_t mc, Py_ssize_t kc, const floating *A, Py_ssize_t rs,
@@ -168,30 +169,36 @@ cdef inline void epilogue_row(floating *Z, const floating *bias, int act, floati
 
 
 cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alpha,
-                       const floating *Ap, const floating *Bp, floating beta, floating *C,
-                       Py_ssize_t ldc, bint last, const floating *bias, int act,
-                       floating act_alpha, floating *Aout, Py_ssize_t ldo) noexcept nogil:
-    """C[mc × nc] = α·Ap·Bp + β·C over packed operands. A tile has m ≤ MR rows and one
-    or two vectors of columns; when those cover its n columns exactly the kernel
-    writes C in place, otherwise it goes through a small buffer. On the last KC slice
-    each finished tile gets the epilogue."""
+                       const floating *Ap, Py_ssize_t a_step, Py_ssize_t lda,
+                       const floating *Bp, Py_ssize_t b_step, Py_ssize_t ldb,
+                       const floating *Bedge, floating beta, floating *C, Py_ssize_t ldc,
+                       bint last, const floating *bias, int act, floating act_alpha,
+                       floating *Aout, Py_ssize_t ldo) noexcept nogil:
+    """C[mc × nc] = α·op(A)·op(B) + β·C over panels: A's panel for row ir starts at
+    Ap + ir·a_step (p-stride lda), B's for column jr at Bp + jr·b_step (p-stride ldb);
+    a last, narrower B panel comes packed from Bedge when B is read in place.
+    A tile has m ≤ MR rows and one or two vectors of columns; when those cover its n
+    columns exactly the kernel writes C in place, otherwise through a small buffer.
+    On the last KC slice each finished tile gets the epilogue."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t jr_, ir_, jr, ir, i, j, m, n
+    cdef Py_ssize_t jr_, ir_, jr, ir, i, j, m, n, ldb_j
     cdef int vecs
     cdef floating tile[TILE_MAX]
     cdef floating *c
+    cdef const floating *b
     for jr_ in range((nc + nr - 1) // nr):
         jr = jr_ * nr
         n = min(nr, nc - jr)
         vecs = 1 if 2 * n <= nr else 2
+        b, ldb_j = (Bedge, nr) if n < nr and Bedge != NULL else (Bp + jr * b_step, ldb)
         for ir_ in range((mc + MR - 1) // MR):
             ir = ir_ * MR
             m = min(<Py_ssize_t>MR, mc - ir)
             c = C + ir * ldc + jr
             if 2 * n == vecs * nr:
-                tile_kernel(m, vecs, kc, Ap + ir * kc, Bp + jr * kc, c, ldc, alpha, beta)
+                tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, c, ldc, alpha, beta)
             else:
-                tile_kernel(m, vecs, kc, Ap + ir * kc, Bp + jr * kc, tile, nr, 1, 0)
+                tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, tile, nr, 1, 0)
                 for i in range(m):
                     for j in range(n):
                         if beta == 0:
@@ -211,28 +218,44 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                     floating act_alpha, floating *Aout, Py_ssize_t ldo) noexcept nogil:
     """One thread's rectangle, C[M × N] = α·op(A)·op(B) + β·C then the epilogue:
     the five loops with this thread's packing buffers. Returns 1 if they could not
-    be allocated."""
+    be allocated.
+    Packing pays when a panel is reused many times. A B panel serves ⌈M/MR⌉ tiles and
+    an A panel ⌈N/NR⌉, so for few of them an operand already laid out as panels with a
+    longer stride (op(B) row-major, op(A) column-major) is read in place."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t kcs = even_slice(K, KC, 1), mcs = even_slice(M, MC, MR)
     cdef Py_ssize_t ncs = even_slice(N, NC, nr)
-    cdef Py_ssize_t jc_, pc_, ic_, jc, pc, ic, nc, kc, mc
+    cdef bint a_inplace = rsa == 1 and N <= INPLACE_PANELS * nr
+    cdef bint b_inplace = csb == 1 and M <= INPLACE_PANELS * MR
+    cdef Py_ssize_t jc_, pc_, ic_, jc, pc, ic, nc, kc, mc, jedge
     cdef floating *Ap = <floating *>pn_workspace(0, mcs * kcs * sizeof(floating))
     cdef floating *Bp = <floating *>pn_workspace(1, kcs * ncs * sizeof(floating))
+    cdef const floating *Bedge = NULL
     if Ap == NULL or Bp == NULL:
         return 1
     for jc_ in range((N + ncs - 1) // ncs):
         jc = jc_ * ncs
         nc = min(ncs, N - jc)
+        jedge = nc // nr * nr
         for pc_ in range((K + kcs - 1) // kcs):
             pc = pc_ * kcs
             kc = min(kcs, K - pc)
-            pack_B(kc, nc, nr, B + pc * rsb + jc * csb, rsb, csb, Bp)
+            if not b_inplace:
+                pack_B(kc, nc, nr, B + pc * rsb + jc * csb, rsb, csb, Bp)
+            elif jedge < nc:
+                pack_B(kc, nc - jedge, nr, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
+                Bedge = Bp
             for ic_ in range((M + mcs - 1) // mcs):
                 ic = ic_ * mcs
                 mc = min(mcs, M - ic)
-                pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
-                macro_kernel(mc, nc, kc, alpha, Ap, Bp, beta if pc == 0 else 1,
-                             C + ic * ldc + jc, ldc, pc + kc >= K,
+                if not a_inplace:
+                    pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
+                macro_kernel(mc, nc, kc, alpha,
+                             A + ic * rsa + pc * csa if a_inplace else Ap,
+                             1 if a_inplace else kc, csa if a_inplace else MR,
+                             B + pc * rsb + jc * csb if b_inplace else Bp,
+                             1 if b_inplace else kc, rsb if b_inplace else nr, Bedge,
+                             beta if pc == 0 else 1, C + ic * ldc + jc, ldc, pc + kc >= K,
                              bias + jc if bias != NULL else NULL, act, act_alpha,
                              Aout + ic * ldo + jc if Aout != NULL else NULL, ldo)
     return 0
@@ -298,16 +321,17 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
     return 1 if err else 0
 
 
-cdef void _gemm_arrays(bint ta, bint tb, floating alpha, const floating[:, ::1] A,
-                       const floating[:, ::1] B, floating beta, floating[:, ::1] C) except *:
-    cdef Py_ssize_t K = A.shape[0] if ta else A.shape[1]
+cdef void _gemm_arrays(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       floating alpha, cnp.ndarray A, cnp.ndarray B, floating beta,
+                       cnp.ndarray C) except *:
     cdef int err, nt = _nthreads()
-    cdef const floating *pA = &A[0, 0] if A.shape[0] and A.shape[1] else NULL
-    cdef const floating *pB = &B[0, 0] if B.shape[0] and B.shape[1] else NULL
+    cdef const floating *pA = <const floating *>cnp.PyArray_DATA(A)
+    cdef const floating *pB = <const floating *>cnp.PyArray_DATA(B)
+    cdef floating *pC = <floating *>cnp.PyArray_DATA(C)
+    cdef Py_ssize_t lda = cnp.PyArray_DIM(A, 1), ldb = cnp.PyArray_DIM(B, 1)
     with nogil:
-        err = gemm(ta, tb, C.shape[0], C.shape[1], K, alpha, pA, A.shape[1], pB, B.shape[1],
-                   beta, &C[0, 0], C.shape[1], <const floating *>NULL, ACT_IDENTITY, 0,
-                   <floating *>NULL, 0, nt)
+        err = gemm(ta, tb, M, N, K, alpha, pA, lda, pB, ldb, beta, pC, N,
+                   <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
     if err:
         raise MemoryError("gemm: could not allocate its packing buffers")
 
@@ -318,18 +342,24 @@ def gemm_into(A, B, C, bint trans_a=False, bint trans_b=False, double alpha=1.0,
     _float_array("A", A, 2)
     _float_array("B", B, 2)
     _float_array("C", C, 2, True)
-    _same_dtype("gemm", ["A", "B", "C"], [A, B, C])
-    M, KA = (A.shape[1], A.shape[0]) if trans_a else A.shape
-    KB, N = (B.shape[1], B.shape[0]) if trans_b else B.shape
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>C)
+    if cnp.PyArray_TYPE(<cnp.ndarray>A) != t or cnp.PyArray_TYPE(<cnp.ndarray>B) != t:
+        _same_dtype("gemm", ["A", "B", "C"], [A, B, C])
+    cdef cnp.npy_intp *sa = cnp.PyArray_DIMS(<cnp.ndarray>A)
+    cdef cnp.npy_intp *sb = cnp.PyArray_DIMS(<cnp.ndarray>B)
+    cdef cnp.npy_intp *sc = cnp.PyArray_DIMS(<cnp.ndarray>C)
+    cdef Py_ssize_t M = sa[1] if trans_a else sa[0], KA = sa[0] if trans_a else sa[1]
+    cdef Py_ssize_t KB = sb[1] if trans_b else sb[0], N = sb[0] if trans_b else sb[1]
     if KA != KB:
         raise ValueError(f"gemm: inner dimensions differ: op(A) is {M}x{KA}, op(B) is {KB}x{N}")
-    _shape("C", C, (M, N))
+    if sc[0] != M or sc[1] != N:
+        raise ValueError(f"C: expected shape {(M, N)}, got {C.shape}")
     if M == 0 or N == 0:
         return C
-    if C.dtype == F32:
-        _gemm_arrays[float](trans_a, trans_b, <float>alpha, A, B, <float>beta, C)
+    if t == cnp.NPY_FLOAT32:
+        _gemm_arrays[float](trans_a, trans_b, M, N, KA, <float>alpha, A, B, <float>beta, C)
     else:
-        _gemm_arrays[double](trans_a, trans_b, alpha, A, B, beta, C)
+        _gemm_arrays[double](trans_a, trans_b, M, N, KA, alpha, A, B, beta, C)
     return C
 
 

@@ -1,11 +1,12 @@
 /* gemm_microkernel.h — the register-blocked heart of the GEMM.
  *
- *   acc[i][j] = Σ_{p<k} a[p·MR + i] · b[p·NR + j]        0 ≤ i < MR, 0 ≤ j < NR
+ *   acc[i][j] = Σ_{p<k} a[p·lda + i] · b[p·ldb + j]      0 ≤ i < MR, 0 ≤ j < NR
  *   C[i][j]   = α·acc[i][j] + β·C[i][j]                   (β = 0: C is not read)
  *
- * a is an MR-row panel of packed op(A) (k × MR), b an NR-column panel of packed
- * op(B) (k × NR), C a tile of the output with row stride ldc: MR × NR, or fewer
- * rows / one vector of columns at the edges of the product.
+ * a is an MR-row panel of op(A) (k × MR, packed: lda = MR), b an NR-column panel
+ * of op(B) (k × NR, packed: ldb = NR); both can also be read in place where op(X)
+ * already has that layout with a longer stride. C is a tile of the output with
+ * row stride ldc: MR × NR, or fewer rows / one vector of columns at the edges.
  * The reduction over p runs in one fixed order, so a tile's value never depends
  * on which thread computed it.
  *
@@ -25,10 +26,10 @@
 #define PN_NR_F64 8                      /* columns: two 4-double vectors           */
 
 #define PN_DEFINE_MICROKERNEL(NAME, T, ATTR, ROWS, VECS)                            \
-    ATTR static void NAME(long k, const T *restrict a, const T *restrict b,         \
-                          T *restrict c, long ldc, T alpha, T beta) {               \
+    ATTR static void NAME(long k, const T *restrict a, long lda, const T *restrict b, \
+                          long ldb, T *restrict c, long ldc, T alpha, T beta) {     \
         typedef T vec __attribute__((vector_size(32)));                             \
-        enum { L = 32 / sizeof(T), NR = 2 * L };                                    \
+        enum { L = 32 / sizeof(T) };                                                \
         vec acc[ROWS][VECS];                                                        \
         for (int i = 0; i < ROWS; i++) {                                            \
             for (int h = 0; h < VECS; h++) acc[i][h] = (vec){0};                    \
@@ -37,11 +38,11 @@
         }                                                                           \
         for (long p = 0; p < k; p++) {                                              \
             vec bv[VECS];                                                           \
-            for (int h = 0; h < VECS; h++) memcpy(&bv[h], b + p * NR + h * L, sizeof(vec)); \
+            for (int h = 0; h < VECS; h++) memcpy(&bv[h], b + p * ldb + h * L, sizeof(vec)); \
             /* a[·] − 0 splats the scalar exactly (−0, NaN kept): one broadcast */  \
             _Pragma("GCC unroll 6")                                                 \
             for (int i = 0; i < ROWS; i++) {                                        \
-                vec ai = a[p * PN_MR + i] - (vec){0};                               \
+                vec ai = a[p * lda + i] - (vec){0};                                 \
                 for (int h = 0; h < VECS; h++) acc[i][h] += ai * bv[h];             \
             }                                                                       \
         }                                                                           \
@@ -75,7 +76,7 @@
     PN_DEFINE_MICROKERNEL(NAME##_4x2, T, ATTR, 4, 2)                                \
     PN_DEFINE_MICROKERNEL(NAME##_5x2, T, ATTR, 5, 2)                                \
     PN_DEFINE_MICROKERNEL(NAME##_6x2, T, ATTR, 6, 2)                                \
-    static void (*const NAME[2][PN_MR + 1])(long, const T *, const T *, T *, long, T, T) = { \
+    static void (*const NAME[2][PN_MR + 1])(long, const T *, long, const T *, long, T *, long, T, T) = { \
         {0, NAME##_1x1, NAME##_2x1, NAME##_3x1, NAME##_4x1, NAME##_5x1, NAME##_6x1}, \
         {0, NAME##_1x2, NAME##_2x2, NAME##_3x2, NAME##_4x2, NAME##_5x2, NAME##_6x2}};
 
@@ -114,8 +115,10 @@ PN_DEFINE_FMA_PROBE(pn_fma_probe_f64_avx2, double, PN_AVX2)
 #define pn_fma_probe_f64_avx2 pn_fma_probe_f64_generic
 #endif
 
-typedef void (*const pn_kernel_row_f32_t[PN_MR + 1])(long, const float *, const float *, float *, long, float, float);
-typedef void (*const pn_kernel_row_f64_t[PN_MR + 1])(long, const double *, const double *, double *, long, double, double);
+typedef void (*const pn_kernel_row_f32_t[PN_MR + 1])(long, const float *, long, const float *, long,
+                                                     float *, long, float, float);
+typedef void (*const pn_kernel_row_f64_t[PN_MR + 1])(long, const double *, long, const double *, long,
+                                                     double *, long, double, double);
 
 /* The kernels in use: chosen by pn_gemm_select (0 = generic, 1 = AVX2+FMA). */
 static const pn_kernel_row_f32_t *pn_kernels_f32 = pn_kernels_f32_generic;
@@ -133,13 +136,13 @@ static void pn_gemm_select(int isa) {
 }
 
 /* One tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} vectors of the panel b. */
-static inline void pn_tile_f32(int rows, int vecs, long k, const float *a, const float *b,
-                               float *c, long ldc, float alpha, float beta) {
-    pn_kernels_f32[vecs - 1][rows](k, a, b, c, ldc, alpha, beta);
+static inline void pn_tile_f32(int rows, int vecs, long k, const float *a, long lda,
+                               const float *b, long ldb, float *c, long ldc, float alpha, float beta) {
+    pn_kernels_f32[vecs - 1][rows](k, a, lda, b, ldb, c, ldc, alpha, beta);
 }
-static inline void pn_tile_f64(int rows, int vecs, long k, const double *a, const double *b,
-                               double *c, long ldc, double alpha, double beta) {
-    pn_kernels_f64[vecs - 1][rows](k, a, b, c, ldc, alpha, beta);
+static inline void pn_tile_f64(int rows, int vecs, long k, const double *a, long lda,
+                               const double *b, long ldb, double *c, long ldc, double alpha, double beta) {
+    pn_kernels_f64[vecs - 1][rows](k, a, lda, b, ldb, c, ldc, alpha, beta);
 }
 
 #endif
