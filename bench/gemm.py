@@ -5,9 +5,12 @@
 
 Prints one table: case, dtype, threads, GFLOP/s of pyneuro and of NumPy, their
 ratio, and each as % of the peak measured here by `_core.fma_probe` (the
-micro-kernel's FMA mix with no memory traffic). Every sample of one library is
-taken right after the other's, so both see the same machine state; a sample
-repeats a call until it lasts ≥ 20 ms, and the table quotes medians.
+micro-kernel's FMA mix with no memory traffic). Samples of the two libraries
+alternate, so both see the same machine state; a sample repeats a call until it
+lasts ≥ 20 ms (after as many untimed calls), and the table quotes medians.
+Before each sample the script waits 0.3 s: a BLAS's idle worker threads spin
+for a while after a call, and on a machine with few cores they would otherwise
+steal time from the other library.
 
 Cases: square products (1024³ float32 and float64, 256³ and 257³ for the edge
 tiles) and one training step of a 784-256-128-10 MLP per batch size, i.e. its
@@ -26,6 +29,7 @@ from pyneuro import _core
 
 MLP = (784, 256, 128, 10)
 SAMPLE_SECONDS = 0.02
+SETTLE_SECONDS = 0.3   # pause before each sample: the other library's idle workers stop spinning
 
 
 def square(n, dtype, rng):
@@ -71,6 +75,9 @@ def calibrate(fn, arg):
 
 
 def sample(fn, arg, calls):
+    """Seconds per call over `calls` calls, after as many untimed ones to warm up."""
+    for _ in range(calls):
+        fn(arg)
     t = time.perf_counter()
     for _ in range(calls):
         fn(arg)
@@ -83,6 +90,7 @@ def paired_medians(ops, repeats):
     times = {f: [] for f in calls}
     for _ in range(repeats):
         for f in calls:
+            time.sleep(SETTLE_SECONDS)
             times[f].append(sample(f, ops, calls[f]))
     return statistics.median(times[run_pyneuro]), statistics.median(times[run_numpy])
 

@@ -363,4 +363,14 @@ def gemm_into(A, B, C, bint trans_a=False, bint trans_b=False, double alpha=1.0,
     return C
 
 
-pn_gemm_select(1 if pn_cpu_has_avx2_fma() else 0)
+def _select_kernel_from_environment():
+    """PYNEURO_GEMM_KERNEL=generic|avx2|auto picks the micro-kernel at import (default auto)."""
+    import os
+    name = os.environ.get("PYNEURO_GEMM_KERNEL", "auto")
+    try:
+        set_gemm_kernel(name)
+    except ValueError as e:
+        raise ValueError(f"PYNEURO_GEMM_KERNEL={name!r}: {e}") from None
+
+
+_select_kernel_from_environment()

@@ -4,6 +4,10 @@ Blocking: MC=144, KC=256, NC=4080 (upper bounds: K, M and N are cut into equal
 slices), MR=6, NR=16 (float32) / 8 (float64); the shapes below straddle those
 edges. Tolerance: see tests/reference.py.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -162,3 +166,22 @@ def test_fma_probe_counts_its_work(dtype):
     assert _core.fma_probe(1000, dtype) == 2 * 12 * lanes * 1000 * _core.get_num_threads()
     with pytest.raises(ValueError, match="n must be >= 0"):
         _core.fma_probe(-1)
+
+
+@pytest.mark.parametrize("name", ["generic", "auto"])
+def test_kernel_chosen_by_environment(name):
+    code = ("import numpy as np; from pyneuro import _core; print(_core.gemm_kernel()); "
+            "A = np.arange(12.0).reshape(3, 4); B = np.ones((4, 5)); "
+            "assert np.array_equal(_core.gemm_into(A, B, np.empty((3, 5))), A @ B)")
+    env = dict(os.environ, PYNEURO_GEMM_KERNEL=name)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    expected = {"generic"} if name == "generic" else {"generic", "avx2"}
+    assert out.stdout.strip() in expected
+
+
+def test_unknown_kernel_in_environment_is_refused():
+    env = dict(os.environ, PYNEURO_GEMM_KERNEL="sse9")
+    out = subprocess.run([sys.executable, "-c", "import pyneuro"], env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "PYNEURO_GEMM_KERNEL='sse9'" in out.stderr
