@@ -63,22 +63,20 @@
 /* Every tile shape a product needs: ROWS = 1..MR (the last row panel of M) times
  * VECS = 1, 2 (a last column panel of at most NR/2 needs one vector), gathered in
  * a table NAME[VECS − 1][ROWS]. A short tile does only the arithmetic it keeps. */
+#define PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, V)                                     \
+    PN_DEFINE_MICROKERNEL(NAME##_1x##V, T, ATTR, 1, V)                              \
+    PN_DEFINE_MICROKERNEL(NAME##_2x##V, T, ATTR, 2, V)                              \
+    PN_DEFINE_MICROKERNEL(NAME##_3x##V, T, ATTR, 3, V)                              \
+    PN_DEFINE_MICROKERNEL(NAME##_4x##V, T, ATTR, 4, V)                              \
+    PN_DEFINE_MICROKERNEL(NAME##_5x##V, T, ATTR, 5, V)                              \
+    PN_DEFINE_MICROKERNEL(NAME##_6x##V, T, ATTR, 6, V)
+#define PN_KERNEL_ROWS(NAME, V) \
+    {0, NAME##_1x##V, NAME##_2x##V, NAME##_3x##V, NAME##_4x##V, NAME##_5x##V, NAME##_6x##V}
 #define PN_DEFINE_KERNEL_TABLE(NAME, T, ATTR)                                       \
-    PN_DEFINE_MICROKERNEL(NAME##_1x1, T, ATTR, 1, 1)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_2x1, T, ATTR, 2, 1)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_3x1, T, ATTR, 3, 1)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_4x1, T, ATTR, 4, 1)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_5x1, T, ATTR, 5, 1)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_6x1, T, ATTR, 6, 1)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_1x2, T, ATTR, 1, 2)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_2x2, T, ATTR, 2, 2)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_3x2, T, ATTR, 3, 2)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_4x2, T, ATTR, 4, 2)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_5x2, T, ATTR, 5, 2)                                \
-    PN_DEFINE_MICROKERNEL(NAME##_6x2, T, ATTR, 6, 2)                                \
+    PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, 1)                                         \
+    PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, 2)                                         \
     static void (*const NAME[2][PN_MR + 1])(long, const T *, long, const T *, long, T *, long, T, T) = { \
-        {0, NAME##_1x1, NAME##_2x1, NAME##_3x1, NAME##_4x1, NAME##_5x1, NAME##_6x1}, \
-        {0, NAME##_1x2, NAME##_2x2, NAME##_3x2, NAME##_4x2, NAME##_5x2, NAME##_6x2}};
+        PN_KERNEL_ROWS(NAME, 1), PN_KERNEL_ROWS(NAME, 2)};
 
 /* n iterations of 12 independent FMA chains, as in the micro-kernel; returns a
  * value that depends on all of them (IEEE rounding forbids folding the loop). */
