@@ -39,6 +39,12 @@ cdef extern from "gemm_microkernel.h" nogil:
                      long ldb, double *c, long ldc, double alpha, double beta)
     float pn_fma_probe_f32(long n, float x)
     double pn_fma_probe_f64(long n, double x)
+    void pn_wide_f32(long k, const float *a, long lda, const float *b, long ldb, float *c,
+                     long ldc, float alpha, float beta)
+    void pn_wide_f64(long k, const double *a, long lda, const double *b, long ldb, double *c,
+                     long ldc, double alpha, double beta)
+    enum:
+        PN_WIDE_VECS
     int pn_gemm_isa
     void pn_gemm_select(int isa)
 
@@ -186,7 +192,19 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     cdef floating tile[TILE_MAX]
     cdef floating *c
     cdef const floating *b
-    for jr_ in range((nc + nr - 1) // nr):
+    cdef Py_ssize_t wide = PN_WIDE_VECS * nr // 2, j0 = 0, q
+    if mc == 1 and b_step == 1:  # one row, B in place: strips of `wide` columns, one tile each
+        for q in range(nc // wide):
+            j0 = q * wide
+            if floating is float:
+                pn_wide_f32(kc, Ap, lda, Bp + j0, ldb, C + j0, ldc, alpha, beta)
+            else:
+                pn_wide_f64(kc, Ap, lda, Bp + j0, ldb, C + j0, ldc, alpha, beta)
+            if last:
+                epilogue_row(C + j0, bias + j0 if bias != NULL else NULL, act, act_alpha,
+                             Aout + j0 if Aout != NULL else NULL, wide)
+        j0 = nc // wide * wide
+    for jr_ in range(j0 // nr, (nc + nr - 1) // nr):
         jr = jr_ * nr
         n = min(nr, nc - jr)
         vecs = 1 if 2 * n <= nr else 2

@@ -24,6 +24,7 @@
 #define PN_MR 6                          /* rows of a register tile                */
 #define PN_NR_F32 16                     /* columns: two 8-float vectors            */
 #define PN_NR_F64 8                      /* columns: two 4-double vectors           */
+#define PN_WIDE_VECS 8                   /* vectors of a one-row tile: 4 panels wide */
 
 #define PN_DEFINE_MICROKERNEL(NAME, T, ATTR, ROWS, VECS)                            \
     ATTR static void NAME(long k, const T *restrict a, long lda, const T *restrict b, \
@@ -38,17 +39,20 @@
         }                                                                           \
         for (long p = 0; p < k; p++) {                                              \
             vec bv[VECS];                                                           \
+            _Pragma("GCC unroll 8")                                                 \
             for (int h = 0; h < VECS; h++) memcpy(&bv[h], b + p * ldb + h * L, sizeof(vec)); \
             /* a[·] − 0 splats the scalar exactly (−0, NaN kept): one broadcast */  \
             _Pragma("GCC unroll 6")                                                 \
             for (int i = 0; i < ROWS; i++) {                                        \
                 vec ai = a[p * lda + i] - (vec){0};                                 \
+                _Pragma("GCC unroll 8")                                             \
                 for (int h = 0; h < VECS; h++) acc[i][h] += ai * bv[h];             \
             }                                                                       \
         }                                                                           \
         vec va = alpha - (vec){0}, vb = beta - (vec){0};                            \
         _Pragma("GCC unroll 6")                                                     \
         for (int i = 0; i < ROWS; i++) {                                            \
+            _Pragma("GCC unroll 8")                                                 \
             for (int h = 0; h < VECS; h++) {                                        \
                 vec r = va * acc[i][h], old;                                        \
                 if (beta != 0) {                                                    \
@@ -72,7 +76,10 @@
     PN_DEFINE_MICROKERNEL(NAME##_6x##V, T, ATTR, 6, V)
 #define PN_KERNEL_ROWS(NAME, V) \
     {0, NAME##_1x##V, NAME##_2x##V, NAME##_3x##V, NAME##_4x##V, NAME##_5x##V, NAME##_6x##V}
+/* and for a product of one row (a single sample through a layer), a 1-row tile
+ * eight vectors wide, so eight FMA chains hide the FMA latency: NAME_wide. */
 #define PN_DEFINE_KERNEL_TABLE(NAME, T, ATTR)                                       \
+    PN_DEFINE_MICROKERNEL(NAME##_wide, T, ATTR, 1, PN_WIDE_VECS)                    \
     PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, 1)                                         \
     PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, 2)                                         \
     static void (*const NAME[2][PN_MR + 1])(long, const T *, long, const T *, long, T *, long, T, T) = { \
@@ -109,6 +116,8 @@ PN_DEFINE_FMA_PROBE(pn_fma_probe_f64_avx2, double, PN_AVX2)
 #define PN_HAVE_AVX2_KERNEL 0
 #define pn_kernels_f32_avx2 pn_kernels_f32_generic
 #define pn_kernels_f64_avx2 pn_kernels_f64_generic
+#define pn_kernels_f32_avx2_wide pn_kernels_f32_generic_wide
+#define pn_kernels_f64_avx2_wide pn_kernels_f64_generic_wide
 #define pn_fma_probe_f32_avx2 pn_fma_probe_f32_generic
 #define pn_fma_probe_f64_avx2 pn_fma_probe_f64_generic
 #endif
@@ -123,12 +132,18 @@ static const pn_kernel_row_f32_t *pn_kernels_f32 = pn_kernels_f32_generic;
 static const pn_kernel_row_f64_t *pn_kernels_f64 = pn_kernels_f64_generic;
 static float (*pn_fma_probe_f32)(long, float) = pn_fma_probe_f32_generic;
 static double (*pn_fma_probe_f64)(long, double) = pn_fma_probe_f64_generic;
+static void (*pn_wide_f32)(long, const float *, long, const float *, long, float *, long, float, float) =
+    pn_kernels_f32_generic_wide;
+static void (*pn_wide_f64)(long, const double *, long, const double *, long, double *, long, double, double) =
+    pn_kernels_f64_generic_wide;
 static int pn_gemm_isa = 0;
 
 static void pn_gemm_select(int isa) {
     pn_gemm_isa = (isa == 1 && PN_HAVE_AVX2_KERNEL) ? 1 : 0;
     pn_kernels_f32 = pn_gemm_isa ? pn_kernels_f32_avx2 : pn_kernels_f32_generic;
     pn_kernels_f64 = pn_gemm_isa ? pn_kernels_f64_avx2 : pn_kernels_f64_generic;
+    pn_wide_f32 = pn_gemm_isa ? pn_kernels_f32_avx2_wide : pn_kernels_f32_generic_wide;
+    pn_wide_f64 = pn_gemm_isa ? pn_kernels_f64_avx2_wide : pn_kernels_f64_generic_wide;
     pn_fma_probe_f32 = pn_gemm_isa ? pn_fma_probe_f32_avx2 : pn_fma_probe_f32_generic;
     pn_fma_probe_f64 = pn_gemm_isa ? pn_fma_probe_f64_avx2 : pn_fma_probe_f64_generic;
 }

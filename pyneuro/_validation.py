@@ -24,6 +24,13 @@ def as_dtype(dtype) -> np.dtype:
     return dt
 
 
+def all_finite(a: np.ndarray, chunk: int = 1 << 18) -> bool:
+    """No NaN or infinity in `a`, checked a slice at a time (a temporary of ≤ 256 Ki flags,
+    not one the size of the data set)."""
+    flat = np.ascontiguousarray(a).reshape(-1)
+    return all(np.isfinite(flat[s:s + chunk]).all() for s in range(0, flat.shape[0], chunk))
+
+
 def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
                    allow_nonfinite: bool = False) -> np.ndarray:
     """A non-empty 2-d array of `dtype` with `n_features` columns, returned C-contiguous.
@@ -48,9 +55,10 @@ def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name}: the model expects {n_features} features, got {X.shape[1]} "
                          f"(shape {X.shape})")
-    if not allow_nonfinite and not np.isfinite(X).all():
+    X = np.ascontiguousarray(X)
+    if not allow_nonfinite and not all_finite(X):
         raise ValueError(f"{name}: contains NaN or infinity (pass allow_nonfinite=True to accept it)")
-    return np.ascontiguousarray(X)
+    return X
 
 
 def check_labels(y, n_samples: int, n_classes: int, name: str = "y") -> np.ndarray:
@@ -86,7 +94,7 @@ def check_targets(y, n_samples: int, n_outputs: int, dtype: np.dtype, name: str 
     if y.shape[0] != n_samples:
         raise ValueError(f"{name}: expected {n_samples} targets (one per sample), got {y.shape[0]}")
     y = np.ascontiguousarray(y, dtype=dtype)
-    if not allow_nonfinite and not np.isfinite(y).all():
+    if not allow_nonfinite and not all_finite(y):
         raise ValueError(f"{name}: contains NaN or infinity")
     return y
 

@@ -13,7 +13,6 @@ import time
 import warnings
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import _core
 from ._validation import as_generator, check_features, check_float, check_int
@@ -22,6 +21,12 @@ from .losses import Loss, get_loss
 from .model import Sequential
 from .optimizers import Adam, Optimizer, get_optimizer
 from .layers import Softmax
+
+
+def _progress_bar(total: int, desc: str):
+    """A tqdm bar on stderr (tqdm is imported only when a bar is shown: it costs 40 ms)."""
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr)
 
 
 class DivergenceError(FloatingPointError):
@@ -155,8 +160,8 @@ class Trainer:
                 cb.on_epoch_begin(epoch, {})
             perm = rows[self.rng.permutation(rows.shape[0])]
             total_loss, total_correct, seen = 0.0, 0, 0
-            with tqdm(total=n_batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
-                      disable=not bar_on, file=sys.stderr) as bar:
+            bar = _progress_bar(n_batches, f"epoch {epoch + 1}") if bar_on else None
+            try:
                 for b in range(n_batches):
                     idx = perm[b * batch:(b + 1) * batch]
                     xb, yb, dZ, pred = self._gather(X, y, idx)
@@ -178,9 +183,12 @@ class Trainer:
                         logs["accuracy"] = correct / B
                     for cb in callbacks:
                         cb.on_batch_end(b, logs)
-                    if bar_on:
+                    if bar is not None:
                         bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
                         bar.update(1)
+            finally:
+                if bar is not None:
+                    bar.close()
             logs = {"loss": total_loss / seen}
             if correct is not None:
                 logs["accuracy"] = total_correct / seen
@@ -191,8 +199,8 @@ class Trainer:
                 self.history.setdefault(k, []).append(v)
             self.epoch += 1
             if self.verbose:
-                tqdm.write(f"epoch {self.epoch:>3}  " + "  ".join(
-                    f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()))
+                print(f"epoch {self.epoch:>3}  " + "  ".join(
+                    f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()), flush=True)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
