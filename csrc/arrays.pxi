@@ -4,6 +4,7 @@
 #   dropout_mask  M = [U ≥ p] / (1 − p)   in place on U   (inverted dropout, U ~ uniform[0, 1))
 #   multiply      out = A ⊙ B
 #   argmax_rows   out[i] = argmax_j Z[i, j]  (first of ties)
+#   all_finite    no x is NaN or ±inf                     (input validation, no temporary)
 
 
 cdef void _gather(const floating[:, ::1] X, const int64_t[::1] idx, floating[:, ::1] out,
@@ -98,3 +99,40 @@ def argmax_rows(Z, out):
     else:
         _argmax[double](Z, out)
     return out
+
+
+cdef bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
+    """No NaN or ±inf among x[0..n): IEEE bit test (all exponent bits set), OR-reduced
+    in blocks, stopping at the first block that has one."""
+    cdef Py_ssize_t i, s
+    cdef uint32_t bad32 = 0
+    cdef uint64_t bad64 = 0
+    cdef const uint32_t *u32 = <const uint32_t *>x
+    cdef const uint64_t *u64 = <const uint64_t *>x
+    for s in range((n + 4095) // 4096):
+        for i in range(s * 4096, min(n, s * 4096 + 4096)):
+            if floating is float:
+                bad32 |= (u32[i] & 0x7f800000u) == 0x7f800000u
+            else:
+                bad64 |= (u64[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u
+        if bad32 or bad64:
+            return False
+    return True
+
+
+def all_finite(a):
+    """True when the C-contiguous float array `a` (any shape) holds no NaN or infinity."""
+    if not cnp.PyArray_Check(a) or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+        raise TypeError(f"a: expected a C-contiguous numpy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(arr)
+    cdef int t = cnp.PyArray_TYPE(arr)
+    cdef void *p = cnp.PyArray_DATA(arr)
+    cdef bint ok
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        raise TypeError(f"a: expected dtype float32 or float64, got {a.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        raise TypeError(f"a: expected native byte order, got {a.dtype}")
+    with nogil:
+        ok = _all_finite(<const float *>p, n) if t == cnp.NPY_FLOAT32 else _all_finite(<const double *>p, n)
+    return bool(ok)

@@ -5,7 +5,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport (exp, expf, expm1, expm1f, log, logf, log1p, log1pf, tanh, tanhf,
                         erf, erff, sqrt, sqrtf, fabs, fabsf)
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 import numpy as np
 cimport numpy as cnp

@@ -55,7 +55,7 @@ cdef enum:
     NC = 4080                    # a multiple of both NR
     TILE_MAX = PN_MR * PN_NR_F32
     PACK_COST = 8                # packing one element costs about 8 multiply-adds of the kernel
-    MIN_TASK_FMA = 1 << 17       # below this many multiply-adds per thread, fewer threads win
+    MIN_TASK_FMA = 1 << 15       # below this many multiply-adds per thread, fewer threads win
     INPLACE_PANELS = 8           # an operand whose panels serve at most this many tiles is not packed
 
 

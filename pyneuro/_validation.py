@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+from . import _core
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -22,13 +24,6 @@ def as_dtype(dtype) -> np.dtype:
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype: expected 'float32' or 'float64', got {dt}")
     return dt
-
-
-def all_finite(a: np.ndarray, chunk: int = 1 << 18) -> bool:
-    """No NaN or infinity in `a`, checked a slice at a time (a temporary of ≤ 256 Ki flags,
-    not one the size of the data set)."""
-    flat = np.ascontiguousarray(a).reshape(-1)
-    return all(np.isfinite(flat[s:s + chunk]).all() for s in range(0, flat.shape[0], chunk))
 
 
 def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
@@ -56,7 +51,7 @@ def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
         raise ValueError(f"{name}: the model expects {n_features} features, got {X.shape[1]} "
                          f"(shape {X.shape})")
     X = np.ascontiguousarray(X)
-    if not allow_nonfinite and not all_finite(X):
+    if not allow_nonfinite and not _core.all_finite(X):
         raise ValueError(f"{name}: contains NaN or infinity (pass allow_nonfinite=True to accept it)")
     return X
 
@@ -94,7 +89,7 @@ def check_targets(y, n_samples: int, n_outputs: int, dtype: np.dtype, name: str 
     if y.shape[0] != n_samples:
         raise ValueError(f"{name}: expected {n_samples} targets (one per sample), got {y.shape[0]}")
     y = np.ascontiguousarray(y, dtype=dtype)
-    if not allow_nonfinite and not all_finite(y):
+    if not allow_nonfinite and not _core.all_finite(y):
         raise ValueError(f"{name}: contains NaN or infinity")
     return y
 

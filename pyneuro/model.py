@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _core
 from ._validation import as_dtype, as_generator, check_features, check_int
-from .layers import Layer, Softmax
+from .layers import Activation, Dense, Dropout, Identity, Layer, Softmax
 
 
 class Sequential:
@@ -56,6 +56,24 @@ class Sequential:
         rng = as_generator(seed)
         for layer in self.layers:
             layer.init_params(rng)
+        self._chain = self._dense_chain()
+
+    def _dense_chain(self):
+        """The inference pass as one compiled call (_core.DenseChain) when every layer is a
+        Dense, an activation folded into the Dense before it, an Identity or a Dropout
+        (a no-op at inference); None for any other stack."""
+        Ws, bs, acts, alphas = [], [], [], []
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                Ws.append(layer.W); bs.append(layer.b)
+                acts.append(layer.activation); alphas.append(layer.alpha)
+            elif isinstance(layer, (Identity, Dropout)):
+                continue
+            elif type(layer).__mro__[1] is Activation and Ws and acts[-1] == "identity":
+                acts[-1], alphas[-1] = layer.activation, layer.alpha
+            else:
+                return None
+        return _core.DenseChain(Ws, bs, acts, alphas) if Ws else None
 
     # ---- training interface (arrays already validated by the caller) ------------
     def forward(self, X: np.ndarray, training: bool = False) -> np.ndarray:
@@ -77,7 +95,10 @@ class Sequential:
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
         for s in range(0, X.shape[0], batch_size):
-            out[s:s + batch_size] = self.forward(X[s:s + batch_size])
+            if self._chain is not None:
+                self._chain.forward(X[s:s + batch_size], out[s:s + batch_size])
+            else:
+                out[s:s + batch_size] = self.forward(X[s:s + batch_size])
         return out
 
     def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:

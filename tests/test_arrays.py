@@ -62,3 +62,27 @@ def test_argmax_rows(rng, B, C, dtype):
 def test_argmax_rows_needs_columns():
     with pytest.raises(ValueError, match="no columns"):
         _core.argmax_rows(np.empty((3, 0)), np.empty(3, np.int64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (1,), (4095,), (4097,), (3, 5000), (2, 3, 4)])
+def test_all_finite_matches_numpy(rng, shape, dtype):
+    a = rng.standard_normal(shape).astype(dtype)
+    assert _core.all_finite(a) is True
+    if a.size:
+        info = np.finfo(dtype)
+        for bad, good in [(np.nan, info.max), (np.inf, -info.max), (-np.inf, info.tiny / 2)]:
+            flat = a.reshape(-1)
+            k = int(rng.integers(a.size))
+            flat[k] = good
+            assert _core.all_finite(a) is True
+            flat[k] = bad
+            assert _core.all_finite(a) is False
+            flat[k] = 0
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3, np.int64), np.zeros((4, 4), np.float32)[:, ::2],
+                                 np.zeros(3, ">f8"), [1.0, 2.0]])
+def test_all_finite_refuses_what_it_cannot_read(bad):
+    with pytest.raises(TypeError, match="a: expected"):
+        _core.all_finite(bad)

@@ -99,3 +99,48 @@ def test_dense_layer_against_finite_differences(rng, act):
     _core.dense_backward(X, W, delta, dW, db, dX)
     for name, param, grad in (("W", W, dW), ("b", b, db), ("X", X, dX)):
         assert rel_err(grad, numeric_grad(loss, param)) < 1e-6, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [1, 5, 33, 300])
+@pytest.mark.parametrize("acts", [("relu", "relu", "identity"), ("gelu", "leaky_relu", "softmax"),
+                                  ("elu", "sigmoid", "tanh")])
+def test_dense_chain_equals_layer_by_layer(rng, B, acts, dtype):
+    """DenseChain is the same arithmetic as dense_forward per layer: bitwise equal."""
+    widths = (37, 50, 20, 7)
+    Ws = [rng.standard_normal((a, b)).astype(dtype) * 0.3 for a, b in zip(widths, widths[1:])]
+    bs = [rng.standard_normal(b).astype(dtype) for b in widths[1:]]
+    alphas = [0.05 if a == "leaky_relu" else 0.0 for a in acts]
+    X = rng.standard_normal((B, widths[0])).astype(dtype)
+    out = _core.DenseChain(Ws, bs, acts, alphas).forward(X, np.empty((B, widths[-1]), dtype))
+    a = X
+    for W, b, act, alpha in zip(Ws, bs, acts, alphas):
+        Z, A = np.empty((B, W.shape[1]), dtype), np.empty((B, W.shape[1]), dtype)
+        _core.dense_forward(a, W, b, Z, None if act == "identity" else A, act, alpha)
+        a = Z if act == "identity" else A
+    assert np.array_equal(out, a)
+    ref = f64(X)
+    for W, b, act, alpha in zip(Ws, bs, acts, alphas):
+        ref = act_forward_ref(act, f64(ref) @ f64(W) + f64(b), alpha)
+    np.testing.assert_allclose(out, ref, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-5)
+
+
+def test_dense_chain_sees_weight_updates_in_place(rng):
+    W = rng.standard_normal((4, 3)).astype(np.float32)
+    b = np.zeros(3, np.float32)
+    chain = _core.DenseChain([W], [b], ["identity"], [0.0])
+    X = rng.standard_normal((2, 4)).astype(np.float32)
+    W *= 2
+    b += 1
+    assert np.array_equal(chain.forward(X, np.empty((2, 3), np.float32)),
+                          _core.gemm_into(X, W, np.empty((2, 3), np.float32)) + 1)
+
+
+@pytest.mark.parametrize("Ws,bs,match", [
+    ([], [], "non-zero numbers"),
+    ([np.zeros((3, 4), np.float32), np.zeros((5, 2), np.float32)],
+     [np.zeros(4, np.float32), np.zeros(2, np.float32)], r"Ws\[1\] has 5 rows but Ws\[0\] has 4 columns"),
+])
+def test_dense_chain_refuses_a_broken_chain(Ws, bs, match):
+    with pytest.raises(ValueError, match=match):
+        _core.DenseChain(Ws, bs, ["relu"] * len(Ws), [0.0] * len(Ws))

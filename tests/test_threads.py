@@ -147,6 +147,14 @@ def _gather_rows(rng, dt):
     return [_core.gather_rows(X, rng.integers(0, 1000, 2000), out)]
 
 
+def _dense_chain(rng, dt):
+    Ws = [rng.standard_normal(s).astype(dt) * 0.1 for s in ((300, 200), (200, 70), (70, 10))]
+    bs = [rng.standard_normal(s[1]).astype(dt) for s in ((300, 200), (200, 70), (70, 10))]
+    chain = _core.DenseChain(Ws, bs, ["gelu", "tanh", "softmax"], [0.0, 0.0, 0.0])
+    X = rng.standard_normal((257, 300)).astype(dt)
+    return [chain.forward(X, np.empty((257, 10), dt)), chain.forward(X[:1], np.empty((1, 10), dt))]
+
+
 def _dropout_mask(rng, dt):
     U = rng.uniform(0, 1, N).astype(dt)
     _core.dropout_mask(U, 0.3)
@@ -171,6 +179,7 @@ KERNELS = {
     "gemm_20x300x4200_two_slabs": _gemm(20, 300, 4200, True, False),
     **{f"dense_forward_{a}": _dense_forward(a) for a in sorted(_core.ACTIVATIONS)},
     "dense_backward": _dense_backward,
+    "dense_chain": _dense_chain,
     "bias_grad": _bias_grad,
     **{f"activation_{a}": _activation(a) for a in sorted(_core.ACTIVATIONS)},
     "cross_entropy_labels": _cross_entropy("labels"),
@@ -206,7 +215,7 @@ def test_bitwise_identical_on_any_thread_count(num_threads, kernel, dtype):
 
 def test_every_kernel_has_a_determinism_case():
     knobs = {"gemm_kernel", "set_gemm_kernel", "get_num_threads", "set_num_threads", "openmp_enabled",
-             "fma_probe"}
+             "fma_probe", "all_finite"}
     wrappers = {n for n in dir(_core) if not n.startswith("_") and callable(getattr(_core, n))} - knobs
     called = {n for run in KERNELS.values() for n in run.__code__.co_names}
     assert wrappers - called == set(), "a new kernel needs a case in KERNELS"

@@ -518,3 +518,17 @@ def test_cli_bad_flag_value_exits_2_with_one_line(args, fragment):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected a one-line message, got {len(lines)} lines:\n{proc.stderr}"
     assert "error" in lines[0] and fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("layers", [
+    lambda: [pn.Dense(8, 16, "relu"), pn.Dense(16, 3)],                       # one compiled chain
+    lambda: [pn.Dense(8, 16), pn.Tanh(), pn.Dropout(0.5), pn.Dense(16, 3), pn.Softmax()],
+    lambda: [pn.Dense(8, 16, "relu"), pn.Sigmoid(), pn.Dense(16, 3)],         # no fold: layer by layer
+])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_equals_the_training_forward_pass(layers, dtype):
+    model = pn.Sequential(layers(), seed=3, dtype=dtype)
+    X = np.random.default_rng(0).standard_normal((70, 8)).astype(dtype)
+    expected = model.forward(X).copy()
+    assert np.array_equal(model.predict(X, batch_size=32), expected)
+    assert np.array_equal(model.predict(X[:1]), expected[:1])

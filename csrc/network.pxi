@@ -1,0 +1,138 @@
+# network.pxi — the forward pass of a chain of dense layers in one call.
+#
+#   A₀ = X,   A_l = f_l(A_{l−1}·W_l + b_l)   for l = 1..L,   out = A_L
+#
+# Prediction runs the whole chain inside one nogil call: the per-layer Python
+# calls (checks, buffer lookups) would otherwise cost more than a single
+# sample's arithmetic. Each layer is one GEMM whose epilogue adds b_l and applies
+# f_l in place; two work buffers take turns holding A_l (softmax needs whole rows
+# and runs as a second pass). The arithmetic is exactly dense_forward's, so the
+# result is bitwise the same as running the layers one by one.
+
+from libc.stdlib cimport malloc, free
+
+
+cdef class DenseChain:
+    """The forward pass of L dense layers, A_l = f_l(A_{l−1}·W_l + b_l), in one call.
+
+    Ws, bs: the layers' weights (n_{l−1} × n_l) and biases (n_l), one float dtype,
+    C-contiguous; they are held, not copied, so later in-place updates are seen.
+    acts: activation names, alphas: their parameters."""
+    cdef list _arrays
+    cdef int n_layers
+    cdef Py_ssize_t *widths
+    cdef void **W
+    cdef void **b
+    cdef int *act
+    cdef double *alpha
+    cdef object dtype
+    cdef object _bufs
+    cdef readonly Py_ssize_t n_in, n_out
+
+    def __cinit__(self):
+        self.widths = NULL
+        self.W = self.b = NULL
+        self.act = NULL
+        self.alpha = NULL
+
+    def __init__(self, Ws, bs, acts, alphas):
+        cdef int l, L = len(Ws)
+        if L == 0 or not (len(bs) == len(acts) == len(alphas) == L):
+            raise ValueError(f"DenseChain: expected equal, non-zero numbers of Ws, bs, acts, alphas, "
+                             f"got {len(Ws)}, {len(bs)}, {len(acts)}, {len(alphas)}")
+        for l in range(L):
+            _float_array(f"Ws[{l}]", Ws[l], 2)
+            _float_array(f"bs[{l}]", bs[l], 1)
+        _same_dtype("DenseChain", [f"Ws[{l}]" for l in range(L)] + [f"bs[{l}]" for l in range(L)],
+                    list(Ws) + list(bs))
+        for l in range(L):
+            if l and Ws[l].shape[0] != Ws[l - 1].shape[1]:
+                raise ValueError(f"DenseChain: Ws[{l}] has {Ws[l].shape[0]} rows but Ws[{l - 1}] "
+                                 f"has {Ws[l - 1].shape[1]} columns")
+            _shape(f"bs[{l}]", bs[l], (Ws[l].shape[1],))
+        codes = [_act_code(a) for a in acts]
+        self.n_layers = L
+        self.widths = <Py_ssize_t *>malloc((L + 1) * sizeof(Py_ssize_t))
+        self.W = <void **>malloc(L * sizeof(void *))
+        self.b = <void **>malloc(L * sizeof(void *))
+        self.act = <int *>malloc(L * sizeof(int))
+        self.alpha = <double *>malloc(L * sizeof(double))
+        if not (self.widths and self.W and self.b and self.act and self.alpha):
+            raise MemoryError("DenseChain: out of memory")
+        self.widths[0] = Ws[0].shape[0]
+        for l in range(L):
+            self.widths[l + 1] = Ws[l].shape[1]
+            self.W[l] = cnp.PyArray_DATA(<cnp.ndarray>Ws[l])
+            self.b[l] = cnp.PyArray_DATA(<cnp.ndarray>bs[l])
+            self.act[l] = codes[l]
+            self.alpha[l] = float(alphas[l])
+        self._arrays = list(Ws) + list(bs)
+        self.dtype = Ws[0].dtype
+        self.n_in, self.n_out = self.widths[0], self.widths[L]
+        self._bufs = None
+
+    def __dealloc__(self):
+        free(self.widths)
+        free(self.W)
+        free(self.b)
+        free(self.act)
+        free(self.alpha)
+
+    cdef object _work(self, Py_ssize_t B):
+        """Two (B × widest hidden layer) buffers, grown when a larger batch comes."""
+        cdef Py_ssize_t l, widest = 1
+        for l in range(1, self.n_layers):
+            widest = max(widest, self.widths[l])
+        if self._bufs is None or self._bufs.shape[1] < B * widest:
+            self._bufs = np.empty((2, B * widest), dtype=self.dtype)
+        return self._bufs
+
+    def forward(self, X, out):
+        """out = A_L for the rows of X; X: (B, n_in), out: (B, n_out), the chain's dtype."""
+        _float_array("X", X, 2)
+        _float_array("out", out, 2, True)
+        _same_dtype("DenseChain.forward", ["X", "out"], [X, out])
+        if X.dtype != self.dtype:
+            raise TypeError(f"DenseChain.forward: the layers are {self.dtype} but X is {X.dtype}")
+        cdef Py_ssize_t B = X.shape[0]
+        _shape("X", X, (B, self.n_in))
+        _shape("out", out, (B, self.n_out))
+        if B == 0:
+            return out
+        bufs = self._work(B) if self.n_layers > 1 else out
+        cdef Py_ssize_t stride = bufs.shape[1] if self.n_layers > 1 else 0
+        cdef void *x = cnp.PyArray_DATA(<cnp.ndarray>X)
+        cdef void *o = cnp.PyArray_DATA(<cnp.ndarray>out)
+        cdef void *w = cnp.PyArray_DATA(<cnp.ndarray>bufs)
+        cdef int err
+        cdef bint f32 = self.dtype == F32
+        with nogil:
+            if f32:
+                err = _chain_forward(self, B, <const float *>x, <float *>o, <float *>w, stride)
+            else:
+                err = _chain_forward(self, B, <const double *>x, <double *>o, <double *>w, stride)
+        if err:
+            raise MemoryError("DenseChain.forward: could not allocate GEMM work buffers")
+        return out
+
+
+cdef int _chain_forward(DenseChain c, Py_ssize_t B, const floating *X, floating *out,
+                        floating *work, Py_ssize_t stride) noexcept nogil:
+    """A_l into work[l % 2] (the last into out): one GEMM with the bias+activation
+    epilogue per layer, in place. Returns 1 when GEMM buffers could not be allocated."""
+    cdef Py_ssize_t l, i, n, k
+    cdef int nt = _nthreads()
+    cdef const floating *src = X
+    cdef floating *dst
+    for l in range(c.n_layers):
+        k, n = c.widths[l], c.widths[l + 1]
+        dst = out if l == c.n_layers - 1 else work + (l % 2) * stride
+        if gemm(False, False, B, n, k, <floating>1, src, k, <const floating *>c.W[l], n,
+                <floating>0, dst, n, <const floating *>c.b[l], c.act[l], <floating>c.alpha[l],
+                dst if c.act[l] != ACT_SOFTMAX else NULL, n, nt):
+            return 1
+        if c.act[l] == ACT_SOFTMAX:
+            for i in prange(B, num_threads=nt, schedule="static"):
+                softmax_row(dst + i * n, dst + i * n, n)
+        src = dst
+    return 0
