@@ -9,8 +9,9 @@ Training throughput: samples/s of one shuffled epoch, median of --epochs epochs
 after a warm-up of a tenth of an epoch, for SGD with momentum and for Adam.
 Prediction: µs per call for one sample (1×784) and for a batch of 1000, median
 of 7 samples. Every measurement runs in a fresh subprocess (each library has its
-own thread pool and they must not spin against each other), the libraries take
-turns configuration by configuration, and all use the same number of threads.
+own thread pool and they must not spin against each other), --rounds of them
+per library and configuration, the libraries taking turns (in reversed order
+every other round); all use the same number of threads.
 Also: `import` time in a fresh interpreter, peak memory while training, and the
 speed-up of batch-512 training from 1 to 2 threads.
 
@@ -196,6 +197,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="threads for every library (default 2)")
     parser.add_argument("--batches", default="32,128,512", help="comma-separated batch sizes")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per configuration (median)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="fresh processes per library and configuration (default 2)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -206,14 +209,23 @@ def main():
             print(f"{lib} is not installed: its columns are left out")
     nt, batches = args.threads, [int(b) for b in args.batches.split(",")]
     print(f"{N_SAMPLES:,} samples, network {'-'.join(map(str, WIDTHS))}, float32, {nt} thread(s), "
-          f"median of {args.epochs} epochs\n")
+          f"median of {args.epochs} epochs × {args.rounds} processes\n")
+
+    def rounds(*argv, threads=nt, order=libs):
+        """{lib: all results} over --rounds fresh processes per library, the libraries
+        taking turns (reversed order every other round)."""
+        out = {lib: [] for lib in order}
+        for r in range(args.rounds):
+            for lib in (order if r % 2 == 0 else order[::-1]):
+                res = run_worker(argv[0], lib, *argv[1:], threads=threads, epochs=args.epochs)
+                out[lib] += res if isinstance(res, list) else [res]
+        return out
 
     rate = {}
     for b in batches:
         for opt in ("sgd", "adam"):
-            for lib in libs:
-                rate[lib, b, opt] = N_SAMPLES / statistics.median(
-                    run_worker("train", lib, b, opt, threads=nt, epochs=args.epochs))
+            for lib, times in rounds("train", b, opt).items():
+                rate[lib, b, opt] = N_SAMPLES / statistics.median(times)
     head = ["batch", "optimizer"] + [f"{lib} samples/s" for lib in libs] + \
            [f"vs {lib}" for lib in libs if lib != "pyneuro"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -228,14 +240,13 @@ def main():
     print("\n| prediction | " + " | ".join(f"{lib} µs" for lib in libs) + " | " +
           " | ".join(f"vs {lib}" for lib in libs if lib != "pyneuro") + " |\n|" + "---|" * (2 * len(libs)))
     for rows in (1, 1000):
-        t = {lib: run_worker("predict", lib, rows, threads=nt) for lib in libs}
+        t = {lib: statistics.median(v) for lib, v in rounds("predict", rows).items()}
         print(f"| {rows} × 784 | " + " | ".join(f"{t[lib] * 1e6:,.1f}" for lib in libs) + " | " +
               " | ".join(f"{t[lib] / t['pyneuro']:.1f}× faster" for lib in libs if lib != "pyneuro") + " |")
 
     if 512 in batches and nt > 1:
         for opt in ("sgd", "adam"):
-            one = N_SAMPLES / statistics.median(run_worker("train", "pyneuro", 512, opt, threads=1,
-                                                           epochs=args.epochs))
+            one = N_SAMPLES / statistics.median(rounds("train", 512, opt, threads=1, order=["pyneuro"])["pyneuro"])
             print(f"\nbatch 512, {opt}: 1 thread {one:,.0f} samples/s, {nt} threads "
                   f"{rate['pyneuro', 512, opt]:,.0f}: speed-up {rate['pyneuro', 512, opt] / one:.2f}×")
 

@@ -7,6 +7,10 @@
 #   all_finite    no x is NaN or ±inf                     (input validation, no temporary)
 
 
+cdef enum:
+    FINITE_BLOCK = 16384   # elements per task of all_finite
+
+
 cdef void _gather(const floating[:, ::1] X, const int64_t[::1] idx, floating[:, ::1] out,
                   int *bad) noexcept nogil:
     cdef Py_ssize_t i, j, n = X.shape[1], N = X.shape[0]
@@ -103,21 +107,19 @@ def argmax_rows(Z, out):
 
 cdef bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
     """No NaN or ±inf among x[0..n): IEEE bit test (all exponent bits set), OR-reduced
-    in blocks, stopping at the first block that has one."""
-    cdef Py_ssize_t i, s
-    cdef uint32_t bad32 = 0
-    cdef uint64_t bad64 = 0
+    over blocks of FINITE_BLOCK shared among the threads."""
+    cdef Py_ssize_t blk, i, nblk = (n + FINITE_BLOCK - 1) // FINITE_BLOCK
+    cdef int bad = 0
     cdef const uint32_t *u32 = <const uint32_t *>x
     cdef const uint64_t *u64 = <const uint64_t *>x
-    for s in range((n + 4095) // 4096):
-        for i in range(s * 4096, min(n, s * 4096 + 4096)):
+    cdef int nt = _nthreads() if n > 4 * FINITE_BLOCK else 1
+    for blk in prange(nblk, num_threads=nt, schedule="static"):
+        for i in range(blk * FINITE_BLOCK, min(n, (blk + 1) * FINITE_BLOCK)):
             if floating is float:
-                bad32 |= (u32[i] & 0x7f800000u) == 0x7f800000u
+                bad |= (u32[i] & 0x7f800000u) == 0x7f800000u
             else:
-                bad64 |= (u64[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u
-        if bad32 or bad64:
-            return False
-    return True
+                bad |= (u64[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u
+    return bad == 0
 
 
 def all_finite(a):
