@@ -3,15 +3,126 @@
 load_digits(): the 1,797 8×8 handwritten digits that ship inside the package
 (UCI "Optical Recognition of Handwritten Digits", E. Alpaydin and C. Kaynak,
 1998, CC BY 4.0; see pyneuro/data/NOTICE.md).
+load_mnist(data_dir): the 70,000 28×28 MNIST digits from the four canonical IDX
+files; load_idx(data_dir) reads any data set stored in that layout (Fashion-MNIST,
+KMNIST, ...). download_mnist(data_dir) fetches the files and checks their SHA-256.
+data_dir defaults to $PYNEURO_DATA, then to a per-user cache folder.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 from importlib import resources
 
 import numpy as np
 
 from ._validation import as_generator, check_float
+from .idx import read_idx
+
+# name stem -> SHA-256 of the canonical gzip file (Y. LeCun, C. Cortes, C. J. C. Burges)
+MNIST_FILES = {
+    "train-images-idx3-ubyte": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/")
+
+
+def default_data_dir() -> str:
+    """$PYNEURO_DATA, else $XDG_CACHE_HOME/pyneuro (~/.cache/pyneuro)."""
+    if os.environ.get("PYNEURO_DATA"):
+        return os.environ["PYNEURO_DATA"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "pyneuro")
+
+
+def _idx_file(data_dir: str, stem: str) -> str:
+    """The file of `stem` in data_dir: gzip or raw, canonical or dotted name."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem + ".gz", stem, dotted + ".gz", dotted):
+        path = os.path.join(data_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"{data_dir}: no {stem}[.gz] (looked for {stem}.gz, {stem}, {dotted}.gz, "
+                            f"{dotted}); pyneuro.datasets.download_mnist(data_dir) fetches MNIST")
+
+
+def load_idx(data_dir=None, dtype="float32"):
+    """(X_train, y_train, X_test, y_test) from the four IDX files of the MNIST layout
+    (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+    t10k-labels-idx1-ubyte, each raw or .gz) in data_dir: uint8 images flattened and
+    scaled to [0, 1] in `dtype`, labels as int64."""
+    data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+    out = []
+    for part in ("train", "t10k"):
+        img_path, lab_path = _idx_file(data_dir, f"{part}-images-idx3-ubyte"), _idx_file(data_dir, f"{part}-labels-idx1-ubyte")
+        images, labels = read_idx(img_path), read_idx(lab_path)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"{img_path}: expected uint8 images (count, rows, cols), got {images.dtype} {images.shape}")
+        if labels.ndim != 1 or labels.dtype != np.uint8:
+            raise ValueError(f"{lab_path}: expected uint8 labels (count,), got {labels.dtype} {labels.shape}")
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"{lab_path}: {labels.shape[0]} labels for the {images.shape[0]} images of {img_path}")
+        X = images.reshape(images.shape[0], -1).astype(dtype)
+        X /= 255
+        out += [X, labels.astype(np.int64)]
+    return tuple(out)
+
+
+def load_mnist(data_dir=None, dtype="float32"):
+    """(X_train, y_train, X_test, y_test): 60,000 and 10,000 MNIST digits, pixels in [0, 1]
+    (784 per image, row by row), labels 0..9. Files as in load_idx."""
+    X_train, y_train, X_test, y_test = load_idx(data_dir, dtype)
+    if X_train.shape != (60000, 784) or X_test.shape != (10000, 784) or max(y_train.max(), y_test.max()) > 9:
+        raise ValueError(f"{data_dir or default_data_dir()}: these IDX files are not MNIST (train {X_train.shape}, "
+                         f"test {X_test.shape}, labels up to {max(y_train.max(), y_test.max())}); "
+                         "use load_idx for other data sets")
+    return X_train, y_train, X_test, y_test
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_mnist(data_dir=None, mirrors=MNIST_MIRRORS, fetch=None) -> str:
+    """Fetch the four MNIST files into data_dir (default: default_data_dir()), each checked
+    against its published SHA-256 before it is kept; files already there and correct are
+    not fetched again. `fetch(url) -> bytes` replaces the HTTP client (for tests).
+    Returns data_dir."""
+    from .io import atomic_write
+    data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+    os.makedirs(data_dir, exist_ok=True)
+    if fetch is None:
+        def fetch(url):
+            from urllib.request import urlopen
+            with urlopen(url, timeout=60) as r:
+                return r.read()
+    for stem, digest in MNIST_FILES.items():
+        path = os.path.join(data_dir, stem + ".gz")
+        if os.path.isfile(path) and sha256_file(path) == digest:
+            continue
+        errors = []
+        for mirror in mirrors:
+            try:
+                data = fetch(mirror + stem + ".gz")
+            except OSError as e:
+                errors.append(f"{mirror}: {e}")
+                continue
+            if hashlib.sha256(data).hexdigest() != digest:
+                errors.append(f"{mirror}: SHA-256 mismatch (expected {digest})")
+                continue
+            atomic_write(path, data)
+            break
+        else:
+            raise OSError(f"could not fetch a verified {stem}.gz: " + "; ".join(errors))
+    return data_dir
 
 
 def load_digits(dtype="float32") -> tuple[np.ndarray, np.ndarray]:

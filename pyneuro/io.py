@@ -1,0 +1,167 @@
+"""Saving and loading models: one safetensors file, written atomically.
+
+A file holds the tensors (the model's flat parameter vector "params", and for a
+checkpoint the optimizer's state "optimizer.<name>") and, as safetensors string
+metadata, JSON documents:
+    format, format_version   "pyneuro-model", FORMAT_VERSION
+    pyneuro_version          the version that wrote it
+    model                    {"dtype", "input_dim", "layers": [{"type", "config"}, ...]}
+    info                     free-form JSON the application keeps with the model
+                             (the CLI stores input preprocessing and the training set-up)
+    checkpoint               (checkpoints only) epoch, optimizer, RNG states, history
+    sha256                   of all the above and every tensor's bytes: any later change
+                             to the file (corruption, hand edits) is detected on load
+No pickle: loading a file never runs code from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+FORMAT = "pyneuro-model"
+FORMAT_VERSION = 1
+_MAX_HEADER = 100 * 2**20
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a
+    mix: a temporary file in the same folder, flushed to disk, then renamed over
+    `path`. If anything fails the temporary file is removed and `path` is untouched."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _digest(meta: dict, tensors: dict) -> str:
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_file(path, tensors: dict, documents: dict) -> None:
+    """Write tensors and JSON documents (name -> JSON-able) as one pyneuro safetensors file."""
+    from safetensors.numpy import save
+    from . import __version__
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "pyneuro_version": __version__}
+    meta.update({k: json.dumps(v, sort_keys=True) for k, v in documents.items()})
+    meta["sha256"] = _digest(meta, tensors)
+    atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta))
+
+
+def read_file(path) -> tuple[dict, dict]:
+    """(tensors, documents) of a pyneuro safetensors file; ValueError for anything else."""
+    from safetensors.numpy import load
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: cannot read the model file ({e.strerror})") from None
+    if len(data) < 8:
+        raise ValueError(f"{path}: not a pyneuro model file (only {len(data)} bytes)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > min(len(data) - 8, _MAX_HEADER):
+        raise ValueError(f"{path}: not a pyneuro model file, or truncated (its header claims {n} bytes, "
+                         f"the file has {len(data) - 8} after the length)")
+    try:
+        header = json.loads(data[8:8 + n])
+        meta = header.get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        raise ValueError(f"{path}: not a pyneuro model file (its header is not safetensors JSON)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a pyneuro model file (a safetensors file without pyneuro metadata)"
+                         if isinstance(meta, dict) and header else f"{path}: not a pyneuro model file")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise ValueError(f"{path}: damaged: format_version is {meta.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: written by a newer pyneuro ({meta.get('pyneuro_version', '?')}, format "
+                         f"version {version}); this pyneuro reads format version {FORMAT_VERSION} and "
+                         f"older: upgrade pyneuro to load it")
+    try:
+        tensors = load(data)
+    except Exception as e:  # safetensors' own error type: offsets, sizes, dtypes
+        raise ValueError(f"{path}: damaged or truncated tensor data ({e})") from None
+    claimed = meta.get("sha256")
+    if claimed != _digest({k: v for k, v in meta.items() if k != "sha256"}, tensors):
+        raise ValueError(f"{path}: the file was changed after pyneuro wrote it (checksum mismatch): "
+                         "it is corrupted or was edited by hand")
+    documents = {}
+    for key, text in meta.items():
+        if key in ("format", "format_version", "pyneuro_version", "sha256"):
+            continue
+        try:
+            documents[key] = json.loads(text)
+        except ValueError:
+            raise ValueError(f"{path}: damaged metadata {key!r} (not JSON)") from None
+    documents["pyneuro_version"] = meta.get("pyneuro_version")
+    return tensors, documents
+
+
+def model_document(model) -> dict:
+    return {"dtype": model.dtype.name, "input_dim": model.n_in,
+            "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]}
+
+
+def build_model(doc, path="<model>"):
+    """A Sequential from its model document (parameters not yet loaded)."""
+    from .layers import LAYERS
+    from .model import Sequential
+    try:
+        layers = []
+        for i, spec in enumerate(doc["layers"]):
+            cls = LAYERS.get(spec["type"])
+            if cls is None:
+                raise ValueError(f"layer {i} has unknown type {spec['type']!r}")
+            layers.append(cls(**spec["config"]))
+        return Sequential(layers, dtype=doc["dtype"], input_dim=doc["input_dim"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: damaged model description ({type(e).__name__}: {e})") from None
+
+
+def save_model(model, path, info: dict | None = None) -> None:
+    """Write the model (architecture, dtype, parameters, `info`) to one safetensors file."""
+    write_file(path, {"params": model.params}, {"model": model_document(model), "info": info or model.info})
+
+
+def load_model(path):
+    """The model a save_model file holds, its `info` restored; predictions match bitwise."""
+    tensors, docs = read_file(path)
+    model = build_model(docs.get("model", {}), os.fspath(path))
+    params = tensors.get("params")
+    if params is None or params.shape != model.params.shape or params.dtype != model.dtype:
+        got = "none" if params is None else f"{params.dtype} {params.shape}"
+        raise ValueError(f"{path}: damaged: the architecture needs {model.dtype} params of shape "
+                         f"{model.params.shape}, the file holds {got}")
+    model.params[...] = params
+    model.info = docs.get("info") or {}
+    return model
