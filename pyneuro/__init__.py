@@ -14,6 +14,15 @@ from .model import Sequential
 from .optimizers import (SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, RMSprop,
                          StepDecay)
 from .trainer import DivergenceError, History, Trainer
+from .callbacks import ModelCheckpoint
+
+
+def load(path) -> Sequential:
+    """The model saved at `path` (Sequential.save or a Trainer checkpoint), parameters and
+    info restored: its predictions equal the saved model's bitwise. ValueError for a
+    damaged, edited or foreign file."""
+    from .io import load_model
+    return load_model(path)
 
 __version__ = "0.1.0"
 
@@ -22,5 +31,5 @@ __all__ = [
     "Dense", "DivergenceError", "Dropout", "EarlyStopping", "ELU", "ExponentialDecay", "GELU",
     "History", "Huber", "Identity", "LambdaCallback", "Layer", "LeakyReLU", "Loss", "MAE", "MSE",
     "Optimizer", "ReLU", "RMSprop", "SGD", "Sequential", "Sigmoid", "Softmax", "StepDecay", "Tanh",
-    "Trainer", "datasets", "get_num_threads", "openmp_enabled", "set_num_threads",
+    "Trainer", "datasets", "get_num_threads", "load", "ModelCheckpoint", "openmp_enabled", "set_num_threads",
 ]

@@ -73,3 +73,32 @@ class EarlyStopping(Callback):
     def on_train_end(self, logs):
         if self.restore_best and self.best_weights is not None:
             self.trainer.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Save a checkpoint to `path` at the end of an epoch: every epoch, or (save_best_only)
+    only when `monitor` improved. The file is a model file (pyneuro.load reads it) that
+    also carries the optimizer state, the epoch and the random streams, so
+    Trainer.from_checkpoint(path).fit(...) continues exactly where training stopped."""
+
+    def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = True, mode: str = "auto"):
+        self.path = path
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best = np.inf
+
+    def on_epoch_end(self, epoch, logs):
+        if self.save_best_only:
+            if self.monitor not in logs:
+                raise ValueError(f"ModelCheckpoint: monitor {self.monitor!r} is not among the logged values "
+                                 f"{sorted(logs)}; pass validation data or monitor 'loss'")
+            value = self.sign * logs[self.monitor]
+            if not value < self.best:
+                return
+            self.best = value
+        self.trainer.save_checkpoint(self.path)

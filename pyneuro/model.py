@@ -29,6 +29,7 @@ class Sequential:
             raise ValueError("Sequential: the same layer object appears twice; create separate layers")
         self.dtype = as_dtype(dtype)
         self.seed = seed
+        self.info: dict = {}   # JSON-able facts kept with the model by save() (e.g. input preprocessing)
         n = self.layers[0].n_in if input_dim is None else check_int(input_dim, "input_dim", 1)
         if n is None:
             raise ValueError(f"Sequential: the first layer ({type(self.layers[0]).__name__}) does not fix "
@@ -120,6 +121,12 @@ class Sequential:
         if self.n_out == 1:
             return (Z[:, 0] > 0).astype(np.int64)
         return _core.argmax_rows(Z, np.empty(Z.shape[0], dtype=np.int64))
+
+    def save(self, path, info: dict | None = None) -> None:
+        """Write architecture, dtype, parameters and `info` (default self.info) to one
+        safetensors file, atomically; pyneuro.load(path) rebuilds the model."""
+        from .io import save_model
+        save_model(self, path, info)
 
     def count_params(self) -> int:
         return int(self.params.size)

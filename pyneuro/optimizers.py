@@ -21,6 +21,10 @@ class Schedule:
     def __call__(self, epoch: int) -> float:
         raise NotImplementedError
 
+    def config(self) -> dict:
+        """The constructor arguments (vars), for saving in checkpoints."""
+        return dict(vars(self))
+
 
 class StepDecay(Schedule):
     """factor = γ^⌊epoch / step_size⌋."""
@@ -55,6 +59,9 @@ class CosineDecay(Schedule):
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+SCHEDULES = {cls.__name__: cls for cls in (StepDecay, ExponentialDecay, CosineDecay)}
+
+
 def _schedule(schedule):
     if schedule is None or callable(schedule):
         return schedule
@@ -83,6 +90,17 @@ class Optimizer:
 
     def _init_state(self):
         pass
+
+    def state_arrays(self) -> dict:
+        """The per-parameter state vectors (momentum, moments), by name."""
+        return {name: getattr(self, name) for name in ("v", "m") if getattr(self, name, None) is not None}
+
+    def describe(self) -> dict:
+        """JSON-able: the class, its arguments and its schedule ('callable' for a function)."""
+        s = self.schedule
+        sched = None if s is None else ({"type": type(s).__name__, "config": s.config()}
+                                        if type(s).__name__ in SCHEDULES else "callable")
+        return {"type": type(self).__name__, "config": self.config(), "schedule": sched}
 
     def set_epoch(self, epoch: int) -> None:
         factor = 1.0 if self.schedule is None else float(self.schedule(epoch))
@@ -189,6 +207,23 @@ class RMSprop(Optimizer):
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+
+
+def optimizer_from_description(desc: dict, schedule=None) -> Optimizer:
+    """Rebuild an Optimizer from describe(); a 'callable' schedule must be passed again."""
+    classes = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+    try:
+        cls = classes[desc["type"]]
+        sched = desc["schedule"]
+        if sched == "callable":
+            if schedule is None:
+                raise ValueError("the optimizer had a schedule given as a function, which a file cannot "
+                                 "hold; pass it again with schedule=")
+        elif sched is not None:
+            schedule = SCHEDULES[sched["type"]](**sched["config"])
+        return cls(**desc["config"], schedule=schedule)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"damaged optimizer description ({type(e).__name__}: {e})") from None
 
 
 def get_optimizer(opt, **kwargs) -> Optimizer:

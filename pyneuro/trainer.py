@@ -17,7 +17,7 @@ import numpy as np
 from . import _core
 from ._validation import as_generator, check_features, check_float, check_int
 from .callbacks import Callback
-from .losses import Loss, get_loss
+from .losses import Huber, Loss, get_loss
 from .model import Sequential
 from .optimizers import Adam, Optimizer, get_optimizer
 from .layers import Softmax
@@ -63,6 +63,8 @@ class Trainer:
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.epochs = check_int(epochs, "epochs", 0)
         self.rng = as_generator(seed)
+        self._split_seed = int(self.rng.integers(2**63))   # validation_split: the same rows every fit
+        self._pending_epochs = None                        # set by from_checkpoint
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
         self.verbose = verbose
@@ -118,7 +120,10 @@ class Trainer:
             callbacks: list[Callback] | None = None, epochs: int | None = None) -> History:
         """Train for `epochs` (default: the Trainer's) epochs; returns the History (also self.history)."""
         X, y = self._data(X, y)
-        epochs = self.epochs if epochs is None else check_int(epochs, "epochs", 0)
+        if epochs is None:
+            epochs = self.epochs if self._pending_epochs is None else self._pending_epochs
+        epochs = check_int(epochs, "epochs", 0)
+        self._pending_epochs = None
         validation_split = check_float(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         n = X.shape[0]
         rows = np.arange(n, dtype=np.int64)
@@ -131,7 +136,7 @@ class Trainer:
             Xv, yv = self._data(*validation_data, name="validation_data")
             val = (Xv, yv, None)
         elif validation_split:
-            perm = self.rng.permutation(n)
+            perm = np.random.default_rng(self._split_seed).permutation(n)
             n_val = int(round(n * validation_split))
             if n_val < 1 or n_val >= n:
                 raise ValueError(f"validation_split: {validation_split} of {n} samples leaves "
@@ -210,6 +215,59 @@ class Trainer:
         return self.history
 
     # ---- evaluation ------------------------------------------------------------------
+    # ---- checkpoints -----------------------------------------------------------------
+    def save_checkpoint(self, path) -> None:
+        """Model, optimizer state, epoch, random streams and history in one file (atomic).
+        pyneuro.load(path) reads the model from it; from_checkpoint(path) resumes training."""
+        from .io import model_document, write_file
+        opt = self.optimizer
+        tensors = {"params": self.model.params}
+        tensors.update({f"optimizer.{k}": v for k, v in opt.state_arrays().items()})
+        doc = {"epoch": self.epoch, "epochs": self.epochs, "batch_size": self.batch_size,
+               "loss": {"name": self.loss.name, "delta": getattr(self.loss, "delta", None)},
+               "optimizer": opt.describe(), "step": opt.t,
+               "rng": self.rng.bit_generator.state, "split_seed": self._split_seed,
+               "allow_nonfinite": self.allow_nonfinite, "history": dict(self.history),
+               "layer_rngs": [layer.rng.bit_generator.state if getattr(layer, "rng", None) is not None
+                              else None for layer in self.model.layers]}
+        write_file(path, tensors, {"model": model_document(self.model), "info": self.model.info,
+                                   "checkpoint": doc})
+
+    @classmethod
+    def from_checkpoint(cls, path, schedule=None, verbose: int = 1) -> "Trainer":
+        """A Trainer in the state save_checkpoint recorded; fit() without `epochs` runs the
+        epochs that were still to come, and gives bitwise the weights that uninterrupted
+        training would have. A schedule given as a function must be passed again."""
+        from .io import build_model, read_file
+        from .optimizers import optimizer_from_description
+        tensors, docs = read_file(path)
+        ck = docs.get("checkpoint")
+        if not isinstance(ck, dict):
+            raise ValueError(f"{path}: a model file, not a checkpoint (pyneuro.load reads it)")
+        model = build_model(docs.get("model", {}), str(path))
+        try:
+            model.params[...] = tensors["params"]
+            model.info = docs.get("info") or {}
+            loss = Huber(ck["loss"]["delta"]) if ck["loss"]["name"] == "huber" else ck["loss"]["name"]
+            trainer = cls(model, loss, optimizer_from_description(ck["optimizer"], schedule),
+                          batch_size=ck["batch_size"], epochs=ck["epochs"], seed=0, verbose=verbose,
+                          allow_nonfinite=ck["allow_nonfinite"])
+            opt = trainer.optimizer
+            opt.t = int(ck["step"])
+            for name, arr in opt.state_arrays().items():
+                arr[...] = tensors[f"optimizer.{name}"]
+            trainer.rng.bit_generator.state = ck["rng"]
+            trainer._split_seed = int(ck["split_seed"])
+            for layer, state in zip(model.layers, ck["layer_rngs"]):
+                if state is not None:
+                    layer.rng.bit_generator.state = state
+            trainer.epoch = int(ck["epoch"])
+            trainer.history = History({k: list(v) for k, v in ck["history"].items()})
+            trainer._pending_epochs = max(0, trainer.epochs - trainer.epoch)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
+        return trainer
+
     def _evaluate(self, X, y, rows=None, batch_size: int = 1024) -> dict:
         n = X.shape[0] if rows is None else rows.shape[0]
         total_loss, total_correct = 0.0, 0
