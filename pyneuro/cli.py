@@ -1,10 +1,15 @@
 """The `pyneuro` command.
 
-    pyneuro train            train the handwritten-digit classifier that ships with the package,
-                             print progress, the test accuracy and the wall time
-    pyneuro train --help     every flag
+    pyneuro train                     train the handwritten-digit classifier that ships with the
+                                      package; print progress, the test accuracy and the wall time
+    pyneuro train --dataset mnist --data-dir DIR --save model.safetensors --plot curves.png
+    pyneuro predict MODEL INPUT...    class and top probabilities of .npy arrays or images
+    pyneuro evaluate MODEL            loss, accuracy and confusion matrix on the model's test data
+    pyneuro show MODEL --out W.png    first-layer weights as images (and --confusion CM.png)
+    pyneuro COMMAND --help            every flag
 
-A user error (bad flag value, bad data) prints one line and exits with status 2.
+A user error (bad flag value, bad data, a file that cannot be read) prints one
+line and exits with status 2.
 """
 from __future__ import annotations
 
@@ -14,8 +19,17 @@ import time
 
 import numpy as np
 
-DEFAULTS = {"hidden": [256, 128], "activation": "relu", "optimizer": "adam", "lr": 2e-3,
-            "batch_size": 32, "epochs": 30, "schedule": "cosine"}
+# training defaults per data set (flags left unset take these)
+DEFAULTS = {
+    "digits": {"hidden": [256, 128], "activation": "relu", "optimizer": "adam", "lr": 2e-3,
+               "batch_size": 32, "epochs": 30, "schedule": "cosine", "validation_split": 0.0},
+    "mnist": {"hidden": [256, 128], "activation": "relu", "optimizer": "adam", "lr": 1e-3,
+              "batch_size": 64, "epochs": 12, "schedule": "cosine", "validation_split": 0.1},
+}
+DEFAULTS["idx"] = DEFAULTS["mnist"]
+DATASETS = {"digits": "the 1,797 8x8 UCI digits bundled with pyneuro (a stratified test split)",
+            "mnist": "MNIST's four IDX files in --data-dir (default $PYNEURO_DATA, then ~/.cache/pyneuro)",
+            "idx": "any four IDX files in MNIST's layout and names in --data-dir"}
 
 
 def _int_at_least(minimum: int):
@@ -51,40 +65,81 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _data_flags(p, with_split=True):
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+                   help="data set: " + "; ".join(f"{k} = {v}" for k, v in DATASETS.items()))
+    p.add_argument("--data-dir", default=None, help="folder of the IDX files (mnist, idx)")
+    if with_split:
+        p.add_argument("--test-size", type=float, default=0.2, help="digits: fraction held out for the test")
+        p.add_argument("--split-seed", type=int, default=0, help="digits: seed of the train/test split")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = _Parser(prog="pyneuro", description="pyneuro: neural networks with a compiled core.")
     parser.add_argument("--version", action="version", version=f"pyneuro {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     train = sub.add_parser("train", help="train a classifier (default: the bundled 8x8 handwritten digits)",
-                           description="Train a multilayer perceptron and report its test accuracy.",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--dataset", choices=["digits"], default="digits",
-                       help="data set: digits = the 1,797 8x8 UCI digits bundled with pyneuro")
-    train.add_argument("--hidden", type=_positive_int, nargs="+", default=DEFAULTS["hidden"], metavar="N",
+                           description="Train a multilayer perceptron and report its test accuracy. "
+                                       "Flags left unset take the data set's defaults (see DEFAULTS in "
+                                       "pyneuro/cli.py).", formatter_class=fmt)
+    _data_flags(train)
+    train.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="N",
                        help="widths of the hidden layers, e.g. --hidden 256 128")
-    train.add_argument("--activation", default=DEFAULTS["activation"],
+    train.add_argument("--activation", default=None,
                        choices=["relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu"],
                        help="activation of the hidden layers")
     train.add_argument("--dropout", type=float, default=0.0, help="dropout probability after each hidden layer")
-    train.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["sgd", "adam", "adamw", "rmsprop"],
-                       help="optimizer")
-    train.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="base learning rate")
+    train.add_argument("--optimizer", default=None, choices=["sgd", "adam", "adamw", "rmsprop"], help="optimizer")
+    train.add_argument("--lr", type=_positive_float, default=None, help="base learning rate")
     train.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd only)")
     train.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (L2; decoupled for adamw)")
-    train.add_argument("--schedule", default=DEFAULTS["schedule"], choices=["none", "cosine", "step", "exp"],
+    train.add_argument("--schedule", default=None, choices=["none", "cosine", "step", "exp"],
                        help="learning-rate schedule over the epochs")
-    train.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"], help="mini-batch size")
-    train.add_argument("--epochs", type=_nonneg_int, default=DEFAULTS["epochs"], help="passes over the training data")
-    train.add_argument("--test-size", type=float, default=0.2, help="fraction of the data held out for the test")
-    train.add_argument("--validation-split", type=float, default=0.0,
+    train.add_argument("--batch-size", type=_positive_int, default=None, help="mini-batch size")
+    train.add_argument("--epochs", type=_nonneg_int, default=None, help="passes over the training data")
+    train.add_argument("--validation-split", type=float, default=None,
                        help="fraction of the training data held out for validation each epoch")
     train.add_argument("--seed", type=int, default=0, help="seed of the initial weights, dropout and shuffling")
-    train.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
     train.add_argument("--threads", type=_positive_int, default=None,
                        help="threads for the compiled kernels (default: OMP_NUM_THREADS or all cores)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
+    train.add_argument("--save", metavar="MODEL", default=None, help="write the trained model to this file")
+    train.add_argument("--checkpoint", metavar="FILE", default=None,
+                       help="write a resumable checkpoint here after every epoch")
+    train.add_argument("--plot", metavar="PNG", default=None,
+                       help="draw loss and accuracy against epoch into this picture (needs matplotlib)")
     train.add_argument("--quiet", action="store_true", help="print only the final result")
+
+    predict = sub.add_parser("predict", help="classify .npy arrays or image files with a saved model",
+                             description="Print the class and the top probabilities of each input. "
+                                         ".npy: one sample per row (or one sample), already scaled like "
+                                         "the training data; integer arrays are scaled as the training "
+                                         "pixels were. Images (PNG, JPEG; needs Pillow) are read as grey "
+                                         "levels, must have the size of the training images, and are "
+                                         "inverted when their background is light.", formatter_class=fmt)
+    predict.add_argument("model", help="a file written by pyneuro train --save (or Sequential.save)")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy files or images")
+    predict.add_argument("--top", type=_positive_int, default=3, help="how many classes to list")
+    predict.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                         help="images: invert grey levels (auto: when the border is light)")
+
+    evaluate = sub.add_parser("evaluate", help="loss, accuracy and confusion matrix of a saved model",
+                              description="Evaluate a saved model on a data set's test part (default: the "
+                                          "data set it was trained on).", formatter_class=fmt)
+    evaluate.add_argument("model")
+    _data_flags(evaluate)
+
+    show = sub.add_parser("show", help="draw a model's first-layer weights (and its confusion matrix)",
+                          description="Draw what each first-layer neuron responds to, and optionally the "
+                                      "confusion matrix on a data set's test part (needs matplotlib).",
+                          formatter_class=fmt)
+    show.add_argument("model")
+    show.add_argument("--out", required=True, metavar="PNG", help="picture of the first-layer weights")
+    show.add_argument("--neurons", type=_positive_int, default=64, help="how many neurons to draw")
+    show.add_argument("--confusion", metavar="PNG", default=None, help="also draw the confusion matrix here")
+    _data_flags(show)
     return parser
 
 
@@ -99,23 +154,44 @@ def _schedule(name: str, epochs: int):
     return None
 
 
+def load_data(dataset: str, data_dir, dtype: str, test_size: float = 0.2, split_seed: int = 0):
+    """(X_train, y_train, X_test, y_test, info): info describes the inputs for predict."""
+    import pyneuro as pn
+    if dataset == "digits":
+        X, y = pn.datasets.load_digits(dtype=dtype)
+        X_train, X_test, y_train, y_test = pn.datasets.train_test_split(X, y, test_size=test_size, seed=split_seed)
+        info = {"dataset": "digits", "image_shape": [8, 8], "pixel_max": 16, "test_size": test_size,
+                "split_seed": split_seed}
+    else:
+        load = pn.datasets.load_mnist if dataset == "mnist" else pn.datasets.load_idx
+        X_train, y_train, X_test, y_test = load(data_dir, dtype=dtype)
+        side = int(round(np.sqrt(X_train.shape[1])))
+        shape = [side, side] if side * side == X_train.shape[1] else None
+        info = {"dataset": dataset, "image_shape": shape, "pixel_max": 255}
+    info["background"] = "dark"   # ink is the high value in both, as in MNIST
+    info["classes"] = int(max(y_train.max(), y_test.max())) + 1
+    return X_train, y_train, X_test, y_test, info
+
+
 def train(args) -> dict:
     import pyneuro as pn
 
     t_start = time.perf_counter()
     if args.threads is not None:
         pn.set_num_threads(args.threads)
-    X, y = pn.datasets.load_digits(dtype=args.dtype)
-    X_train, X_test, y_train, y_test = pn.datasets.train_test_split(X, y, test_size=args.test_size,
-                                                                   seed=args.split_seed)
-    n_classes = int(y.max()) + 1
-    layers, n = [], X.shape[1]
+    dataset = args.dataset or "digits"
+    for key, value in DEFAULTS[dataset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    X_train, y_train, X_test, y_test, info = load_data(dataset, args.data_dir, args.dtype, args.test_size,
+                                                       args.split_seed)
+    layers, n = [], X_train.shape[1]
     for width in args.hidden:
         layers.append(pn.Dense(n, width, activation=args.activation))
         if args.dropout:
             layers.append(pn.Dropout(args.dropout))
         n = width
-    layers.append(pn.Dense(n, n_classes))
+    layers.append(pn.Dense(n, info["classes"]))
     model = pn.Sequential(layers, seed=args.seed, dtype=args.dtype)
     opt_args = {"lr": args.lr, "weight_decay": args.weight_decay, "schedule": _schedule(args.schedule, args.epochs)}
     if args.optimizer == "sgd":
@@ -123,27 +199,144 @@ def train(args) -> dict:
     optimizer = pn.optimizers.get_optimizer(args.optimizer, **opt_args)
     trainer = pn.Trainer(model, loss="cross_entropy", optimizer=optimizer, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed, verbose=0 if args.quiet else 1)
+    model.info = {**info, "training": {k: getattr(args, k) for k in (
+        "hidden", "activation", "dropout", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+        "batch_size", "epochs", "validation_split", "seed", "dtype")}}
     if not args.quiet:
-        print(f"pyneuro {pn.__version__}: {args.dataset}, {X_train.shape[0]} training / {X_test.shape[0]} test "
+        print(f"pyneuro {pn.__version__}: {dataset}, {X_train.shape[0]} training / {X_test.shape[0]} test "
               f"samples, {pn.get_num_threads()} thread(s), {args.dtype}")
         model.summary()
+    callbacks = [pn.ModelCheckpoint(args.checkpoint, save_best_only=False)] if args.checkpoint else []
     t_fit = time.perf_counter()
-    trainer.fit(X_train, y_train, validation_split=args.validation_split)
+    history = trainer.fit(X_train, y_train, validation_split=args.validation_split, callbacks=callbacks)
     fit_time = time.perf_counter() - t_fit
     result = trainer.evaluate(X_test, y_test)
+    if args.save:
+        model.save(args.save)
+    if args.plot:
+        from .plots import plot_history
+        plot_history(history, args.plot)
     wall = time.perf_counter() - t_start
     print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
           f"training {fit_time:.2f} s  wall time {wall:.2f} s")
+    for what, path in (("model", args.save), ("learning curves", args.plot)):
+        if path and not args.quiet:
+            print(f"{what} written to {path}")
     return result
+
+
+def _model_data(model, args):
+    """The test part of args.dataset, defaulting to the data set the model was trained on."""
+    info = model.info
+    dataset = args.dataset or info.get("dataset") or "digits"
+    test_size = info.get("test_size", args.test_size) if args.dataset in (None, "digits") else args.test_size
+    split_seed = info.get("split_seed", args.split_seed) if args.dataset in (None, "digits") else args.split_seed
+    _, _, X, y, _ = load_data(dataset, args.data_dir, model.dtype.name, test_size, split_seed)
+    return dataset, X, y
+
+
+def evaluate(args) -> dict:
+    import pyneuro as pn
+    from .losses import get_loss
+    from .metrics import confusion_matrix
+    model = pn.load(args.model)
+    dataset, X, y = _model_data(model, args)
+    logits = model.predict(X)
+    loss = get_loss("cross_entropy")
+    value = loss.value_and_grad(logits, loss.prepare_targets(y, X.shape[0], model.n_out, model.dtype, "y"), None)
+    pred = model.predict_classes(X)
+    cm = confusion_matrix(y, pred, model.n_out)
+    acc = float(np.trace(cm)) / len(y)
+    print(f"{args.model} on the {dataset} test set ({len(y)} samples): loss {value:.4f}  accuracy {acc:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted class)")
+    width = max(len(str(cm.max())), len(str(model.n_out - 1))) + 1
+    print(" " * 6 + "".join(f"{j:>{width}}" for j in range(model.n_out)))
+    for i in range(model.n_out):
+        print(f"{i:>5} " + "".join(f"{c:>{width}}" for c in cm[i]))
+    return {"loss": value, "accuracy": acc, "confusion": cm}
+
+
+def _read_inputs(path: str, model, invert: str):
+    """(labels, X): the samples in `path` as model inputs."""
+    info, n_in = model.info, model.n_in
+    if path.lower().endswith(".npy"):
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot read the .npy file ({e})") from None
+        if a.dtype.kind in "iu":
+            a = a / float(info.get("pixel_max", 1))
+        elif a.dtype.kind != "f":
+            raise ValueError(f"{path}: expected numbers, got dtype {a.dtype}")
+        a = np.asarray(a, dtype=model.dtype)
+        if a.size == n_in:
+            a = a.reshape(1, n_in)
+        elif a.ndim >= 2 and int(np.prod(a.shape[1:])) == n_in:
+            a = a.reshape(a.shape[0], n_in)
+        else:
+            raise ValueError(f"{path}: an array of shape {a.shape} does not hold samples of {n_in} values "
+                             f"(the model's input width)")
+        labels = [path] if a.shape[0] == 1 else [f"{path}[{i}]" for i in range(a.shape[0])]
+        return labels, np.ascontiguousarray(a)
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ValueError(f"{path}: reading images needs Pillow: pip install 'pyneuro[image]'") from None
+    shape = info.get("image_shape")
+    if not shape or shape[0] * shape[1] != n_in:
+        raise ValueError(f"{path}: this model was not trained on images (its info has no image shape)")
+    try:
+        with Image.open(path) as im:
+            grey = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"{path}: cannot read the image ({e})") from None
+    if list(grey.shape) != list(shape):
+        raise ValueError(f"{path}: the image is {grey.shape[1]}x{grey.shape[0]} pixels, the model takes "
+                         f"{shape[1]}x{shape[0]} images (resize it first)")
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]).mean()
+    if invert == "yes" or (invert == "auto" and border > 0.5 and info.get("background") == "dark"):
+        grey = 1.0 - grey
+    return [path], grey.reshape(1, n_in).astype(model.dtype)
+
+
+def predict(args) -> list:
+    import pyneuro as pn
+    model = pn.load(args.model)
+    results = []
+    for path in args.inputs:
+        labels, X = _read_inputs(path, model, args.invert)
+        P = model.predict_proba(X)
+        for label, p in zip(labels, P):
+            top = np.argsort(-p, kind="stable")[:args.top]
+            print(f"{label}: class {top[0]}  (" + ", ".join(f"{c}: {p[c]:.3f}" for c in top) + ")")
+            results.append(int(top[0]))
+    return results
+
+
+def show(args) -> None:
+    import pyneuro as pn
+    from .metrics import confusion_matrix
+    from .plots import plot_confusion, plot_weights
+    model = pn.load(args.model)
+    first = next((layer for layer in model.layers if isinstance(layer, pn.Dense)), None)
+    shape = model.info.get("image_shape")
+    if first is None or not shape:
+        raise ValueError(f"{args.model}: no first Dense layer on image inputs to draw")
+    plot_weights(first.W, shape, args.out, n=args.neurons)
+    print(f"first-layer weights of {min(args.neurons, first.n_out)} neurons written to {args.out}")
+    if args.confusion:
+        dataset, X, y = _model_data(model, args)
+        cm = confusion_matrix(y, model.predict_classes(X), model.n_out)
+        plot_confusion(cm, args.confusion, f"{dataset} test set: accuracy {np.trace(cm) / len(y):.4f}")
+        print(f"confusion matrix on the {dataset} test set written to {args.confusion}")
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "train":
-            train(args)
-    except (ValueError, TypeError) as e:
+        {"train": train, "predict": predict, "evaluate": evaluate, "show": show}[args.command](args)
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
         print(f"pyneuro: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,95 @@
+"""Pictures (matplotlib, the optional `plot` extra): learning curves, first-layer
+weights as images, confusion matrices. Each function writes one image file
+(format from its extension) and returns its path."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("pictures need matplotlib: pip install 'pyneuro[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    from .io import atomic_write
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format=str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else "png", dpi=110)
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def plot_history(history: dict, path):
+    """Loss and accuracy against epoch, training and (when present) validation."""
+    plt = _pyplot()
+    panels = [k for k in ("loss", "accuracy") if k in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], "o-", label="training")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_weights(W: np.ndarray, image_shape, path, n: int = 64):
+    """The first n columns of W (one hidden neuron's input weights each) drawn as
+    image_shape pictures, blue negative / red positive, each on its own symmetric scale."""
+    plt = _pyplot()
+    h, w = image_shape
+    if W.shape[0] != h * w:
+        raise ValueError(f"plot_weights: {W.shape[0]} inputs do not make {h}x{w} images")
+    n = min(n, W.shape[1])
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            img = W[:, k].reshape(h, w)
+            lim = float(np.abs(img).max()) or 1.0
+            ax.imshow(img, cmap="bwr", vmin=-lim, vmax=lim)
+            ax.set_title(str(k), fontsize=6)
+    fig.suptitle(f"first-layer weights of {n} hidden neurons (red +, blue −)", fontsize=9)
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_confusion(cm: np.ndarray, path, title: str = "confusion matrix"):
+    """cm[i, j] = how many samples of class i were predicted as j, with the counts written in."""
+    plt = _pyplot()
+    k = cm.shape[0]
+    fig, ax = plt.subplots(figsize=(0.55 * k + 2, 0.55 * k + 1.5))
+    ax.imshow(np.log1p(cm), cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.tight_layout()
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
