@@ -48,6 +48,10 @@ cdef extern from "gemm_microkernel.h" nogil:
     int pn_gemm_isa
     void pn_gemm_select(int isa)
 
+cdef extern from "gemm_pack.h" nogil:
+    void pn_pack_a6_f32(long k, const float *A, long rs, float *dst)
+    void pn_pack_a6_f64(long k, const double *A, long rs, double *dst)
+
 cdef enum:
     MR = PN_MR
     KC = 256
@@ -130,7 +134,12 @@ cdef inline void pack_A(Py_ssize_t mc, Py_ssize_t kc, const floating *A, Py_ssiz
         ir = ir_ * MR
         m = min(<Py_ssize_t>MR, mc - ir)
         dst = Ap + ir * kc
-        if cs == 1:
+        if cs == 1 and m == MR:  # a full panel: SIMD transpose (gemm_pack.h)
+            if floating is float:
+                pn_pack_a6_f32(kc, A + ir * rs, rs, dst)
+            else:
+                pn_pack_a6_f64(kc, A + ir * rs, rs, dst)
+        elif cs == 1:
             for i in range(m):
                 for p in range(kc):
                     dst[p * MR + i] = A[(ir + i) * rs + p]
