@@ -17,6 +17,8 @@ cdef extern from "runtime.h" nogil:
     int pn_omp_max_threads()
     void *pn_workspace(int slot, size_t nbytes)
     int pn_cpu_has_avx2_fma()
+    int pn_forked
+    void pn_watch_fork()
 
 # ---- fused scalar math: one name, float or double libm underneath ------------
 cdef inline floating f_exp(floating x) noexcept nogil:
@@ -69,14 +71,18 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the kernels use now (1 when built without OpenMP)."""
+    """The number of threads the kernels use now (1 when built without OpenMP, and in a
+    process made by fork, where GNU OpenMP's thread pool cannot be used)."""
     return _nthreads()
 
 
 cdef inline int _nthreads() noexcept nogil:
-    if not pn_openmp_enabled():
+    if not pn_openmp_enabled() or pn_forked:   # a child of fork: one thread (runtime.h)
         return 1
     return _user_threads if _user_threads > 0 else pn_omp_max_threads()
+
+
+pn_watch_fork()
 
 
 # ---- the O(1) boundary checks ---------------------------------------------------

@@ -6,7 +6,8 @@
 # calls (checks, buffer lookups) would otherwise cost more than a single
 # sample's arithmetic. Each layer is one GEMM whose epilogue adds b_l and applies
 # f_l in place; two work buffers take turns holding A_l (softmax needs whole rows
-# and runs as a second pass). The arithmetic is exactly dense_forward's, so the
+# and runs as a second pass). The buffers are made per call, so one chain can
+# serve several Python threads at once. The arithmetic is exactly dense_forward's, so the
 # result is bitwise the same as running the layers one by one.
 
 from libc.stdlib cimport malloc, free
@@ -26,7 +27,7 @@ cdef class DenseChain:
     cdef int *act
     cdef double *alpha
     cdef object dtype
-    cdef object _bufs
+    cdef readonly Py_ssize_t widest
     cdef readonly Py_ssize_t n_in, n_out
 
     def __cinit__(self):
@@ -69,7 +70,7 @@ cdef class DenseChain:
         self._arrays = list(Ws) + list(bs)
         self.dtype = Ws[0].dtype
         self.n_in, self.n_out = self.widths[0], self.widths[L]
-        self._bufs = None
+        self.widest = max([self.widths[l] for l in range(1, L)] or [1])
 
     def __dealloc__(self):
         free(self.widths)
@@ -77,15 +78,6 @@ cdef class DenseChain:
         free(self.b)
         free(self.act)
         free(self.alpha)
-
-    cdef object _work(self, Py_ssize_t B):
-        """Two (B × widest hidden layer) buffers, grown when a larger batch comes."""
-        cdef Py_ssize_t l, widest = 1
-        for l in range(1, self.n_layers):
-            widest = max(widest, self.widths[l])
-        if self._bufs is None or self._bufs.shape[1] < B * widest:
-            self._bufs = np.empty((2, B * widest), dtype=self.dtype)
-        return self._bufs
 
     def forward(self, X, out):
         """out = A_L for the rows of X; X: (B, n_in), out: (B, n_out), the chain's dtype."""
@@ -99,7 +91,7 @@ cdef class DenseChain:
         _shape("out", out, (B, self.n_out))
         if B == 0:
             return out
-        bufs = self._work(B) if self.n_layers > 1 else out
+        bufs = np.empty((2, B * self.widest), dtype=self.dtype) if self.n_layers > 1 else out
         cdef Py_ssize_t stride = bufs.shape[1] if self.n_layers > 1 else 0
         cdef void *x = cnp.PyArray_DATA(<cnp.ndarray>X)
         cdef void *o = cnp.PyArray_DATA(<cnp.ndarray>out)

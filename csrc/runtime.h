@@ -61,6 +61,16 @@ static void *pn_workspace(int slot, size_t bytes) {
     return ws->ptr[slot];
 }
 
+/* ---- fork safety -------------------------------------------------------------
+ * GNU OpenMP's thread pool does not survive fork(): a child that enters a parallel
+ * region the parent's pool served can wait forever for threads that are not
+ * there. A child of fork (multiprocessing's default start method on Linux) runs
+ * every kernel on one thread instead; pn_watch_fork() arms this at import.
+ */
+static volatile int pn_forked = 0;
+static void pn_mark_forked(void) { pn_forked = 1; }
+static void pn_watch_fork(void) { pthread_atfork(NULL, NULL, pn_mark_forked); }
+
 /* ---- CPU features ---------------------------------------------------------- */
 static int pn_cpu_has_avx2_fma(void) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))

@@ -6,6 +6,8 @@ Parameters θ and gradients ∂L/∂θ are two contiguous vectors; each layer's 
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import _core
@@ -58,6 +60,7 @@ class Sequential:
         for layer in self.layers:
             layer.init_params(rng)
         self._chain = self._dense_chain()
+        self._predict_lock = threading.Lock()   # the layer-by-layer path shares the layers' buffers
 
     def _dense_chain(self):
         """The inference pass as one compiled call (_core.DenseChain) when every layer is a
@@ -99,7 +102,8 @@ class Sequential:
             if self._chain is not None:
                 self._chain.forward(X[s:s + batch_size], out[s:s + batch_size])
             else:
-                out[s:s + batch_size] = self.forward(X[s:s + batch_size])
+                with self._predict_lock:
+                    out[s:s + batch_size] = self.forward(X[s:s + batch_size])
         return out
 
     def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:

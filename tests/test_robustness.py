@@ -1,0 +1,283 @@
+"""Misuse and stress end in a clear exception or a correct result (issue: never crash,
+never hang, never lose work): bad input at every public entry point, views, faults
+during training, several Python threads, fork, memory over many epochs."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import pyneuro as pn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_model(dtype="float32", seed=0, dropout=False):
+    layers = [pn.Dense(6, 8, "tanh")] + ([pn.Dropout(0.2)] if dropout else []) + [pn.Dense(8, 3)]
+    return pn.Sequential(layers, seed=seed, dtype=dtype)
+
+
+def data(n=40, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 6)).astype(dtype), rng.integers(0, 3, n)
+
+
+# ---- bad input: one table for every public entry point that takes data ----------------------
+X0, y0 = data()
+BAD_X = [
+    ("int", X0.astype(np.int64), TypeError, "dtype"),
+    ("bool", X0 > 0, TypeError, "dtype"),
+    ("object", X0.astype(object), TypeError, "dtype"),
+    ("complex", X0.astype(np.complex64), TypeError, "dtype"),
+    ("float16", X0.astype(np.float16), TypeError, "dtype"),
+    ("float64 for a float32 model", X0.astype(np.float64), TypeError, "float64"),
+    ("1-d", X0[0], ValueError, "2-d"),
+    ("3-d", X0[None], ValueError, "2-d"),
+    ("features", X0[:, :5], ValueError, "expects 6 features, got 5"),
+    ("empty", X0[:0], ValueError, "at least one sample"),
+    ("nan", np.where(np.arange(X0.size).reshape(X0.shape) == 7, np.nan, X0).astype(np.float32), ValueError, "NaN"),
+    ("inf", np.where(np.arange(X0.size).reshape(X0.shape) == 7, -np.inf, X0).astype(np.float32), ValueError, "NaN or infinity"),
+    ("a string", "X", TypeError, "numpy array"),
+]
+ENTRIES = {
+    "predict": lambda m, X: m.predict(X),
+    "predict_proba": lambda m, X: m.predict_proba(X),
+    "predict_classes": lambda m, X: m.predict_classes(X),
+    "fit": lambda m, X: pn.Trainer(m, verbose=0).fit(X, y0[:len(X)] if hasattr(X, "__len__") else y0),
+    "evaluate": lambda m, X: pn.Trainer(m, verbose=0).evaluate(X, y0[:len(X)] if hasattr(X, "__len__") else y0),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+@pytest.mark.parametrize("label, X, error, fragment", BAD_X, ids=[b[0] for b in BAD_X])
+def test_bad_features_are_refused_clearly(entry, label, X, error, fragment):
+    model = small_model()
+    before = model.get_weights()
+    with pytest.raises(error, match=re.escape(fragment)):
+        ENTRIES[entry](model, X)
+    assert np.array_equal(model.get_weights(), before)
+
+
+@pytest.mark.parametrize("y, error, fragment", [
+    (y0 + 3, ValueError, "labels must lie in [0, 2]"),
+    (-y0 - 1, ValueError, "labels must lie in [0, 2]"),
+    (y0.astype(np.float64) + 0.5, TypeError, "integer class labels"),
+    (y0[:-1], ValueError, "expected 40 labels"),
+    (y0.reshape(-1, 2), ValueError, "1-d array of labels"),
+    ("y", TypeError, "numpy array"),
+])
+@pytest.mark.parametrize("entry", ["fit", "evaluate"])
+def test_bad_labels_are_refused_clearly(y, error, fragment, entry):
+    trainer = pn.Trainer(small_model(), verbose=0)
+    with pytest.raises(error, match=re.escape(fragment)):
+        getattr(trainer, entry)(X0, y)
+
+
+def test_nonfinite_inputs_are_accepted_when_asked():
+    X = X0.copy()
+    X[3, 2] = np.nan
+    model = small_model()
+    assert np.isnan(model.predict(X, allow_nonfinite=True)[3]).all()
+    assert np.isfinite(np.delete(model.predict(X, allow_nonfinite=True), 3, axis=0)).all()
+
+
+@pytest.mark.parametrize("make, error, fragment", [
+    (lambda: pn.Trainer(small_model(), batch_size=0), ValueError, "batch_size: expected an int >= 1, got 0"),
+    (lambda: pn.Trainer(small_model(), batch_size=-3), ValueError, "batch_size"),
+    (lambda: pn.Trainer(small_model(), batch_size=2.5), TypeError, "batch_size"),
+    (lambda: pn.Trainer(small_model(), epochs=-1), ValueError, "epochs: expected an int >= 0, got -1"),
+    (lambda: pn.Adam(lr=0), ValueError, "lr: expected a finite number in (0.0, inf]"),
+    (lambda: pn.SGD(lr=float("nan")), ValueError, "lr"),
+    (lambda: pn.SGD(lr=-1), ValueError, "lr"),
+    (lambda: pn.Dropout(1.0), ValueError, "Dropout p"),
+    (lambda: pn.Dropout(-0.1), ValueError, "Dropout p"),
+    (lambda: pn.Dense(0, 3), ValueError, "Dense n_in"),
+    (lambda: pn.Dense(3, 2, activation="swish"), ValueError, "activation"),
+    (lambda: pn.Sequential([pn.Dense(3, 4), pn.Dense(5, 2)]), ValueError, "receives 4 inputs"),
+    (lambda: pn.Sequential([]), ValueError, "at least one layer"),
+    (lambda: pn.Sequential([pn.Dense(3, 4)], dtype="float16"), TypeError, "dtype"),
+    (lambda: pn.Trainer(small_model(), loss="hinge"), ValueError, "loss"),
+    (lambda: pn.Trainer(small_model(), optimizer="lbfgs"), ValueError, "optimizer"),
+    (lambda: pn.Trainer(small_model(), verbose=3), ValueError, "verbose"),
+    (lambda: pn.Trainer(small_model(), verbose=0).fit(X0, y0, epochs=-2), ValueError, "epochs"),
+    (lambda: pn.Trainer(small_model(), verbose=0).fit(X0, y0, validation_split=1.0), ValueError, "validation_split"),
+    (lambda: pn.datasets.train_test_split(X0, y0[:-1]), ValueError, "40 rows but y has 39"),
+])
+def test_bad_settings_are_refused_clearly(make, error, fragment):
+    with pytest.raises(error, match=re.escape(fragment)):
+        make()
+
+
+def test_batch_larger_than_the_data_is_clipped_with_a_warning():
+    trainer = pn.Trainer(small_model(), batch_size=1000, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="batch_size 1000 is larger than the 40 training samples"):
+        trainer.fit(X0, y0)
+
+
+VIEWS = {
+    "fortran": lambda X: np.asfortranarray(X),
+    "negative stride": lambda X: np.flipud(np.flipud(X).copy()),
+    "stepped rows": lambda X: np.repeat(X, 2, axis=0)[::2],
+    "stepped columns": lambda X: np.repeat(X, 2, axis=1)[:, ::2],
+    "transpose": lambda X: np.ascontiguousarray(X.T).T,
+    "reversed": lambda X: np.ascontiguousarray(X[::-1])[::-1],
+    "read-only": lambda X: np.frombuffer(X.tobytes(), X.dtype).reshape(X.shape),
+}
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_views_give_the_contiguous_result(view):
+    X = VIEWS[view](X0)
+    assert np.array_equal(X, X0)
+    model = small_model()
+    assert np.array_equal(model.predict(X), model.predict(X0))
+    t1, t2 = pn.Trainer(small_model(), epochs=2, seed=1, verbose=0), pn.Trainer(small_model(), epochs=2, seed=1, verbose=0)
+    t1.fit(X, y0)
+    t2.fit(X0, y0)
+    assert np.array_equal(t1.model.params, t2.model.params)
+    assert t1.evaluate(X, y0) == t2.evaluate(X0, y0)
+
+
+# ---- faults during training ------------------------------------------------------------------
+def test_callback_exception_propagates_and_model_stays_consistent():
+    class Boom(RuntimeError):
+        pass
+    seen = []
+
+    def on_batch_end(batch, logs):
+        seen.append(trainer.model.get_weights())
+        if batch == 3:
+            raise Boom("from the user's callback")
+    trainer = pn.Trainer(small_model(), batch_size=5, epochs=3, verbose=0)
+    with pytest.raises(Boom, match="from the user's callback"):
+        trainer.fit(X0, y0, callbacks=[pn.LambdaCallback(on_batch_end=on_batch_end)])
+    assert np.array_equal(trainer.model.get_weights(), seen[-1])   # the weights of the last step
+    assert trainer.history.epochs == 0 and np.isfinite(trainer.model.params).all()
+    trainer.fit(X0, y0, epochs=1)                                    # and it can go on
+
+
+INTERRUPT = textwrap.dedent("""
+    import numpy as np, pyneuro as pn
+    rng = np.random.default_rng(0)
+    X = rng.random((400_000, 64), dtype=np.float32); y = rng.integers(0, 10, 400_000)
+    model = pn.Sequential([pn.Dense(64, 256, "relu"), pn.Dense(256, 10)], seed=0)
+    last = [None]                                   # the weights after the last completed step
+    cb = pn.LambdaCallback(on_batch_end=lambda b, logs: last.__setitem__(0, model.get_weights()))
+    trainer = pn.Trainer(model, batch_size=16, epochs=5, verbose=0, seed=0)
+    trainer.fit(X[:64], y[:64], epochs=1)          # epoch 1 completes: history has one entry
+    print("ready", flush=True)
+    try:
+        trainer.fit(X, y, callbacks=[cb])
+    except KeyboardInterrupt:
+        print("interrupted", np.array_equal(model.params, last[0]), trainer.history.epochs,
+              np.isfinite(model.predict(X[:100])).all(), flush=True)
+""")
+
+
+def test_keyboard_interrupt_stops_within_a_second_and_keeps_the_last_step():
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)                                     # well inside the first long epoch
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    line = proc.stdout.readline().split()
+    latency = time.perf_counter() - sent
+    proc.wait(timeout=30)
+    assert line == ["interrupted", "True", "1", "True"], (line, proc.stderr.read())
+    assert latency < 1.0, latency
+
+
+# ---- embedding: threads, fork, memory --------------------------------------------------------
+@pytest.mark.parametrize("stack", ["chain", "layers"])
+def test_predict_from_8_threads_equals_serial(stack):
+    layers = [pn.Dense(30, 64, "relu"), pn.Dense(64, 5)] if stack == "chain" else \
+             [pn.Dense(30, 64), pn.Sigmoid(), pn.Dense(64, 5), pn.Tanh()]   # Sigmoid after a Dense: layer by layer
+    model = pn.Sequential(layers, seed=0)
+    inputs = [np.random.default_rng(i).standard_normal((1 + 37 * i, 30)).astype(np.float32) for i in range(8)]
+    serial = [model.predict(X) for X in inputs]
+    results = [None] * 8
+
+    def worker(i):
+        for _ in range(30):
+            out = model.predict(inputs[i])
+            if not np.array_equal(out, serial[i]):
+                results[i] = "differs"
+                return
+        results[i] = "same"
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["same"] * 8
+
+
+def test_two_models_train_in_two_threads_without_interfering():
+    X, y = pn.datasets.load_digits()
+
+    def train(seed, out):
+        m = pn.Sequential([pn.Dense(64, 64, "relu"), pn.Dropout(0.1), pn.Dense(64, 10)], seed=seed)
+        pn.Trainer(m, optimizer=pn.Adam(lr=2e-3), batch_size=32, epochs=3, seed=seed, verbose=0).fit(X, y)
+        out[seed] = m.params.copy()
+    alone, together = {}, {}
+    train(1, alone)
+    train(2, alone)
+    threads = [threading.Thread(target=train, args=(s, together)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(alone[s], together[s]) for s in (1, 2))
+
+
+FORK = textwrap.dedent("""
+    import multiprocessing as mp, numpy as np, pyneuro as pn
+    def work(seed):
+        X, y = pn.datasets.load_digits()
+        m = pn.Sequential([pn.Dense(64, 128, "relu"), pn.Dense(128, 10)], seed=seed)
+        pn.Trainer(m, epochs=2, verbose=0, seed=0).fit(X, y)
+        return m.params.tobytes()
+    if __name__ == "__main__":
+        A = np.ones((600, 600), np.float32)
+        for _ in range(3):
+            pn._core.gemm_into(A, A, np.empty_like(A))    # the parent's OpenMP pool is busy and alive
+        here = [work(s) for s in (0, 1)]
+        with mp.get_context("fork").Pool(2) as pool:
+            there = pool.map(work, (0, 1))
+        print("same" if here == there else "differ")
+""")
+
+
+def test_fork_after_openmp_work_does_not_hang():
+    proc = subprocess.run([sys.executable, "-c", FORK], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "same"
+
+
+MEMORY = textwrap.dedent("""
+    import resource, numpy as np, pyneuro as pn
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    X, y = pn.datasets.load_digits()
+    m = pn.Sequential([pn.Dense(64, 128, "relu"), pn.Dropout(0.1), pn.Dense(128, 10)], seed=0)
+    seen = {}
+    cb = pn.LambdaCallback(on_epoch_end=lambda e, logs: seen.__setitem__(e + 1, rss()))
+    pn.Trainer(m, batch_size=32, epochs=50, verbose=0, seed=0).fit(X, y, validation_split=0.1, callbacks=[cb])
+    print(seen[5], seen[50])
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
+def test_memory_does_not_grow_over_50_epochs():
+    proc = subprocess.run([sys.executable, "-c", MEMORY], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    at5, at50 = map(int, proc.stdout.split())
+    assert at50 <= at5 * 1.03, (at5, at50)
