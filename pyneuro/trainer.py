@@ -8,7 +8,9 @@ few scalars Python needs.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -27,6 +29,34 @@ def _progress_bar(total: int, desc: str):
     """A tqdm bar on stderr (tqdm is imported only when a bar is shown: it costs 40 ms)."""
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr)
+
+
+class _InterruptBetweenSteps:
+    """While fit runs in the main thread under Python's default SIGINT handler, Ctrl-C
+    only sets a flag and check() raises KeyboardInterrupt at the next step boundary:
+    the model and the optimizer then always hold the state of a completed step."""
+
+    def __enter__(self):
+        self.pending, self.previous = False, None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._flag)
+        return self
+
+    def _flag(self, signum, frame):
+        self.pending = True
+
+    def check(self):
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, kind, value, tb):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if kind is None:
+            self.check()
+        return False
 
 
 class DivergenceError(FloatingPointError):
@@ -157,64 +187,66 @@ class Trainer:
             cb.on_train_begin({})
         n_batches = (rows.shape[0] + batch - 1) // batch
         bar_on = self.verbose == 1 and sys.stderr.isatty()
-        for _ in range(epochs):
-            epoch = self.epoch
-            t0 = time.perf_counter()
-            self.optimizer.set_epoch(epoch)
-            for cb in callbacks:
-                cb.on_epoch_begin(epoch, {})
-            perm = rows[self.rng.permutation(rows.shape[0])]
-            total_loss, total_correct, seen = 0.0, 0, 0
-            bar = _progress_bar(n_batches, f"epoch {epoch + 1}") if bar_on else None
-            try:
-                for b in range(n_batches):
-                    idx = perm[b * batch:(b + 1) * batch]
-                    xb, yb, dZ, pred = self._gather(X, y, idx)
-                    Z = self.model.forward(xb, training=True)
-                    loss = self.loss.value_and_grad(Z, yb, dZ)
-                    if not np.isfinite(loss):
-                        raise DivergenceError(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of "
-                                              f"{n_batches}; the model keeps the weights from before this batch "
-                                              "(try a smaller learning rate or clip_norm)")
-                    correct = self._correct(Z, yb, pred)
-                    self.model.backward(dZ)
-                    self.optimizer.step()
-                    B = idx.shape[0]
-                    total_loss += loss * B
-                    seen += B
-                    logs = {"loss": loss}
-                    if correct is not None:
-                        total_correct += correct
-                        logs["accuracy"] = correct / B
-                    for cb in callbacks:
-                        cb.on_batch_end(b, logs)
+        with _InterruptBetweenSteps() as interrupt:
+            for _ in range(epochs):
+                epoch = self.epoch
+                t0 = time.perf_counter()
+                self.optimizer.set_epoch(epoch)
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch, {})
+                perm = rows[self.rng.permutation(rows.shape[0])]
+                total_loss, total_correct, seen = 0.0, 0, 0
+                bar = _progress_bar(n_batches, f"epoch {epoch + 1}") if bar_on else None
+                try:
+                    for b in range(n_batches):
+                        idx = perm[b * batch:(b + 1) * batch]
+                        xb, yb, dZ, pred = self._gather(X, y, idx)
+                        Z = self.model.forward(xb, training=True)
+                        loss = self.loss.value_and_grad(Z, yb, dZ)
+                        if not np.isfinite(loss):
+                            raise DivergenceError(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of "
+                                                  f"{n_batches}; the model keeps the weights from before this batch "
+                                                  "(try a smaller learning rate or clip_norm)")
+                        correct = self._correct(Z, yb, pred)
+                        self.model.backward(dZ)
+                        self.optimizer.step()
+                        interrupt.check()         # Ctrl-C lands here, between whole steps
+                        B = idx.shape[0]
+                        total_loss += loss * B
+                        seen += B
+                        logs = {"loss": loss}
+                        if correct is not None:
+                            total_correct += correct
+                            logs["accuracy"] = correct / B
+                        for cb in callbacks:
+                            cb.on_batch_end(b, logs)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+                            bar.update(1)
+                finally:
                     if bar is not None:
-                        bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
-                        bar.update(1)
-            finally:
-                if bar is not None:
-                    bar.close()
-            logs = {"loss": total_loss / seen}
-            if correct is not None:
-                logs["accuracy"] = total_correct / seen
-            if val is not None:
-                logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
-            logs["time"] = time.perf_counter() - t0
-            for k, v in logs.items():
-                self.history.setdefault(k, []).append(v)
-            self.epoch += 1
-            if self.verbose:
-                print(f"epoch {self.epoch:>3}  " + "  ".join(
-                    f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()), flush=True)
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+                        bar.close()
+                logs = {"loss": total_loss / seen}
+                if correct is not None:
+                    logs["accuracy"] = total_correct / seen
+                if val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
+                logs["time"] = time.perf_counter() - t0
+                for k, v in logs.items():
+                    self.history.setdefault(k, []).append(v)
+                self.epoch += 1
+                if self.verbose:
+                    print(f"epoch {self.epoch:>3}  " + "  ".join(
+                        f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()), flush=True)
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                interrupt.check()
+                if self.stop_training:
+                    break
         for cb in callbacks:
             cb.on_train_end({})
         return self.history
 
-    # ---- evaluation ------------------------------------------------------------------
     # ---- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, path) -> None:
         """Model, optimizer state, epoch, random streams and history in one file (atomic).
@@ -246,7 +278,11 @@ class Trainer:
             raise ValueError(f"{path}: a model file, not a checkpoint (pyneuro.load reads it)")
         model = build_model(docs.get("model", {}), str(path))
         try:
-            model.params[...] = tensors["params"]
+            params = tensors["params"]
+            if params.shape != model.params.shape or params.dtype != model.dtype:
+                raise ValueError(f"params should be {model.dtype} {model.params.shape}, "
+                                 f"the file holds {params.dtype} {params.shape}")
+            model.params[...] = params
             model.info = docs.get("info") or {}
             loss = Huber(ck["loss"]["delta"]) if ck["loss"]["name"] == "huber" else ck["loss"]["name"]
             trainer = cls(model, loss, optimizer_from_description(ck["optimizer"], schedule),
@@ -255,7 +291,11 @@ class Trainer:
             opt = trainer.optimizer
             opt.t = int(ck["step"])
             for name, arr in opt.state_arrays().items():
-                arr[...] = tensors[f"optimizer.{name}"]
+                saved = tensors[f"optimizer.{name}"]
+                if saved.shape != arr.shape or saved.dtype != arr.dtype:
+                    raise ValueError(f"optimizer.{name} should be {arr.dtype} {arr.shape}, "
+                                     f"the file holds {saved.dtype} {saved.shape}")
+                arr[...] = saved
             trainer.rng.bit_generator.state = ck["rng"]
             trainer._split_seed = int(ck["split_seed"])
             for layer, state in zip(model.layers, ck["layer_rngs"]):
@@ -268,6 +308,7 @@ class Trainer:
             raise ValueError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
         return trainer
 
+    # ---- evaluation ------------------------------------------------------------------
     def _evaluate(self, X, y, rows=None, batch_size: int = 1024) -> dict:
         n = X.shape[0] if rows is None else rows.shape[0]
         total_loss, total_correct = 0.0, 0

@@ -222,3 +222,17 @@ def test_save_best_only_keeps_the_best_epoch(tmp_path):
         pass
     best_loss, best_weights = min(seen, key=lambda s: s[0])
     assert np.array_equal(pn.load(tmp_path / "best.st").params, best_weights)
+
+
+def test_checkpoint_that_lies_about_a_tensor_is_refused(tmp_path):
+    from safetensors.numpy import load_file
+    X, y = pn.datasets.load_digits()
+    t = make_trainer("adam", "float32", epochs=1)
+    t.fit(X[:100], y[:100])
+    t.save_checkpoint(tmp_path / "ck.st")
+    tensors, docs = pio.read_file(tmp_path / "ck.st")
+    tensors["optimizer.m"] = tensors["optimizer.m"][:1]           # a consistent file, a wrong tensor
+    pio.write_file(tmp_path / "bad.st", tensors, {k: v for k, v in docs.items() if k != "pyneuro_version"})
+    assert load_file(tmp_path / "bad.st")["optimizer.m"].shape == (1,)
+    with pytest.raises(ValueError, match=r"optimizer.m should be float32 \(\d+,\), the file holds float32 \(1,\)"):
+        pn.Trainer.from_checkpoint(tmp_path / "bad.st")
