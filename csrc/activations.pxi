@@ -40,10 +40,12 @@ cdef inline floating sigmoid(floating z) noexcept nogil:
 
 
 cdef inline void softmax_row(const floating *Z, floating *A, Py_ssize_t n) noexcept nogil:
-    """A = exp(Z − max Z) / Σ exp(Z − max Z) for one row of n."""
+    """A = exp(Z − max Z) / Σ exp(Z − max Z) for one row of n (n = 0: nothing)."""
     cdef Py_ssize_t j
-    cdef floating zmax = Z[0]
-    cdef floating s = 0
+    cdef floating zmax, s = 0
+    if n <= 0:
+        return
+    zmax = Z[0]
     for j in range(1, n):
         if Z[j] > zmax:
             zmax = Z[j]

@@ -336,7 +336,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         {"train": train, "predict": predict, "evaluate": evaluate, "show": show}[args.command](args)
-    except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
+    except (ValueError, TypeError, ImportError, OSError) as e:
         print(f"pyneuro: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -138,3 +138,14 @@ def test_mnist_main_job_reaches_98_percent(tmp_path):
     wall = float(re.search(r"wall time (\S+) s", proc.stdout).group(1))
     assert accuracy >= 0.98 and wall < 180, proc.stdout[-300:]
     assert "epoch  12" in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--epochs", "1", "--quiet", "--save", "/proc/no-such-dir/m.st"], "No such file or directory"),
+    (["predict", "/no/such/model.st", "x.npy"], "cannot read the model file"),
+    (["evaluate", "/no/such/model.st"], "cannot read the model file"),
+    (["show", "/no/such/model.st", "--out", "w.png"], "cannot read the model file"),
+    (["train", "--dataset", "idx", "--data-dir", "/no/such/dir"], "no train-images-idx3-ubyte"),
+])
+def test_file_errors_are_one_line(args, fragment):
+    one_line_error(run(*args), fragment)

@@ -144,3 +144,12 @@ def test_dense_chain_sees_weight_updates_in_place(rng):
 def test_dense_chain_refuses_a_broken_chain(Ws, bs, match):
     with pytest.raises(ValueError, match=match):
         _core.DenseChain(Ws, bs, ["relu"] * len(Ws), [0.0] * len(Ws))
+
+
+@pytest.mark.parametrize("act", ["softmax", "relu"])
+def test_dense_chain_with_a_zero_width_layer(act):
+    """Found by the fuzzer under AddressSanitizer: softmax over a row of 0 read Z[0]."""
+    Ws = [np.ones((3, 0), np.float32)]
+    out = _core.DenseChain(Ws, [np.ones(0, np.float32)], [act], [0.0]).forward(
+        np.ones((4, 3), np.float32), np.empty((4, 0), np.float32))
+    assert out.shape == (4, 0)
