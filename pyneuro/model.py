@@ -132,6 +132,12 @@ class Sequential:
         from .io import save_model
         save_model(self, path, info)
 
+    def __reduce__(self):
+        """Pickle support (joblib, scikit-learn): rebuilt from the architecture, the
+        parameters and info, so the layers' views into one flat vector survive."""
+        from .io import model_document
+        return (_rebuild, (model_document(self), self.params.copy(), self.info))
+
     def count_params(self) -> int:
         return int(self.params.size)
 
@@ -165,3 +171,11 @@ class Sequential:
 
     def __repr__(self):
         return f"Sequential([{', '.join(map(repr, self.layers))}], dtype='{self.dtype}')"
+
+
+def _rebuild(document: dict, params: np.ndarray, info: dict) -> "Sequential":
+    from .io import build_model
+    model = build_model(document)
+    model.params[...] = params
+    model.info = info
+    return model

@@ -1,0 +1,287 @@
+"""scikit-learn estimators on pyneuro's model and Trainer (scikit-learn is an optional extra).
+
+    from pyneuro.sklearn import MLPClassifier, MLPRegressor
+    clf = MLPClassifier(hidden_layer_sizes=(256, 128), max_iter=30, random_state=0).fit(X, y)
+
+The constructor speaks scikit-learn's MLP dialect (hidden_layer_sizes, activation,
+solver, alpha, batch_size, learning_rate_init, max_iter, tol, n_iter_no_change,
+early_stopping, validation_fraction, momentum, nesterovs_momentum, random_state,
+warm_start, verbose) plus pyneuro's own (dtype, threads, dropout).
+
+    loss       classifier: softmax cross-entropy; regressor: ½·mean squared error
+    alpha      L2 penalty α/(2·batch)·‖W‖², i.e. weight decay λ = α / batch size
+    stopping   after max_iter epochs, or when the monitored value (training loss, or the
+               validation score with early_stopping) has not improved by tol for
+               n_iter_no_change epochs
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _core
+from .callbacks import Callback
+from .layers import Dense, Dropout
+from .model import Sequential
+from .optimizers import SGD, Adam
+from .trainer import Trainer
+
+_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
+                "gelu": "gelu", "elu": "elu", "leaky_relu": "leaky_relu"}
+
+
+class _StopWhenFlat(Callback):
+    """scikit-learn's stopping rule: stop when `key` (minimised) has not improved on the
+    best by more than tol for n epochs in a row."""
+
+    def __init__(self, key: str, tol: float, n: int):
+        self.key, self.tol, self.n = key, tol, n
+        self.best, self.wait = np.inf, 0
+
+    def on_epoch_end(self, epoch, logs):
+        value = logs[self.key]
+        if value > self.best - self.tol:
+            self.wait += 1
+            if self.wait >= self.n:
+                self.trainer.stop_training = True
+        else:
+            self.wait = 0
+        self.best = min(self.best, value)
+
+
+class _BaseMLP(BaseEstimator):
+    _loss = "cross_entropy"
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
+                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, dtype="float32",
+                 threads=None, dropout=0.0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+        self.threads = threads
+        self.dropout = dropout
+
+    # ---- parameters -> pyneuro objects ------------------------------------------------------
+    def _check_params(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if np.isscalar(sizes) else list(sizes)
+        if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
+            raise ValueError(f"hidden_layer_sizes: expected positive ints, got {self.hidden_layer_sizes!r}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
+        if self.solver not in ("adam", "sgd"):
+            raise ValueError(f"solver: expected 'adam' or 'sgd' (pyneuro has no lbfgs), got {self.solver!r}")
+        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
+            raise ValueError(f"max_iter: expected an int >= 1, got {self.max_iter!r}")
+        if not (np.isscalar(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha: expected a number >= 0, got {self.alpha!r}")
+        if not (self.batch_size == "auto" or (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1)):
+            raise ValueError(f"batch_size: expected 'auto' or an int >= 1, got {self.batch_size!r}")
+        if self.early_stopping and not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction: expected a number in (0, 1), got {self.validation_fraction!r}")
+        return sizes
+
+    def _batch(self, n):
+        return min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
+
+    def _build(self, n_in, n_out, sizes):
+        layers, n = [], n_in
+        for width in sizes:
+            layers.append(Dense(n, width, activation=_ACTIVATIONS[self.activation]))
+            if self.dropout:
+                layers.append(Dropout(self.dropout))
+            n = width
+        layers.append(Dense(n, n_out))
+        seed = self._rng.integers(2**63)
+        return Sequential(layers, seed=int(seed), dtype=self.dtype)
+
+    def _trainer(self, n_samples):
+        batch = self._batch(n_samples)
+        decay = self.alpha / batch
+        if self.solver == "sgd":
+            opt = SGD(lr=self.learning_rate_init, momentum=self.momentum,
+                      nesterov=bool(self.nesterovs_momentum and self.momentum > 0), weight_decay=decay)
+        else:
+            opt = Adam(lr=self.learning_rate_init, weight_decay=decay)
+        return Trainer(self.model_, self._loss, opt, batch_size=batch, epochs=self.max_iter,
+                       seed=int(self._rng.integers(2**63)), verbose=2 if self.verbose else 0)
+
+    # ---- fitting ------------------------------------------------------------------------
+    def _fit(self, X, y, incremental):
+        sizes = self._check_params()
+        if self.threads is not None:
+            _core.set_num_threads(self.threads)
+        first = not (incremental or self.warm_start) or not hasattr(self, "model_")
+        X, y = validate_data(self, X, y, reset=first, dtype=[np.float64, np.float32],
+                             multi_output=self._multi_output, y_numeric=not self._classifier)
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        Y = self._encode(y, first)
+        if first:
+            self._rng = np.random.default_rng(self.random_state if isinstance(self.random_state, (int, np.integer))
+                                              else None)
+            self.model_ = self._build(X.shape[1], self._n_out, sizes)
+            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
+            self.best_loss_ = np.inf
+            if self.early_stopping:
+                self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self._trainer_ = self._trainer(X.shape[0])
+        if getattr(self, "_trainer_", None) is None:   # after unpickling: fresh optimizer state
+            self._trainer_ = self._trainer(X.shape[0])
+        trainer = self._trainer_
+        if X.shape[0] < 2 and self.early_stopping and not incremental:
+            raise ValueError(f"early_stopping needs at least 2 samples, got {X.shape[0]}")
+        callbacks = []
+        split = self.validation_fraction if self.early_stopping and not incremental else 0.0
+        if split and int(round(X.shape[0] * split)) in (0, X.shape[0]):
+            split = 0.0
+        if not incremental:
+            key = "val_loss" if split else "loss"
+            callbacks.append(_StopWhenFlat(key, self.tol, self.n_iter_no_change))
+        history = trainer.fit(X, Y, epochs=1 if incremental else self.max_iter, validation_split=split,
+                              callbacks=callbacks)
+        new = history["loss"][len(self.loss_curve_):] if len(history["loss"]) > len(self.loss_curve_) else []
+        self.loss_curve_ += [float(v) for v in new]
+        if split:
+            self.validation_scores_ = [float(-v) for v in history["val_loss"]]
+            self.best_validation_score_ = max(self.validation_scores_)
+        self.n_iter_ = len(self.loss_curve_)
+        self.t_ = trainer.optimizer.t * trainer.batch_size
+        self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else np.inf
+        self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else np.inf
+        self.n_layers_ = len(sizes) + 2
+        self.n_outputs_ = self._n_out
+        self.coefs_ = [layer.W for layer in self.model_.layers if isinstance(layer, Dense)]
+        self.intercepts_ = [layer.b for layer in self.model_.layers if isinstance(layer, Dense)]
+        return self
+
+    def fit(self, X, y):
+        """Train for up to max_iter epochs (from scratch unless warm_start). Returns self."""
+        return self._fit(X, y, incremental=False)
+
+    def _forward(self, X):
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self.model_.predict(np.ascontiguousarray(X, dtype=self.dtype))
+
+    def __getstate__(self):
+        """Pickles (joblib, GridSearchCV) carry the model, not the optimizer's state."""
+        state = dict(self.__dict__)
+        state.pop("_trainer_", None)
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multilayer perceptron classifier: pyneuro's Sequential of Dense layers with
+    softmax cross-entropy, trained by pyneuro's Trainer. Labels may be of any type
+    (ints, strings, ...); `classes_` lists them in sorted order.
+
+    Parameters: see the module docstring. Fitted: classes_, n_features_in_, model_
+    (the pyneuro Sequential), loss_curve_, n_iter_, best_loss_, coefs_, intercepts_,
+    validation_scores_ (with early_stopping)."""
+
+    _classifier, _multi_output = True, False
+
+    def _encode(self, y, first):
+        check_classification_targets(y)
+        if first:
+            self._encoder = LabelEncoder().fit(y)
+            self.classes_ = self._encoder.classes_
+            self._n_out = max(len(self.classes_), 2)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(f"y contains labels not seen in the first fit: {unknown[:5].tolist()}")
+        return self._encoder.transform(y).astype(np.int64)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y). The first call needs `classes` (all labels that will appear)."""
+        if not hasattr(self, "model_"):
+            if classes is None:
+                raise ValueError("partial_fit: the first call needs classes= (every label that will appear)")
+            self._encoder = LabelEncoder().fit(np.asarray(classes))
+            self.classes_ = self._encoder.classes_
+            self._n_out = max(len(self.classes_), 2)
+            sizes = self._check_params()
+            X_checked = validate_data(self, X, reset=True, dtype=[np.float64, np.float32])
+            self._rng = np.random.default_rng(self.random_state if isinstance(self.random_state, (int, np.integer))
+                                              else None)
+            self.model_ = self._build(X_checked.shape[1], self._n_out, sizes)
+            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
+            self._trainer_ = self._trainer(X_checked.shape[0])
+        return self._fit(X, y, incremental=True)
+
+    def predict_proba(self, X):
+        """Class probabilities, softmax of the network's outputs: shape (n_samples, n_classes)."""
+        Z = self._forward(X)
+        _core.activation_forward("softmax", 0.0, Z, Z)
+        return Z[:, :len(self.classes_)] if len(self.classes_) > 1 else np.ones((Z.shape[0], 1), Z.dtype)
+
+    def predict_log_proba(self, X):
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most likely label of each sample."""
+        Z = self._forward(X)
+        if len(self.classes_) == 1:
+            return np.full(Z.shape[0], self.classes_[0])
+        return self.classes_[_core.argmax_rows(np.ascontiguousarray(Z[:, :len(self.classes_)]),
+                                               np.empty(Z.shape[0], np.int64))]
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multilayer perceptron regressor: Dense layers with an identity output, trained on
+    mean squared error by pyneuro's Trainer. y: (n_samples,) or (n_samples, n_targets).
+
+    Parameters: see the module docstring. Fitted: n_features_in_, model_, loss_curve_,
+    n_iter_, best_loss_, coefs_, intercepts_."""
+
+    _classifier, _multi_output, _loss = False, True, "mse"
+
+    def _encode(self, y, first):
+        y = np.asarray(y, dtype=self.dtype)
+        if first:
+            self._y_1d = y.ndim == 1
+            self._n_out = 1 if y.ndim == 1 else y.shape[1]
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        if Y.shape[1] != self._n_out:
+            raise ValueError(f"y has {Y.shape[1]} targets, the model was fitted with {self._n_out}")
+        return np.ascontiguousarray(Y)
+
+    def partial_fit(self, X, y):
+        """One epoch over (X, y); the first call builds the model."""
+        return self._fit(X, y, incremental=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def predict(self, X):
+        """The network's outputs as float64 (scikit-learn's convention for regressors):
+        (n_samples,) when fitted on 1-d y."""
+        Z = self._forward(X).astype(np.float64)
+        return Z[:, 0].copy() if self._y_1d else Z
