@@ -123,5 +123,5 @@ def as_generator(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None or isinstance(seed, (numbers.Integral, np.random.SeedSequence)) and not isinstance(seed, bool):
-        return np.random.default_rng(seed)
+        return np.random.default_rng(seed)  # type: ignore[arg-type]  # numbers.Integral is an int here
     raise TypeError(f"seed: expected an int, None or a numpy.random.Generator, got {type(seed).__name__}")

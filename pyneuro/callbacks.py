@@ -5,6 +5,8 @@ logs are dicts of floats: per batch {"loss", "accuracy"?}; per epoch the same pl
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._validation import check_float, check_int
@@ -13,7 +15,7 @@ from ._validation import check_float, check_int
 class Callback:
     """Subclass and override what you need. self.trainer is set before training starts."""
 
-    trainer = None
+    trainer: Any = None   # the Trainer, set before training starts
 
     def on_train_begin(self, logs: dict) -> None: ...
     def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...

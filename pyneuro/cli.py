@@ -6,6 +6,7 @@
     pyneuro predict MODEL INPUT...    class and top probabilities of .npy arrays or images
     pyneuro evaluate MODEL            loss, accuracy and confusion matrix on the model's test data
     pyneuro show MODEL --out W.png    first-layer weights as images (and --confusion CM.png)
+    pyneuro export MODEL --onnx OUT   the model as ONNX
     pyneuro COMMAND --help            every flag
 
 A user error (bad flag value, bad data, a file that cannot be read) prints one
@@ -140,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--neurons", type=_positive_int, default=64, help="how many neurons to draw")
     show.add_argument("--confusion", metavar="PNG", default=None, help="also draw the confusion matrix here")
     _data_flags(show)
+
+    export = sub.add_parser("export", help="write a saved model in another format (ONNX)",
+                            description="Convert a saved model; onnxruntime then reproduces pyneuro's "
+                                        "predictions (needs onnx: pip install 'pyneuro[onnx]').",
+                            formatter_class=fmt)
+    export.add_argument("model")
+    export.add_argument("--onnx", metavar="OUT", required=True, help="the ONNX file to write")
     return parser
 
 
@@ -185,7 +193,8 @@ def train(args) -> dict:
             setattr(args, key, value)
     X_train, y_train, X_test, y_test, info = load_data(dataset, args.data_dir, args.dtype, args.test_size,
                                                        args.split_seed)
-    layers, n = [], X_train.shape[1]
+    layers: list[pn.Layer] = []
+    n = X_train.shape[1]
     for width in args.hidden:
         layers.append(pn.Dense(n, width, activation=args.activation))
         if args.dropout:
@@ -206,7 +215,7 @@ def train(args) -> dict:
         print(f"pyneuro {pn.__version__}: {dataset}, {X_train.shape[0]} training / {X_test.shape[0]} test "
               f"samples, {pn.get_num_threads()} thread(s), {args.dtype}")
         model.summary()
-    callbacks = [pn.ModelCheckpoint(args.checkpoint, save_best_only=False)] if args.checkpoint else []
+    callbacks: list[pn.Callback] = [pn.ModelCheckpoint(args.checkpoint, save_best_only=False)] if args.checkpoint else []
     t_fit = time.perf_counter()
     history = trainer.fit(X_train, y_train, validation_split=args.validation_split, callbacks=callbacks)
     fit_time = time.perf_counter() - t_fit
@@ -331,11 +340,18 @@ def show(args) -> None:
         print(f"confusion matrix on the {dataset} test set written to {args.confusion}")
 
 
+def export(args) -> None:
+    import pyneuro as pn
+    pn.load(args.model).to_onnx(args.onnx)
+    print(f"{args.model} written as ONNX to {args.onnx}")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        {"train": train, "predict": predict, "evaluate": evaluate, "show": show}[args.command](args)
+        {"train": train, "predict": predict, "evaluate": evaluate, "show": show,
+         "export": export}[args.command](args)
     except (ValueError, TypeError, ImportError, OSError) as e:
         print(f"pyneuro: error: {e}", file=sys.stderr)
         return 2

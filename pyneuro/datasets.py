@@ -150,12 +150,12 @@ def train_test_split(X, y, test_size: float = 0.25, seed=None, stratify: bool = 
     test_size = check_float(test_size, "test_size", 0.0, 1.0, low_open=True, high_open=True)
     rng = as_generator(seed)
     if stratify:
-        test = []
+        parts = []
         for c in np.unique(y):
             members = np.flatnonzero(y == c)
             k = int(round(test_size * members.shape[0]))
-            test.append(rng.permutation(members)[:k])
-        test = np.concatenate(test)
+            parts.append(rng.permutation(members)[:k])
+        test = np.concatenate(parts)
     else:
         test = rng.permutation(n)[:int(round(test_size * n))]
     if test.shape[0] == 0 or test.shape[0] == n:

@@ -18,12 +18,12 @@ def check_gradients(model: Sequential, loss, X: np.ndarray, y: np.ndarray, eps: 
     """Return (error, backprop gradient, numeric gradient) of L(model(X), y) w.r.t. all parameters."""
     loss = get_loss(loss)
     y = loss.prepare_targets(y, X.shape[0], model.n_out, model.dtype)
-    dropouts = [layer for layer in model.layers if isinstance(layer, Dropout) and layer.rng is not None]
-    states = [d.rng.bit_generator.state for d in dropouts]
+    rngs = [layer.rng for layer in model.layers if isinstance(layer, Dropout) and layer.rng is not None]
+    states = [r.bit_generator.state for r in rngs]
 
     def evaluate(dZ=None) -> float:
-        for d, s in zip(dropouts, states):
-            d.rng.bit_generator.state = s
+        for r, s in zip(rngs, states):
+            r.bit_generator.state = s
         return loss.value_and_grad(model.forward(X, training), y, dZ)
 
     dZ = np.empty((X.shape[0], model.n_out), dtype=model.dtype)

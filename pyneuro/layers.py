@@ -93,7 +93,10 @@ class Dense(Layer):
         if not (callable(init) or init in ("he", "glorot")):
             raise ValueError(f"init: expected 'he', 'glorot' or a callable, got {init!r}")
         self.init = init
-        self.W = self.b = self.dW = self.db = None
+        self.W: np.ndarray = np.empty((0, 0))    # views into the model's vectors, set by bind()
+        self.b: np.ndarray = np.empty(0)
+        self.dW: np.ndarray = np.empty((0, 0))
+        self.db: np.ndarray = np.empty(0)
         self._x = self._Z = self._A = None
 
     def build(self, n_in, dtype):

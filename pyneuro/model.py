@@ -89,8 +89,10 @@ class Sequential:
 
     def backward(self, grad: np.ndarray) -> None:
         """Backpropagate ∂L/∂output; fills self.grads (∂L/∂X of the input is not computed)."""
+        g: np.ndarray | None = grad
         for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i].backward(grad, need_input_grad=i > 0)
+            assert g is not None
+            g = self.layers[i].backward(g, need_input_grad=i > 0)
 
     # ---- user interface --------------------------------------------------------
     def predict(self, X, batch_size: int = 1024, allow_nonfinite: bool = False) -> np.ndarray:
@@ -131,6 +133,12 @@ class Sequential:
         safetensors file, atomically; pyneuro.load(path) rebuilds the model."""
         from .io import save_model
         save_model(self, path, info)
+
+    def to_onnx(self, path) -> None:
+        """Write the inference graph as an ONNX file (needs onnx; see pyneuro/onnx_export.py);
+        onnxruntime reproduces predict() within float rounding."""
+        from .onnx_export import to_onnx
+        to_onnx(self, path)
 
     def __reduce__(self):
         """Pickle support (joblib, scikit-learn): rebuilt from the architecture, the

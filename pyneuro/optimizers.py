@@ -80,7 +80,8 @@ class Optimizer:
         self.schedule = _schedule(schedule)
         self.current_lr = self.lr
         self.t = 0
-        self.w = self.g = None
+        self.w: np.ndarray | None = None
+        self.g: np.ndarray | None = None
 
     def bind(self, params: np.ndarray, grads: np.ndarray) -> None:
         """Attach to flat parameter/gradient vectors; state buffers are made here, once."""
@@ -112,6 +113,7 @@ class Optimizer:
         """min(1, c/‖g‖₂) when clipping by global norm c, else 1."""
         if self.clip_norm is None:
             return 1.0
+        assert self.g is not None, "bound by the Trainer"
         norm = _core.global_norm(self.g)
         return min(1.0, self.clip_norm / (norm + 1e-12))
 

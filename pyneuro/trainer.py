@@ -94,7 +94,7 @@ class Trainer:
         self.epochs = check_int(epochs, "epochs", 0)
         self.rng = as_generator(seed)
         self._split_seed = int(self.rng.integers(2**63))   # validation_split: the same rows every fit
-        self._pending_epochs = None                        # set by from_checkpoint
+        self._pending_epochs: int | None = None            # set by from_checkpoint
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
         self.verbose = verbose
@@ -103,7 +103,10 @@ class Trainer:
         self.stop_training = False
         self.history = History()
         self.epoch = 0
-        self._dZ = self._xb = self._yb = self._pred = None
+        self._xb: np.ndarray | None = None
+        self._yb: np.ndarray | None = None
+        self._dZ: np.ndarray | None = None
+        self._pred: np.ndarray | None = None
 
     # ---- data at the boundary ---------------------------------------------------
     def _data(self, X, y, name="X"):
@@ -115,7 +118,8 @@ class Trainer:
     def _buffers(self, B: int, y: np.ndarray):
         """Batch buffers of B rows, reused across batches and epochs."""
         m = self.model
-        if self._xb is None or self._xb.shape[0] < B or self._yb.shape[1:] != y.shape[1:] or self._yb.dtype != y.dtype:
+        if (self._xb is None or self._yb is None or self._dZ is None or self._pred is None
+                or self._xb.shape[0] < B or self._yb.shape[1:] != y.shape[1:] or self._yb.dtype != y.dtype):
             self._xb = np.empty((B, m.n_in), dtype=m.dtype)
             self._yb = np.empty((B,) + y.shape[1:], dtype=y.dtype)
             self._dZ = np.empty((B, m.n_out), dtype=m.dtype)
@@ -157,13 +161,13 @@ class Trainer:
         validation_split = check_float(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         n = X.shape[0]
         rows = np.arange(n, dtype=np.int64)
-        val = None
+        val: tuple | None = None  # (X, y, rows or None)
         if validation_data is not None:
             if validation_split:
                 raise ValueError("fit: pass validation_data or validation_split, not both")
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data: expected a tuple (X_val, y_val)")
-            Xv, yv = self._data(*validation_data, name="validation_data")
+            Xv, yv = self._data(validation_data[0], validation_data[1], name="validation_data")
             val = (Xv, yv, None)
         elif validation_split:
             perm = np.random.default_rng(self._split_seed).permutation(n)
@@ -260,7 +264,7 @@ class Trainer:
                "optimizer": opt.describe(), "step": opt.t,
                "rng": self.rng.bit_generator.state, "split_seed": self._split_seed,
                "allow_nonfinite": self.allow_nonfinite, "history": dict(self.history),
-               "layer_rngs": [layer.rng.bit_generator.state if getattr(layer, "rng", None) is not None
+               "layer_rngs": [rng.bit_generator.state if (rng := getattr(layer, "rng", None)) is not None
                               else None for layer in self.model.layers]}
         write_file(path, tensors, {"model": model_document(self.model), "info": self.model.info,
                                    "checkpoint": doc})
@@ -312,15 +316,19 @@ class Trainer:
     def _evaluate(self, X, y, rows=None, batch_size: int = 1024) -> dict:
         n = X.shape[0] if rows is None else rows.shape[0]
         total_loss, total_correct = 0.0, 0
+        classified = True
         for s in range(0, n, batch_size):
             idx = np.arange(s, min(n, s + batch_size), dtype=np.int64) if rows is None else rows[s:s + batch_size]
             xb, yb, _, pred = self._gather(X, y, idx)
             Z = self.model.forward(xb, training=False)
             total_loss += self.loss(Z, yb) * idx.shape[0]
             correct = self._correct(Z, yb, pred)
-            total_correct = None if correct is None else total_correct + correct
+            if correct is None:
+                classified = False
+            else:
+                total_correct += correct
         out = {"loss": total_loss / n}
-        if total_correct is not None:
+        if classified:
             out["accuracy"] = total_correct / n
         return out
 

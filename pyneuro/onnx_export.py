@@ -1,0 +1,92 @@
+"""ONNX export (the optional `onnx` extra): a Sequential as a standard ONNX graph.
+
+    Dense       Y = MatMul(X, W) + b, then its activation
+    relu, sigmoid, tanh, softmax (last axis)   Relu, Sigmoid, Tanh, Softmax
+    leaky_relu(α), elu(α)                      LeakyRelu(alpha), Elu(alpha)
+    gelu (exact)                               ½·x·(1 + Erf(x/√2))  (Gelu is opset 20; this is opset 17)
+    Dropout, Identity                          nothing (inference)
+The graph has one input "input" (batch × n_in, batch dynamic) and one output
+"output", in the model's dtype; weights are initializers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+OPSET = 17
+
+
+def to_onnx_bytes(model) -> bytes:
+    """The serialized ONNX ModelProto of `model`."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ImportError("ONNX export needs onnx: pip install 'pyneuro[onnx]'") from None
+    from .layers import Activation, Dense, Dropout, Identity
+
+    elem = TensorProto.FLOAT if model.dtype == np.float32 else TensorProto.DOUBLE
+    nodes, inits = [], []
+    counter = iter(range(10**9))
+
+    def fresh(stem):
+        return f"{stem}_{next(counter)}"
+
+    def const(value, stem):
+        name = fresh(stem)
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=model.dtype), name))
+        return name
+
+    def activation(x, act, alpha):
+        if act == "identity":
+            return x
+        y = fresh(act)
+        simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+        if act in simple:
+            nodes.append(helper.make_node(simple[act], [x], [y]))
+        elif act == "softmax":
+            nodes.append(helper.make_node("Softmax", [x], [y], axis=-1))
+        elif act == "leaky_relu":
+            nodes.append(helper.make_node("LeakyRelu", [x], [y], alpha=float(alpha)))
+        elif act == "elu":
+            nodes.append(helper.make_node("Elu", [x], [y], alpha=float(alpha)))
+        elif act == "gelu":
+            scaled, erf, one_plus, half_x = fresh("gelu_scaled"), fresh("gelu_erf"), fresh("gelu_1p"), fresh("gelu_hx")
+            nodes.extend([helper.make_node("Mul", [x, const(1 / math.sqrt(2), "inv_sqrt2")], [scaled]),
+                      helper.make_node("Erf", [scaled], [erf]),
+                      helper.make_node("Add", [erf, const(1.0, "one")], [one_plus]),
+                      helper.make_node("Mul", [x, const(0.5, "half")], [half_x]),
+                      helper.make_node("Mul", [half_x, one_plus], [y])])
+        else:
+            raise ValueError(f"to_onnx: no ONNX form for activation {act!r}")
+        return y
+
+    x = "input"
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, Dense):
+            mm, z = fresh(f"dense{i}_matmul"), fresh(f"dense{i}")
+            nodes += [helper.make_node("MatMul", [x, const(layer.W, f"W{i}")], [mm]),
+                      helper.make_node("Add", [mm, const(layer.b, f"b{i}")], [z])]
+            x = activation(z, layer.activation, layer.alpha)
+        elif isinstance(layer, (Dropout, Identity)):
+            continue
+        elif isinstance(layer, Activation):
+            x = activation(x, layer.activation, layer.alpha)
+        else:
+            raise ValueError(f"to_onnx: layer {i} ({type(layer).__name__}) has no ONNX form")
+    nodes.append(helper.make_node("Identity", [x], ["output"]))
+    graph = helper.make_graph(nodes, "pyneuro", [helper.make_tensor_value_info("input", elem, ["batch", model.n_in])],
+                              [helper.make_tensor_value_info("output", elem, ["batch", model.n_out])], inits)
+    from . import __version__
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="pyneuro", producer_version=__version__)
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def to_onnx(model, path) -> None:
+    """Write `model` as an ONNX file, atomically."""
+    from .io import atomic_write
+    atomic_write(path, to_onnx_bytes(model))

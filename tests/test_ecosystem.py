@@ -1,0 +1,178 @@
+"""scikit-learn estimators, ONNX export, threadpoolctl and typing."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import pyneuro as pn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed (pip install '.[test]')")
+
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from pyneuro.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+
+# ---- scikit-learn ----------------------------------------------------------------------------
+@parametrize_with_checks([MLPClassifier(max_iter=50, random_state=0), MLPRegressor(max_iter=50, random_state=0)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def digits_split():
+    from sklearn.model_selection import train_test_split
+    X, y = pn.datasets.load_digits(dtype="float64")
+    return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+
+
+def test_pipeline_grid_search_and_cross_validation():
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X_train, X_test, y_train, y_test = digits_split()
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(32,), max_iter=100, random_state=0))
+    scores = cross_val_score(pipe, X_train, y_train, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.93
+    grid = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-2], "mlpclassifier__solver": ["adam", "sgd"]},
+                        cv=2, n_jobs=2)
+    grid.fit(X_train, y_train)
+    assert grid.best_estimator_.score(X_test, y_test) > 0.9
+
+
+def test_string_labels_partial_fit_and_fitted_attributes():
+    X_train, X_test, y_train, y_test = digits_split()
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    clf = MLPClassifier(hidden_layer_sizes=(64,), random_state=0, max_iter=40).fit(X_train, names[y_train])
+    assert list(clf.classes_) == sorted(names) and clf.n_features_in_ == 64
+    assert clf.predict(X_test).dtype.kind == "U" and clf.score(X_test, names[y_test]) > 0.93
+    P = clf.predict_proba(X_test)
+    assert P.shape == (len(X_test), 10) and np.allclose(P.sum(axis=1), 1, atol=1e-5)
+    assert len(clf.loss_curve_) == clf.n_iter_ <= 40 and clf.best_loss_ == min(clf.loss_curve_)
+    inc = MLPClassifier(hidden_layer_sizes=(64,), random_state=0, batch_size=32)
+    for epoch in range(10):
+        for part in np.array_split(np.arange(len(X_train)), 3):
+            inc.partial_fit(X_train[part], names[y_train[part]], classes=names)
+    assert inc.n_iter_ == 30 and inc.score(X_test, names[y_test]) > 0.9
+    with pytest.raises(ValueError, match="classes="):
+        MLPClassifier().partial_fit(X_train, y_train)
+
+
+def test_warm_start_continues_and_early_stopping_stops():
+    X_train, _, y_train, _ = digits_split()
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, warm_start=True, random_state=0)
+    clf.fit(X_train, y_train)
+    first = clf.loss_curve_[-1]
+    clf.fit(X_train, y_train)
+    assert clf.n_iter_ == 10 and clf.loss_curve_[-1] < first
+    es = MLPClassifier(hidden_layer_sizes=(32,), max_iter=500, early_stopping=True, n_iter_no_change=3,
+                       random_state=0).fit(X_train, y_train)
+    assert es.n_iter_ < 500 and len(es.validation_scores_) == es.n_iter_
+
+
+def test_regressor_matches_the_target():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (600, 3))
+    Y = np.c_[np.sin(X[:, 0]) + X[:, 1] ** 2 / 4, X[:, 2] * 0.5]
+    reg = MLPRegressor(hidden_layer_sizes=(64, 64), max_iter=300, learning_rate_init=3e-3, random_state=0).fit(X, Y)
+    assert reg.predict(X).shape == (600, 2) and reg.score(X, Y) > 0.97
+    assert MLPRegressor(max_iter=20, random_state=0).fit(X, Y[:, 0]).predict(X).shape == (600,)
+
+
+def test_digits_accuracy_matches_scikit_learn_and_trains_faster():
+    from sklearn.neural_network import MLPClassifier as SkMLP
+    X_train, X_test, y_train, y_test = digits_split()
+    params = dict(hidden_layer_sizes=(100,), max_iter=60, random_state=0, tol=0.0, n_iter_no_change=1000)
+    times, scores = {}, {}
+    for name, cls in (("pyneuro", MLPClassifier), ("sklearn", SkMLP)):
+        best = np.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            est = cls(**params).fit(X_train, y_train)
+            best = min(best, time.perf_counter() - t)
+        times[name], scores[name] = best, est.score(X_test, y_test)
+    assert scores["pyneuro"] >= scores["sklearn"] - 0.01, scores
+    assert times["pyneuro"] < times["sklearn"], times
+
+
+# ---- ONNX ------------------------------------------------------------------------------------
+def every_layer(dtype, gelu=True):
+    layers = [pn.Dense(6, 12, "gelu" if gelu else "relu"), pn.Dropout(0.3), pn.Dense(12, 10), pn.ReLU(),
+              pn.LeakyReLU(0.2), pn.ELU(0.7), pn.Dense(10, 9, "elu", alpha=0.5), pn.Sigmoid(), pn.Tanh(),
+              pn.Identity(), pn.Dense(9, 9, "sigmoid"), pn.Dense(9, 9, "tanh"), pn.Dense(9, 4, "leaky_relu", alpha=0.1),
+              pn.Softmax()]
+    if gelu:
+        layers.insert(10, pn.GELU())
+    return pn.Sequential(layers, seed=1, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_onnx_export_runs_in_onnxruntime(tmp_path, dtype):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip("onnx", reason="onnx is not installed")
+    # onnxruntime's CPU kernels have no float64 Erf, Elu or LeakyRelu: the float64 model keeps
+    # to Relu, Sigmoid, Tanh and Softmax (its every-layer graph still passes onnx.checker)
+    if dtype == "float32":
+        model = every_layer(dtype)
+    else:
+        every_layer(dtype).to_onnx(tmp_path / "all.onnx")
+        model = pn.Sequential([pn.Dense(6, 12, "relu"), pn.Dropout(0.3), pn.Dense(12, 10), pn.Sigmoid(),
+                               pn.Dense(10, 9, "tanh"), pn.Identity(), pn.Dense(9, 4), pn.Softmax()], seed=1, dtype=dtype)
+    model.to_onnx(tmp_path / "m.onnx")
+    X = np.random.default_rng(0).standard_normal((33, 6)).astype(dtype)
+    out = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": X})[0]
+    assert out.dtype == np.dtype(dtype) and out.shape == (33, 4)
+    np.testing.assert_allclose(out, model.predict(X), rtol=0, atol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def test_export_command(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    model = pn.Sequential([pn.Dense(64, 32, "gelu"), pn.Dense(32, 10)], seed=0)
+    model.save(tmp_path / "m.st")
+    proc = subprocess.run([sys.executable, "-m", "pyneuro.cli", "export", str(tmp_path / "m.st"), "--onnx",
+                           str(tmp_path / "m.onnx")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    X, _ = pn.datasets.load_digits()
+    out = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": X})[0]
+    np.testing.assert_allclose(out, model.predict(X), atol=1e-5)
+
+
+# ---- threadpoolctl ---------------------------------------------------------------------------
+THREADPOOL = """
+import numpy as np, pyneuro as pn
+from threadpoolctl import threadpool_info, threadpool_limits
+if not pn.openmp_enabled():
+    print("serial"); raise SystemExit
+libs = [i for i in threadpool_info() if i["user_api"] == "openmp"]
+A = np.random.default_rng(0).standard_normal((300, 300)).astype(np.float32)
+before = pn.get_num_threads()
+blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+with threadpool_limits(1, user_api="openmp"):
+    inside = pn.get_num_threads()
+    one = pn._core.gemm_into(A, A, np.empty_like(A))
+after = pn.get_num_threads()
+two = pn._core.gemm_into(A, A, np.empty_like(A))
+blas_after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+print(len(libs) >= 1, before, inside, after, np.array_equal(one, two), blas_before == blas_after)
+"""
+
+
+def test_threadpoolctl_sees_and_limits_the_kernels():
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    proc = subprocess.run([sys.executable, "-c", THREADPOOL], capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.strip() == "serial":
+        pytest.skip("built without OpenMP")
+    assert proc.stdout.split() == ["True", "2", "1", "2", "True", "True"]
+
+
+# ---- typing ----------------------------------------------------------------------------------
+def test_mypy_passes():
+    pytest.importorskip("mypy", reason="mypy is not installed")
+    proc = subprocess.run([sys.executable, "-m", "mypy", "pyneuro"], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
