@@ -126,27 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
                          help="images: invert grey levels (auto: when the border is light)")
 
-    evaluate = sub.add_parser("evaluate", help="loss, accuracy and confusion matrix of a saved model",
-                              description="Evaluate a saved model on a data set's test part (default: the "
-                                          "data set it was trained on).", formatter_class=fmt)
-    evaluate.add_argument("model")
-    _data_flags(evaluate)
+    def model_command(name, help, description):
+        p = sub.add_parser(name, help=help, description=description, formatter_class=fmt)
+        p.add_argument("model", help="a file written by pyneuro train --save (or Sequential.save)")
+        return p
 
-    show = sub.add_parser("show", help="draw a model's first-layer weights (and its confusion matrix)",
-                          description="Draw what each first-layer neuron responds to, and optionally the "
-                                      "confusion matrix on a data set's test part (needs matplotlib).",
-                          formatter_class=fmt)
-    show.add_argument("model")
+    evaluate = model_command("evaluate", "loss, accuracy and confusion matrix of a saved model",
+                             "Evaluate a saved model on a data set's test part (default: the data set "
+                             "it was trained on).")
+    _data_flags(evaluate)
+    show = model_command("show", "draw a model's first-layer weights (and its confusion matrix)",
+                         "Draw what each first-layer neuron responds to, and optionally the confusion "
+                         "matrix on a data set's test part (needs matplotlib).")
     show.add_argument("--out", required=True, metavar="PNG", help="picture of the first-layer weights")
     show.add_argument("--neurons", type=_positive_int, default=64, help="how many neurons to draw")
     show.add_argument("--confusion", metavar="PNG", default=None, help="also draw the confusion matrix here")
     _data_flags(show)
-
-    export = sub.add_parser("export", help="write a saved model in another format (ONNX)",
-                            description="Convert a saved model; onnxruntime then reproduces pyneuro's "
-                                        "predictions (needs onnx: pip install 'pyneuro[onnx]').",
-                            formatter_class=fmt)
-    export.add_argument("model")
+    export = model_command("export", "write a saved model in another format (ONNX)",
+                           "Convert a saved model; onnxruntime then reproduces pyneuro's predictions "
+                           "(needs onnx: pip install 'pyneuro[onnx]').")
     export.add_argument("--onnx", metavar="OUT", required=True, help="the ONNX file to write")
     return parser
 

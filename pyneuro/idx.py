@@ -24,12 +24,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def read_idx(path) -> np.ndarray:
     """The array stored in an IDX file (raw or gzip), in native byte order."""
+    from .io import read_bytes
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise FileNotFoundError(f"{path}: cannot read the IDX file ({e.strerror})") from None
+    data = read_bytes(path, "IDX file")
     if data[:2] == _GZIP_MAGIC:
         try:
             data = gzip.decompress(data)

@@ -57,6 +57,15 @@ def atomic_write(path, data: bytes) -> None:
         pass
 
 
+def read_bytes(path, what: str) -> bytes:
+    """The whole file; a FileNotFoundError naming it and `what` it should be otherwise."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise FileNotFoundError(f"{os.fspath(path)}: cannot read the {what} ({e.strerror})") from None
+
+
 def _digest(meta: dict, tensors: dict) -> str:
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for name in sorted(tensors):
@@ -80,11 +89,7 @@ def read_file(path) -> tuple[dict, dict]:
     """(tensors, documents) of a pyneuro safetensors file; ValueError for anything else."""
     from safetensors.numpy import load
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise FileNotFoundError(f"{path}: cannot read the model file ({e.strerror})") from None
+    data = read_bytes(path, "model file")
     if len(data) < 8:
         raise ValueError(f"{path}: not a pyneuro model file (only {len(data)} bytes)")
     (n,) = struct.unpack("<Q", data[:8])

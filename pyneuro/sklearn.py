@@ -209,7 +209,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _encode(self, y, first):
         check_classification_targets(y)
         if first:
-            self._encoder = LabelEncoder().fit(y)
+            if not (hasattr(self, "_encoder") and not hasattr(self, "model_")):  # partial_fit sets it first
+                self._encoder = LabelEncoder().fit(y)
             self.classes_ = self._encoder.classes_
             self._n_out = max(len(self.classes_), 2)
         unknown = np.setdiff1d(np.unique(y), self.classes_)
@@ -223,15 +224,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if classes is None:
                 raise ValueError("partial_fit: the first call needs classes= (every label that will appear)")
             self._encoder = LabelEncoder().fit(np.asarray(classes))
-            self.classes_ = self._encoder.classes_
-            self._n_out = max(len(self.classes_), 2)
-            sizes = self._check_params()
-            X_checked = validate_data(self, X, reset=True, dtype=[np.float64, np.float32])
-            self._rng = np.random.default_rng(self.random_state if isinstance(self.random_state, (int, np.integer))
-                                              else None)
-            self.model_ = self._build(X_checked.shape[1], self._n_out, sizes)
-            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
-            self._trainer_ = self._trainer(X_checked.shape[0])
         return self._fit(X, y, incremental=True)
 
     def predict_proba(self, X):
