@@ -161,9 +161,9 @@ def activation_forward(act, double alpha, Z, A):
     if Z.shape[0] == 0 or Z.shape[1] == 0:
         return
     if Z.dtype == F32:
-        _activation_forward[float](code, <float>alpha, Z, A, _nthreads())
+        _activation_forward[float](code, <float>alpha, Z, A, _nthreads_for(Z.size))
     else:
-        _activation_forward[double](code, alpha, Z, A, _nthreads())
+        _activation_forward[double](code, alpha, Z, A, _nthreads_for(Z.size))
 
 
 def activation_backward(act, double alpha, Z, A, G, dZ):
@@ -177,6 +177,6 @@ def activation_backward(act, double alpha, Z, A, G, dZ):
     if Z.shape[0] == 0 or Z.shape[1] == 0:
         return
     if Z.dtype == F32:
-        _activation_backward[float](code, <float>alpha, Z, A, G, dZ, _nthreads())
+        _activation_backward[float](code, <float>alpha, Z, A, G, dZ, _nthreads_for(Z.size))
     else:
-        _activation_backward[double](code, alpha, Z, A, G, dZ, _nthreads())
+        _activation_backward[double](code, alpha, Z, A, G, dZ, _nthreads_for(Z.size))

@@ -15,7 +15,7 @@ cdef void _gather(const floating[:, ::1] X, const int64_t[::1] idx, floating[:, 
                   int *bad) noexcept nogil:
     cdef Py_ssize_t i, j, n = X.shape[1], N = X.shape[0]
     cdef int64_t r
-    for i in prange(idx.shape[0], num_threads=_nthreads(), schedule="static"):
+    for i in prange(idx.shape[0], num_threads=_nthreads_for(idx.shape[0] * n), schedule="static"):
         r = idx[i]
         if r < 0 or r >= N:
             bad[0] = 1
@@ -47,7 +47,7 @@ def gather_rows(X, idx, out):
 cdef void _dropout_mask(floating[::1] U, floating p) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating keep = 1 / (1 - p)
-    for i in prange(U.shape[0], num_threads=_nthreads(), schedule="static"):
+    for i in prange(U.shape[0], num_threads=_nthreads_for(U.shape[0]), schedule="static"):
         U[i] = keep if U[i] >= p else 0
 
 
@@ -64,7 +64,7 @@ def dropout_mask(U, double p):
 
 cdef void _multiply(const floating[::1] A, const floating[::1] B, floating[::1] out) noexcept nogil:
     cdef Py_ssize_t i
-    for i in prange(A.shape[0], num_threads=_nthreads(), schedule="static"):
+    for i in prange(A.shape[0], num_threads=_nthreads_for(A.shape[0]), schedule="static"):
         out[i] = A[i] * B[i]
 
 
@@ -80,7 +80,7 @@ def multiply(A, B, out):
 
 cdef void _argmax(const floating[:, ::1] Z, int64_t[::1] out) noexcept nogil:
     cdef Py_ssize_t i, j, best
-    for i in prange(Z.shape[0], num_threads=_nthreads(), schedule="static"):
+    for i in prange(Z.shape[0], num_threads=_nthreads_for(Z.shape[0] * Z.shape[1]), schedule="static"):
         best = 0
         for j in range(1, Z.shape[1]):
             if Z[i, j] > Z[i, best]:
@@ -112,7 +112,7 @@ cdef bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
     cdef int bad = 0
     cdef const uint32_t *u32 = <const uint32_t *>x
     cdef const uint64_t *u64 = <const uint64_t *>x
-    cdef int nt = _nthreads() if n > 4 * FINITE_BLOCK else 1
+    cdef int nt = _nthreads_for(n)
     for blk in prange(nblk, num_threads=nt, schedule="static"):
         for i in range(blk * FINITE_BLOCK, min(n, (blk + 1) * FINITE_BLOCK)):
             if floating is float:

@@ -57,8 +57,14 @@ def openmp_enabled():
 
 
 def set_num_threads(n):
-    """Set the number of threads every kernel uses; None returns to the default
-    (OMP_NUM_THREADS, else all cores). Results do not depend on this number."""
+    """Set the number of threads every kernel uses (process-wide). Results do not depend on it.
+
+    Parameters
+    ----------
+    n : int or None
+        Threads (≥ 1); None returns to the default: OpenMP's, i.e. OMP_NUM_THREADS or
+        threadpoolctl's limit, else all cores.
+    """
     global _user_threads
     if n is None:
         _user_threads = 0
@@ -74,6 +80,16 @@ def get_num_threads():
     """The number of threads the kernels use now (1 when built without OpenMP, and in a
     process made by fork, where GNU OpenMP's thread pool cannot be used)."""
     return _nthreads()
+
+
+cdef enum:
+    PARALLEL_MIN_WORK = 32768   # elements: below this a kernel runs on one thread (a fork-join
+                                # costs more than the work; on a busy machine, much more)
+
+
+cdef inline int _nthreads_for(Py_ssize_t work) noexcept nogil:
+    """Threads for an elementwise or row kernel over `work` elements."""
+    return 1 if work < PARALLEL_MIN_WORK else _nthreads()
 
 
 cdef inline int _nthreads() noexcept nogil:

@@ -36,7 +36,7 @@ cdef void _dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
         err = gemm(False, False, B, m, n, <floating>1, pX, n, pW, m, <floating>0,
                    &Z[0, 0], m, &b[0], act, alpha, Aout if act != ACT_SOFTMAX else NULL, m, nt)
         if act == ACT_SOFTMAX and not err:
-            for i in prange(B, num_threads=nt, schedule="static"):
+            for i in prange(B, num_threads=_nthreads_for(B * m), schedule="static"):
                 softmax_row(&Z[i, 0], Aout + i * m, m)
     if err:
         raise MemoryError("dense_forward: could not allocate GEMM work buffers")
@@ -83,7 +83,7 @@ cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
         if n:
             err = gemm(True, False, n, m, B, <floating>1, &X[0, 0], n, &D[0, 0], m, <floating>0,
                        &dW[0, 0], m, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
-        colsum(&D[0, 0], B, m, &db[0], nt)
+        colsum(&D[0, 0], B, m, &db[0], _nthreads_for(B * m))
         if pdX != NULL and not err:
             err = gemm(False, True, B, n, m, <floating>1, &D[0, 0], m, &W[0, 0], m, <floating>0,
                        pdX, n, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
@@ -126,7 +126,7 @@ def dense_backward(X, W, delta, dW, db, dX=None):
 
 cdef void _bias_grad(const floating[:, ::1] D, floating[::1] db):
     with nogil:
-        colsum(&D[0, 0], D.shape[0], D.shape[1], &db[0], _nthreads())
+        colsum(&D[0, 0], D.shape[0], D.shape[1], &db[0], _nthreads_for(D.shape[0] * D.shape[1]))
 
 
 def bias_grad(delta, db):

@@ -137,7 +137,7 @@ cdef double _ce_labels(const floating[:, ::1] Z, const int64_t[::1] y, floating[
     cdef Py_ssize_t B = Z.shape[0], C = Z.shape[1], chunk = chunk_rows(B), c
     cdef Py_ssize_t nchunks = (B + chunk - 1) // chunk
     cdef double partial[MAX_CHUNKS]
-    cdef int bad = 0, nt = _nthreads()
+    cdef int bad = 0, nt = _nthreads_for(B * C)
     cdef floating *pdZ = &dZ[0, 0] if dZ is not None else NULL
     with nogil:
         for c in prange(nchunks, num_threads=nt, schedule="static"):
@@ -154,7 +154,7 @@ cdef double _ce_probs(const floating[:, ::1] Z, const floating[:, ::1] T, floati
     cdef Py_ssize_t B = Z.shape[0], C = Z.shape[1], chunk = chunk_rows(B), c
     cdef Py_ssize_t nchunks = (B + chunk - 1) // chunk
     cdef double partial[MAX_CHUNKS]
-    cdef int nt = _nthreads()
+    cdef int nt = _nthreads_for(B * C)
     cdef floating *pdZ = &dZ[0, 0] if dZ is not None else NULL
     with nogil:
         for c in prange(nchunks, num_threads=nt, schedule="static"):
@@ -168,7 +168,7 @@ cdef double _pointwise(int kind, floating delta, const floating[:, ::1] Z, const
     cdef Py_ssize_t B = Z.shape[0], m = Z.shape[1], chunk = chunk_rows(B), c
     cdef Py_ssize_t nchunks = (B + chunk - 1) // chunk
     cdef double partial[MAX_CHUNKS]
-    cdef int nt = _nthreads()
+    cdef int nt = _nthreads_for(B * m)
     cdef floating *pdZ = &dZ[0, 0] if dZ is not None else NULL
     cdef floating inv_n = <floating>1 / (B * m)
     with nogil:

@@ -124,7 +124,7 @@ cdef int _chain_forward(DenseChain c, Py_ssize_t B, const floating *X, floating 
                 dst if c.act[l] != ACT_SOFTMAX else NULL, n, nt):
             return 1
         if c.act[l] == ACT_SOFTMAX:
-            for i in prange(B, num_threads=nt, schedule="static"):
+            for i in prange(B, num_threads=_nthreads_for(B * n), schedule="static"):
                 softmax_row(dst + i * n, dst + i * n, n)
         src = dst
     return 0

@@ -18,9 +18,18 @@ from .callbacks import ModelCheckpoint
 
 
 def load(path) -> Sequential:
-    """The model saved at `path` (Sequential.save or a Trainer checkpoint), parameters and
-    info restored: its predictions equal the saved model's bitwise. ValueError for a
-    damaged, edited or foreign file."""
+    """Load a model saved by Sequential.save (or a Trainer checkpoint), parameters and
+    info restored: its predictions equal the saved model's bitwise.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Raises
+    ------
+    ValueError
+        For a damaged, edited or foreign file.
+    """
     from .io import load_model
     return load_model(path)
 

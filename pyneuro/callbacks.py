@@ -25,7 +25,14 @@ class Callback:
 
 
 class LambdaCallback(Callback):
-    """Callback from plain functions: LambdaCallback(on_epoch_end=lambda epoch, logs: ...)."""
+    """A Callback made of plain functions.
+
+    Parameters
+    ----------
+    on_epoch_end : callable (epoch, logs), optional
+    on_batch_end : callable (batch, logs), optional
+    on_train_begin, on_train_end : callable (logs), optional
+    """
 
     def __init__(self, on_epoch_end=None, on_batch_end=None, on_train_begin=None, on_train_end=None):
         for name, fn in (("on_epoch_end", on_epoch_end), ("on_batch_end", on_batch_end),
@@ -37,8 +44,21 @@ class LambdaCallback(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs;
-    with restore_best, put back the weights of the best epoch when training ends."""
+    """Stop training when `monitor` has not improved by more than min_delta for `patience` epochs.
+
+    Parameters
+    ----------
+    monitor : str
+        A logged value: 'val_loss' (default), 'loss', 'val_accuracy', ...
+    patience : int
+        Epochs without improvement before stopping.
+    min_delta : float
+        The least change that counts as an improvement.
+    mode : {'auto', 'min', 'max'}
+        'auto': 'max' for accuracies, else 'min'.
+    restore_best : bool
+        Put back the weights of the best epoch when training ends.
+    """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best: bool = False):
@@ -78,10 +98,19 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save a checkpoint to `path` at the end of an epoch: every epoch, or (save_best_only)
-    only when `monitor` improved. The file is a model file (pyneuro.load reads it) that
-    also carries the optimizer state, the epoch and the random streams, so
-    Trainer.from_checkpoint(path).fit(...) continues exactly where training stopped."""
+    """Save a checkpoint at the end of an epoch: every epoch, or only when `monitor` improved.
+    The file is a model file (pyneuro.load reads it) that also carries the optimizer state,
+    the epoch and the random streams: Trainer.from_checkpoint(path).fit(...) continues exactly.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    monitor : str
+        The logged value that decides "best" (default 'val_loss').
+    save_best_only : bool
+        Save only when `monitor` improved (default) or every epoch.
+    mode : {'auto', 'min', 'max'}
+    """
 
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = True, mode: str = "auto"):
         self.path = path

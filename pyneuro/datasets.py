@@ -51,10 +51,20 @@ def _idx_file(data_dir: str, stem: str) -> str:
 
 
 def load_idx(data_dir=None, dtype="float32"):
-    """(X_train, y_train, X_test, y_test) from the four IDX files of the MNIST layout
-    (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
-    t10k-labels-idx1-ubyte, each raw or .gz) in data_dir: uint8 images flattened and
-    scaled to [0, 1] in `dtype`, labels as int64."""
+    """Any data set stored in MNIST's layout: the four IDX files train-images-idx3-ubyte,
+    train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz).
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        The folder (default: default_data_dir()).
+    dtype : {'float32', 'float64'}
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test
+        uint8 images flattened and scaled to [0, 1] in `dtype`; labels as int64.
+    """
     data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
     out = []
     for part in ("train", "t10k"):
@@ -73,8 +83,19 @@ def load_idx(data_dir=None, dtype="float32"):
 
 
 def load_mnist(data_dir=None, dtype="float32"):
-    """(X_train, y_train, X_test, y_test): 60,000 and 10,000 MNIST digits, pixels in [0, 1]
-    (784 per image, row by row), labels 0..9. Files as in load_idx."""
+    """The MNIST digits: 60,000 training and 10,000 test images of 28×28 pixels.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Folder of the four canonical IDX files (default: default_data_dir()).
+    dtype : {'float32', 'float64'}
+
+    Returns
+    -------
+    X_train, y_train, X_test, y_test
+        Pixels in [0, 1], 784 per image row by row; labels 0..9 as int64.
+    """
     X_train, y_train, X_test, y_test = load_idx(data_dir, dtype)
     if X_train.shape != (60000, 784) or X_test.shape != (10000, 784) or max(y_train.max(), y_test.max()) > 9:
         raise ValueError(f"{data_dir or default_data_dir()}: these IDX files are not MNIST (train {X_train.shape}, "
@@ -84,6 +105,12 @@ def load_mnist(data_dir=None, dtype="float32"):
 
 
 def sha256_file(path) -> str:
+    """The SHA-256 of a file, as hex.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -92,10 +119,23 @@ def sha256_file(path) -> str:
 
 
 def download_mnist(data_dir=None, mirrors=MNIST_MIRRORS, fetch=None) -> str:
-    """Fetch the four MNIST files into data_dir (default: default_data_dir()), each checked
-    against its published SHA-256 before it is kept; files already there and correct are
-    not fetched again. `fetch(url) -> bytes` replaces the HTTP client (for tests).
-    Returns data_dir."""
+    """Fetch the four MNIST files, each checked against its published SHA-256 before it is
+    kept; files already present and correct are not fetched again.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Where to put them (default: default_data_dir()).
+    mirrors : sequence of str
+        Base URLs tried in order.
+    fetch : callable (url) -> bytes, optional
+        Replaces the HTTP client (tests use it).
+
+    Returns
+    -------
+    str
+        data_dir.
+    """
     from .io import atomic_write
     data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
     os.makedirs(data_dir, exist_ok=True)
@@ -126,7 +166,19 @@ def download_mnist(data_dir=None, mirrors=MNIST_MIRRORS, fetch=None) -> str:
 
 
 def load_digits(dtype="float32") -> tuple[np.ndarray, np.ndarray]:
-    """(X, y): X of shape (1797, 64), pixels scaled from 0..16 to [0, 1]; y int64 labels 0..9."""
+    """The 1,797 8×8 handwritten digits bundled with pyneuro (UCI, CC BY 4.0).
+
+    Parameters
+    ----------
+    dtype : {'float32', 'float64'}
+
+    Returns
+    -------
+    X : ndarray of shape (1797, 64)
+        Pixels scaled from 0..16 to [0, 1].
+    y : ndarray of int64, shape (1797,)
+        Labels 0..9.
+    """
     with resources.files("pyneuro").joinpath("data/digits.csv.gz").open("rb") as raw:
         with gzip.open(raw, "rt") as f:
             data = np.loadtxt(f, delimiter=",", dtype=np.int64)
@@ -138,10 +190,21 @@ def load_digits(dtype="float32") -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_test_split(X, y, test_size: float = 0.25, seed=None, stratify: bool = True):
-    """Split rows into (X_train, X_test, y_train, y_test), seeded.
+    """Split rows into training and test parts, seeded.
 
-    Stratified by default: each class contributes round(test_size · its count)
-    rows to the test part (y must then hold class labels)."""
+    Parameters
+    ----------
+    X, y : array-like with the same number of rows
+    test_size : float
+        Fraction for the test part, in (0, 1).
+    seed : int, Generator or None
+    stratify : bool
+        Each class contributes round(test_size · its count) rows to the test part.
+
+    Returns
+    -------
+    X_train, X_test, y_train, y_test
+    """
     X = np.asarray(X)
     y = np.asarray(y)
     if X.shape[0] != y.shape[0]:

@@ -15,7 +15,23 @@ from .model import Sequential
 
 def check_gradients(model: Sequential, loss, X: np.ndarray, y: np.ndarray, eps: float = 1e-6,
                     training: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
-    """Return (error, backprop gradient, numeric gradient) of L(model(X), y) w.r.t. all parameters."""
+    """Compare backpropagation with central finite differences.
+
+    Parameters
+    ----------
+    model : Sequential
+    X, y : the data
+    loss : str or Loss
+    eps : float
+        Finite-difference step h: ∂L/∂θᵢ ≈ (L(θ + h·eᵢ) − L(θ − h·eᵢ)) / 2h.
+    training : bool
+        Run the training-mode forward pass (dropout masks are replayed).
+
+    Returns
+    -------
+    error, analytic, numeric
+        ‖analytic − numeric‖ / (‖analytic‖ + ‖numeric‖), and both gradient vectors.
+    """
     loss = get_loss(loss)
     y = loss.prepare_targets(y, X.shape[0], model.n_out, model.dtype)
     rngs = [layer.rng for layer in model.layers if isinstance(layer, Dropout) and layer.rng is not None]

@@ -23,7 +23,17 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def read_idx(path) -> np.ndarray:
-    """The array stored in an IDX file (raw or gzip), in native byte order."""
+    """The array stored in an IDX file (raw or gzip), in native byte order.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Raises
+    ------
+    ValueError
+        For a wrong magic, an unknown type, a truncated body or trailing bytes, naming the file.
+    """
     from .io import read_bytes
     path = os.fspath(path)
     data = read_bytes(path, "IDX file")
@@ -36,7 +46,14 @@ def read_idx(path) -> np.ndarray:
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """The array an IDX byte string holds; `name` is used in error messages."""
+    """The array an IDX byte string holds.
+
+    Parameters
+    ----------
+    data : bytes
+    name : str
+        Used in error messages.
+    """
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{name}: not an IDX file (expected the magic bytes 00 00 tt dd, "
                          f"got {data[:4].hex(' ') or 'an empty file'})")
@@ -61,8 +78,16 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 
 def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:
-    """Write `array` as an IDX file (gzip when compress, or when the name ends in .gz),
-    atomically: readers never see a half-written file."""
+    """Write `array` as an IDX file, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    array : ndarray
+        uint8, int8, int16, int32, float32 or float64, 1 to 255 dimensions.
+    compress : bool, optional
+        gzip the file (default: when the name ends in .gz).
+    """
     from .io import atomic_write
     a = np.asarray(array)
     codes = {np.dtype(v).newbyteorder("="): k for k, v in _TYPES.items()}

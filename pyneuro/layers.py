@@ -74,11 +74,19 @@ class Layer:
 
 
 class Dense(Layer):
-    """Fully connected: Z = x·W + b, y = f(Z), with bias and f fused into the GEMM.
+    """Fully connected layer: Z = x·W + b, y = f(Z), bias and f fused into the GEMM.
 
-    init: 'he' (normal, σ = √(2/n_in); default for the relu family), 'glorot'
-    (uniform in ±√(6/(n_in+n_out)); default otherwise), or a callable
-    (rng, shape, dtype) -> array. alpha: the slope/scale of leaky_relu/elu.
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output widths (≥ 1).
+    activation : str or None
+        One of pyneuro._core.ACTIVATIONS ('relu', 'gelu', 'tanh', ...); None is identity.
+    init : {'he', 'glorot'} or callable, optional
+        'he': normal, σ = √(2/n_in) (default for the relu family); 'glorot': uniform in
+        ±√(6/(n_in+n_out)) (default otherwise); or a callable (rng, shape, dtype) -> array.
+    alpha : float, optional
+        Slope of leaky_relu (default 0.01) or scale of elu (default 1.0).
     """
 
     def __init__(self, n_in: int, n_out: int, activation: str | None = None, init=None,
@@ -152,7 +160,15 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """y = f(x) for one of pyneuro's activations (see pyneuro._core.ACTIVATIONS)."""
+    """Activation layer: y = f(x) elementwise (softmax: per row).
+
+    Parameters
+    ----------
+    activation : str or None
+        One of pyneuro._core.ACTIVATIONS; None is identity.
+    alpha : float, optional
+        Slope of leaky_relu / scale of elu.
+    """
 
     name = "identity"
 
@@ -225,8 +241,16 @@ class Softmax(Activation):
 
 
 class Dropout(Layer):
-    """Inverted dropout: while training y = x ⊙ M with M = [U ≥ p]/(1−p), U ~ uniform;
-    at evaluation y = x. Its randomness comes from the model's seed (or `seed`)."""
+    """Inverted dropout: while training y = x ⊙ M, M = [U ≥ p]/(1−p) with U ~ uniform[0, 1);
+    at evaluation y = x, so E[y] = x either way.
+
+    Parameters
+    ----------
+    p : float
+        Probability of dropping a unit, in [0, 1).
+    seed : int or None
+        Seed of the mask stream; None draws it from the model's seed.
+    """
 
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()

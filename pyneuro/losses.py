@@ -109,7 +109,13 @@ class MAE(_Pointwise):
 
 
 class Huber(_Pointwise):
-    """ℓ = ½r² for |r| ≤ δ, δ(|r| − ½δ) beyond; mean over all elements."""
+    """Huber loss: ℓ = ½r² for |r| ≤ δ, δ(|r| − ½δ) beyond (r = z − y); mean over all elements.
+
+    Parameters
+    ----------
+    delta : float
+        δ > 0.
+    """
 
     kind = "huber"
 

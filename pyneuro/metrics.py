@@ -5,7 +5,17 @@ import numpy as np
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
-    """cm[i, j] = the number of samples of true class i predicted as class j (int64)."""
+    """The confusion matrix: cm[i, j] = number of samples of true class i predicted as j.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of int, shape (n,)
+    n_classes : int
+
+    Returns
+    -------
+    ndarray of int64, shape (n_classes, n_classes)
+    """
     y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ValueError(f"confusion_matrix: expected two 1-d label arrays of one length, "

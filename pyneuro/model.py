@@ -16,9 +16,20 @@ from .layers import Activation, Dense, Dropout, Identity, Layer, Softmax
 
 
 class Sequential:
-    """Layers applied in order. dtype: 'float32' (default) or 'float64'; seed: int or Generator.
+    """A stack of layers applied in order, a_k = layer_k(a_{k−1}), all parameters in one
+    flat vector (`params`, gradients in `grads`).
 
-    input_dim is needed only when the first layer does not fix it (Dense does)."""
+    Parameters
+    ----------
+    layers : list of Layer
+        The layers, each used once.
+    seed : int, numpy.random.Generator or None
+        Seed of the initial weights and of dropout.
+    dtype : {'float32', 'float64'}
+        Floating-point type of parameters and computation.
+    input_dim : int, optional
+        Input width, needed only when the first layer does not fix it.
+    """
 
     def __init__(self, layers, seed=None, dtype="float32", input_dim: int | None = None):
         self.layers: list[Layer] = list(layers)
@@ -96,7 +107,21 @@ class Sequential:
 
     # ---- user interface --------------------------------------------------------
     def predict(self, X, batch_size: int = 1024, allow_nonfinite: bool = False) -> np.ndarray:
-        """The network output (logits for a classifier) for every row of X, in batches."""
+        """The network output (logits for a classifier) for every row of X.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_in), the model's dtype
+            Non-contiguous views are copied once; NaN/inf are refused unless allowed.
+        batch_size : int
+            Rows per compiled call (bounds the work memory).
+        allow_nonfinite : bool
+            Accept NaN/inf in X (they propagate to their rows).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_out)
+        """
         X = check_features(X, self.dtype, self.n_in, allow_nonfinite=allow_nonfinite)
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
@@ -109,8 +134,18 @@ class Sequential:
         return out
 
     def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities: softmax of the logits (or the output of a final Softmax layer);
-        for a single logit, the columns [1 − σ(z), σ(z)]."""
+        """Class probabilities: softmax of the logits (or the output of a final Softmax
+        layer); for a single logit z the columns [1 − σ(z), σ(z)].
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_in)
+        batch_size : int
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
         Z = self.predict(X, batch_size)
         if isinstance(self.layers[-1], Softmax):
             return Z
@@ -122,21 +157,42 @@ class Sequential:
         return Z
 
     def predict_classes(self, X, batch_size: int = 1024) -> np.ndarray:
-        """The most likely class of each row (int64): argmax of the outputs, or z > 0 for one logit."""
+        """The most likely class of each row: argmax of the outputs, or z > 0 for one logit.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_in)
+        batch_size : int
+
+        Returns
+        -------
+        ndarray of int64, shape (n_samples,)
+        """
         Z = self.predict(X, batch_size)
         if self.n_out == 1:
             return (Z[:, 0] > 0).astype(np.int64)
         return _core.argmax_rows(Z, np.empty(Z.shape[0], dtype=np.int64))
 
     def save(self, path, info: dict | None = None) -> None:
-        """Write architecture, dtype, parameters and `info` (default self.info) to one
-        safetensors file, atomically; pyneuro.load(path) rebuilds the model."""
+        """Write the model to one safetensors file, atomically; pyneuro.load(path) rebuilds it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        info : dict, optional
+            JSON-able facts to keep with the model (default: self.info).
+        """
         from .io import save_model
         save_model(self, path, info)
 
     def to_onnx(self, path) -> None:
-        """Write the inference graph as an ONNX file (needs onnx; see pyneuro/onnx_export.py);
-        onnxruntime reproduces predict() within float rounding."""
+        """Write the inference graph as an ONNX file (needs onnx); onnxruntime reproduces
+        predict() within float rounding.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        """
         from .onnx_export import to_onnx
         to_onnx(self, path)
 
@@ -154,7 +210,13 @@ class Sequential:
         return self.params.copy()
 
     def set_weights(self, weights) -> None:
-        """Overwrite all parameters from a flat vector made by get_weights()."""
+        """Overwrite all parameters.
+
+        Parameters
+        ----------
+        weights : ndarray
+            A vector like get_weights() returns (same dtype and length).
+        """
         w = np.asarray(weights)
         if w.shape != self.params.shape or w.dtype != self.dtype:
             raise ValueError(f"set_weights: expected a {self.dtype} vector of shape {self.params.shape}, "
@@ -162,7 +224,17 @@ class Sequential:
         self.params[...] = w
 
     def summary(self, print_fn=print) -> str:
-        """A table of layers, output shapes and parameter counts; printed and returned."""
+        """A table of layers, output shapes and parameter counts.
+
+        Parameters
+        ----------
+        print_fn : callable or None
+            Called with the table (default print); None prints nothing.
+
+        Returns
+        -------
+        str
+        """
         rows = [("Layer", "Output shape", "Params")]
         for i, layer in enumerate(self.layers):
             n = sum(int(np.prod(s)) for _, s in layer.param_shapes())

@@ -27,7 +27,15 @@ class Schedule:
 
 
 class StepDecay(Schedule):
-    """factor = γ^⌊epoch / step_size⌋."""
+    """Step decay: factor(e) = γ^⌊e / step_size⌋.
+
+    Parameters
+    ----------
+    step_size : int
+        Epochs between decays (≥ 1).
+    gamma : float
+        γ > 0.
+    """
 
     def __init__(self, step_size: int, gamma: float = 0.1):
         self.step_size = check_int(step_size, "step_size", 1)
@@ -38,7 +46,13 @@ class StepDecay(Schedule):
 
 
 class ExponentialDecay(Schedule):
-    """factor = γ^epoch."""
+    """Exponential decay: factor(e) = γ^e.
+
+    Parameters
+    ----------
+    gamma : float
+        γ > 0.
+    """
 
     def __init__(self, gamma: float):
         self.gamma = check_float(gamma, "gamma", 0.0, low_open=True)
@@ -48,7 +62,15 @@ class ExponentialDecay(Schedule):
 
 
 class CosineDecay(Schedule):
-    """factor = m + (1 − m)·(1 + cos(π·min(epoch, T)/T))/2, from 1 down to m = min_factor at epoch T."""
+    """Cosine decay: factor(e) = m + (1 − m)·(1 + cos(π·min(e, T)/T))/2, from 1 down to m at epoch T.
+
+    Parameters
+    ----------
+    total_epochs : int
+        T (≥ 1).
+    min_factor : float
+        m in [0, 1].
+    """
 
     def __init__(self, total_epochs: int, min_factor: float = 0.0):
         self.total_epochs = check_int(total_epochs, "total_epochs", 1)
@@ -70,7 +92,20 @@ def _schedule(schedule):
 
 # ---- optimizers ------------------------------------------------------------------
 class Optimizer:
-    """Base: learning rate, schedule, optional clipping; bind() to a model's flat vectors."""
+    """Base class of the optimizers: learning rate, schedule, optional clipping; bind() attaches
+    it to a model's flat parameter and gradient vectors and step() updates them in one call.
+
+    Parameters
+    ----------
+    lr : float
+        Base learning rate η (> 0).
+    weight_decay : float
+        λ ≥ 0.
+    clip_norm : float, optional
+        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
+    schedule : Schedule or callable, optional
+        η_e = η·factor(e) for epoch e.
+    """
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None,
                  schedule=None):
@@ -134,6 +169,25 @@ class Optimizer:
 
 
 class SGD(Optimizer):
+    """Stochastic gradient descent with momentum (formulas in csrc/optim.pxi):
+    g ← g + λ·w;  v ← μ·v + g;  w ← w − η·v, or w − η·(g + μ·v) with Nesterov (μ = 0: w − η·g).
+
+    Parameters
+    ----------
+    lr : float
+        Base learning rate η (> 0).
+    weight_decay : float
+        λ ≥ 0.
+    clip_norm : float, optional
+        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
+    schedule : Schedule or callable, optional
+        η_e = η·factor(e) for epoch e.
+    momentum : float
+        μ in [0, 1).
+    nesterov : bool
+        Nesterov momentum (needs μ > 0).
+    """
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, clip_norm: float | None = None, schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)
@@ -155,7 +209,24 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam; weight_decay adds λ·w to the gradient (L2). For decoupled decay use AdamW."""
+    """Adam: g ← g + λ·w (L2);  m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+    w ← w − η·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε). For decoupled weight decay use AdamW.
+
+    Parameters
+    ----------
+    lr : float
+        Base learning rate η (> 0).
+    weight_decay : float
+        λ ≥ 0.
+    clip_norm : float, optional
+        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
+    schedule : Schedule or callable, optional
+        η_e = η·factor(e) for epoch e.
+    beta1, beta2 : float
+        β₁, β₂ in [0, 1).
+    eps : float
+        ε > 0.
+    """
 
     decoupled = False
 
@@ -180,7 +251,21 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay: w ← w − η·λ·w each step (default λ = 0.01)."""
+    """AdamW: Adam with decoupled weight decay, w ← w − η·λ·w each step (default λ = 0.01).
+
+    Parameters
+    ----------
+    lr : float
+        Base learning rate η (> 0).
+    weight_decay : float
+        λ ≥ 0.
+    clip_norm : float, optional
+        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
+    schedule : Schedule or callable, optional
+        η_e = η·factor(e) for epoch e.
+    beta1, beta2 : float
+    eps : float
+    """
 
     decoupled = True
 
@@ -190,6 +275,24 @@ class AdamW(Adam):
 
 
 class RMSprop(Optimizer):
+    """RMSprop: g ← g + λ·w;  v ← ρ·v + (1−ρ)·g²;  w ← w − η·g / (√v + ε).
+
+    Parameters
+    ----------
+    lr : float
+        Base learning rate η (> 0).
+    weight_decay : float
+        λ ≥ 0.
+    clip_norm : float, optional
+        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
+    schedule : Schedule or callable, optional
+        η_e = η·factor(e) for epoch e.
+    rho : float
+        ρ in [0, 1).
+    eps : float
+        ε > 0.
+    """
+
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0,
                  clip_norm: float | None = None, schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)

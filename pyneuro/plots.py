@@ -26,7 +26,15 @@ def _save(fig, path):
 
 
 def plot_history(history: dict, path):
-    """Loss and accuracy against epoch, training and (when present) validation."""
+    """Loss and accuracy against epoch, training and (when present) validation.
+
+    Parameters
+    ----------
+    history : dict
+        A History (lists per key: 'loss', 'accuracy', 'val_loss', 'val_accuracy').
+    path : str or os.PathLike
+        Image file; the format follows the extension.
+    """
     plt = _pyplot()
     panels = [k for k in ("loss", "accuracy") if k in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
@@ -48,8 +56,17 @@ def plot_history(history: dict, path):
 
 
 def plot_weights(W: np.ndarray, image_shape, path, n: int = 64):
-    """The first n columns of W (one hidden neuron's input weights each) drawn as
-    image_shape pictures, blue negative / red positive, each on its own symmetric scale."""
+    """First-layer weights drawn as images: column k of W (what hidden neuron k responds
+    to) as an image_shape picture, red positive / blue negative, each on its own scale.
+
+    Parameters
+    ----------
+    W : ndarray of shape (h·w, n_hidden)
+    image_shape : (h, w)
+    path : str or os.PathLike
+    n : int
+        How many neurons to draw.
+    """
     plt = _pyplot()
     h, w = image_shape
     if W.shape[0] != h * w:
@@ -74,7 +91,15 @@ def plot_weights(W: np.ndarray, image_shape, path, n: int = 64):
 
 
 def plot_confusion(cm: np.ndarray, path, title: str = "confusion matrix"):
-    """cm[i, j] = how many samples of class i were predicted as j, with the counts written in."""
+    """A confusion matrix with its counts written in.
+
+    Parameters
+    ----------
+    cm : ndarray of shape (k, k)
+        cm[i, j] = samples of class i predicted as j.
+    path : str or os.PathLike
+    title : str
+    """
     plt = _pyplot()
     k = cm.shape[0]
     fig, ax = plt.subplots(figsize=(0.55 * k + 2, 0.55 * k + 1.5))

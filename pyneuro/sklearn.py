@@ -196,13 +196,50 @@ class _BaseMLP(BaseEstimator):
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """A multilayer perceptron classifier: pyneuro's Sequential of Dense layers with
-    softmax cross-entropy, trained by pyneuro's Trainer. Labels may be of any type
-    (ints, strings, ...); `classes_` lists them in sorted order.
+    """A multilayer perceptron classifier: pyneuro's Sequential of Dense layers with softmax
+    cross-entropy, trained by pyneuro's Trainer. Labels may be of any type (ints, strings).
 
-    Parameters: see the module docstring. Fitted: classes_, n_features_in_, model_
-    (the pyneuro Sequential), loss_curve_, n_iter_, best_loss_, coefs_, intercepts_,
-    validation_scores_ (with early_stopping)."""
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int
+        Widths of the hidden layers (default (100,)).
+    activation : {'relu', 'tanh', 'logistic', 'identity', 'gelu', 'elu', 'leaky_relu'}
+    solver : {'adam', 'sgd'}
+    alpha : float
+        L2 penalty α/(2·batch)·‖W‖² (weight decay λ = α/batch).
+    batch_size : int or 'auto'
+        'auto': min(200, n_samples).
+    learning_rate_init : float
+    max_iter : int
+        Epochs at most.
+    shuffle : bool
+        Accepted for compatibility; batches are always shuffled.
+    random_state : int or None
+    tol : float
+    n_iter_no_change : int
+        Stop when the training loss (or, with early_stopping, the validation loss) has not
+        improved by tol for this many epochs.
+    early_stopping : bool
+    validation_fraction : float
+        Held out for early stopping.
+    momentum : float
+        For solver='sgd'.
+    nesterovs_momentum : bool
+    warm_start : bool
+        fit() continues from the current weights.
+    verbose : bool
+    dtype : {'float32', 'float64'}
+        pyneuro's computation type.
+    threads : int or None
+        pyneuro's kernel threads (process-wide, as pn.set_num_threads).
+    dropout : float
+        Dropout after each hidden layer.
+
+    Attributes
+    ----------
+    classes_, n_features_in_, model_ (the pyneuro Sequential), loss_curve_, n_iter_, best_loss_,
+    coefs_, intercepts_, validation_scores_ (with early_stopping)
+    """
 
     _classifier, _multi_output = True, False
 
@@ -248,8 +285,46 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """A multilayer perceptron regressor: Dense layers with an identity output, trained on
     mean squared error by pyneuro's Trainer. y: (n_samples,) or (n_samples, n_targets).
 
-    Parameters: see the module docstring. Fitted: n_features_in_, model_, loss_curve_,
-    n_iter_, best_loss_, coefs_, intercepts_."""
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int
+        Widths of the hidden layers (default (100,)).
+    activation : {'relu', 'tanh', 'logistic', 'identity', 'gelu', 'elu', 'leaky_relu'}
+    solver : {'adam', 'sgd'}
+    alpha : float
+        L2 penalty α/(2·batch)·‖W‖² (weight decay λ = α/batch).
+    batch_size : int or 'auto'
+        'auto': min(200, n_samples).
+    learning_rate_init : float
+    max_iter : int
+        Epochs at most.
+    shuffle : bool
+        Accepted for compatibility; batches are always shuffled.
+    random_state : int or None
+    tol : float
+    n_iter_no_change : int
+        Stop when the training loss (or, with early_stopping, the validation loss) has not
+        improved by tol for this many epochs.
+    early_stopping : bool
+    validation_fraction : float
+        Held out for early stopping.
+    momentum : float
+        For solver='sgd'.
+    nesterovs_momentum : bool
+    warm_start : bool
+        fit() continues from the current weights.
+    verbose : bool
+    dtype : {'float32', 'float64'}
+        pyneuro's computation type.
+    threads : int or None
+        pyneuro's kernel threads (process-wide, as pn.set_num_threads).
+    dropout : float
+        Dropout after each hidden layer.
+
+    Attributes
+    ----------
+    n_features_in_, model_, loss_curve_, n_iter_, best_loss_, coefs_, intercepts_
+    """
 
     _classifier, _multi_output, _loss = False, True, "mse"
 

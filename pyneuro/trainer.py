@@ -72,11 +72,29 @@ class History(dict):
 
 
 class Trainer:
-    """Fits a Sequential model with a loss and an optimizer.
+    """Mini-batch training of a Sequential model.
 
-    batch_size larger than the data is clipped to it (with a warning); seed drives
-    shuffling and the validation split; verbose: 0 silent, 1 progress bar (in a
-    terminal) and a line per epoch, 2 a line per epoch only.
+    Each step: gather a shuffled batch, forward, loss and ∂L/∂Z, backward, one
+    optimizer update of the flat parameter vector.
+
+    Parameters
+    ----------
+    model : Sequential
+    loss : str or Loss
+        'cross_entropy' (softmax fused, on logits), 'binary_cross_entropy', 'mse', 'mae',
+        'huber', or a Loss instance.
+    optimizer : Optimizer or str, optional
+        Default Adam().
+    batch_size : int
+        Rows per step; larger than the data is clipped to it, with a warning.
+    epochs : int
+        Default number of epochs of fit().
+    seed : int, Generator or None
+        Drives shuffling and the validation split.
+    verbose : {0, 1, 2}
+        0 silent, 1 progress bar (in a terminal) and a line per epoch, 2 a line per epoch.
+    allow_nonfinite : bool
+        Accept NaN/inf in the data.
     """
 
     def __init__(self, model: Sequential, loss="cross_entropy", optimizer: Optimizer | str | None = None,
@@ -152,7 +170,25 @@ class Trainer:
     # ---- training ----------------------------------------------------------------
     def fit(self, X, y, validation_data=None, validation_split: float = 0.0,
             callbacks: list[Callback] | None = None, epochs: int | None = None) -> History:
-        """Train for `epochs` (default: the Trainer's) epochs; returns the History (also self.history)."""
+        """Train, epoch after epoch.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_in)
+        y : ndarray
+            Integer labels (n_samples,), class probabilities, or real targets.
+        validation_data : tuple (X_val, y_val), optional
+        validation_split : float
+            Fraction of the rows held out for validation (the same rows on every call).
+        callbacks : list of Callback, optional
+        epochs : int, optional
+            How many epochs (default: the Trainer's, less those a checkpoint already ran).
+
+        Returns
+        -------
+        History
+            Per-epoch 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'time' (also self.history).
+        """
         X, y = self._data(X, y)
         if epochs is None:
             epochs = self.epochs if self._pending_epochs is None else self._pending_epochs
@@ -253,8 +289,13 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, path) -> None:
-        """Model, optimizer state, epoch, random streams and history in one file (atomic).
-        pyneuro.load(path) reads the model from it; from_checkpoint(path) resumes training."""
+        """Write a checkpoint (atomic): model, optimizer state, epoch, random streams, history.
+        pyneuro.load(path) reads the model from it; from_checkpoint(path) resumes training.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        """
         from .io import model_document, write_file
         opt = self.optimizer
         tensors = {"params": self.model.params}
@@ -272,8 +313,19 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path, schedule=None, verbose: int = 1) -> "Trainer":
         """A Trainer in the state save_checkpoint recorded; fit() without `epochs` runs the
-        epochs that were still to come, and gives bitwise the weights that uninterrupted
-        training would have. A schedule given as a function must be passed again."""
+        epochs still to come and ends with bitwise the weights of uninterrupted training.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        schedule : callable, optional
+            The learning-rate schedule, when it was a function (files cannot hold those).
+        verbose : {0, 1, 2}
+
+        Returns
+        -------
+        Trainer
+        """
         from .io import build_model, read_file
         from .optimizers import optimizer_from_description
         tensors, docs = read_file(path)
@@ -333,6 +385,18 @@ class Trainer:
         return out
 
     def evaluate(self, X, y, batch_size: int = 1024) -> dict:
-        """Mean loss (and accuracy for classifiers) over (X, y): {'loss': ..., 'accuracy': ...}."""
+        """Mean loss, and accuracy for classifiers, over (X, y).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_in)
+        y : ndarray
+        batch_size : int
+
+        Returns
+        -------
+        dict
+            {'loss': float, 'accuracy': float (classifiers only)}.
+        """
         X, y = self._data(X, y)
         return self._evaluate(X, y, None, check_int(batch_size, "batch_size", 1))

@@ -176,3 +176,54 @@ def test_mypy_passes():
     proc = subprocess.run([sys.executable, "-m", "mypy", "pyneuro"], capture_output=True, text=True, cwd=REPO,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+# ---- documentation ---------------------------------------------------------------------------
+def _public_objects():
+    import inspect
+    import pyneuro.datasets
+    import pyneuro.idx
+    import pyneuro.metrics
+    import pyneuro.plots
+    import pyneuro.sklearn
+    out = [(f"pyneuro.{n}", getattr(pn, n)) for n in pn.__all__ if not inspect.ismodule(getattr(pn, n))]
+    for mod in (pyneuro.datasets, pyneuro.idx, pyneuro.metrics, pyneuro.plots):
+        out += [(f"{mod.__name__}.{n}", o) for n, o in vars(mod).items()
+                if not n.startswith("_") and inspect.isfunction(o) and o.__module__ == mod.__name__]
+    out += [("pyneuro.sklearn.MLPClassifier", pyneuro.sklearn.MLPClassifier),
+            ("pyneuro.sklearn.MLPRegressor", pyneuro.sklearn.MLPRegressor)]
+    return out
+
+
+METHODS = ["Sequential.predict", "Sequential.predict_proba", "Sequential.predict_classes", "Sequential.save",
+           "Sequential.to_onnx", "Sequential.set_weights", "Sequential.summary", "Trainer.fit", "Trainer.evaluate",
+           "Trainer.save_checkpoint", "Trainer.from_checkpoint"]
+
+
+def _takes_parameters(fn):
+    import inspect
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("self", "cls")]
+    except (TypeError, ValueError):
+        return False
+    return bool(params)
+
+
+@pytest.mark.parametrize("name, obj", _public_objects(), ids=[n for n, _ in _public_objects()])
+def test_public_api_is_documented(name, obj):
+    """Every public class and function has a docstring; those that take arguments list them
+    in a NumPy-style Parameters section."""
+    import inspect
+    doc = inspect.getdoc(obj) or ""
+    assert doc.strip(), f"{name} has no docstring"
+    own_init = inspect.isclass(obj) and "__init__" in vars(obj)
+    if (own_init and _takes_parameters(obj.__init__)) or (not inspect.isclass(obj) and _takes_parameters(obj)):
+        assert "Parameters\n----------" in doc, f"{name}: no NumPy-style Parameters section"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_main_methods_are_documented(name):
+    import inspect
+    cls, method = name.split(".")
+    doc = inspect.getdoc(getattr(getattr(pn, cls), method)) or ""
+    assert "Parameters\n----------" in doc, name

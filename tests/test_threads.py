@@ -96,8 +96,8 @@ def _activation(act):
 
 def _cross_entropy(targets):
     def run(rng, dt):
-        Z = rng.standard_normal((1000, 10)).astype(dt)
-        y = rng.integers(0, 10, 1000) if targets == "labels" else rng.dirichlet(np.ones(10), 1000).astype(dt)
+        Z = rng.standard_normal((5000, 10)).astype(dt)       # above PARALLEL_MIN_WORK: threads run
+        y = rng.integers(0, 10, 5000) if targets == "labels" else rng.dirichlet(np.ones(10), 5000).astype(dt)
         dZ = np.empty_like(Z)
         return [_core.softmax_cross_entropy(Z, y, dZ), dZ]
     return run
@@ -105,7 +105,7 @@ def _cross_entropy(targets):
 
 def _pointwise(kind):
     def run(rng, dt):
-        Z, Y = rng.standard_normal((1000, 7)).astype(dt), rng.uniform(0, 1, (1000, 7)).astype(dt)
+        Z, Y = rng.standard_normal((6000, 7)).astype(dt), rng.uniform(0, 1, (6000, 7)).astype(dt)
         dZ = np.empty_like(Z)
         return [_core.pointwise_loss(kind, Z, Y, dZ, delta=0.5), dZ]
     return run
