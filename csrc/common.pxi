@@ -76,6 +76,11 @@ def set_num_threads(n):
     _user_threads = <int>min(n, 1 << 16)
 
 
+def _threads_chosen():
+    """Whether set_num_threads chose a thread count (pyneuro.distributed respects it)."""
+    return _user_threads > 0
+
+
 def get_num_threads():
     """The number of threads the kernels use now (1 when built without OpenMP, and in a
     process made by fork, where GNU OpenMP's thread pool cannot be used)."""

@@ -132,4 +132,5 @@ class ModelCheckpoint(Callback):
             if not value < self.best:
                 return
             self.best = value
-        self.trainer.save_checkpoint(self.path)
+        if self.trainer.is_root:    # distributed: one rank writes
+            self.trainer.save_checkpoint(self.path)

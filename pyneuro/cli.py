@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write a resumable checkpoint here after every epoch")
     train.add_argument("--plot", metavar="PNG", default=None,
                        help="draw loss and accuracy against epoch into this picture (needs matplotlib)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over MPI ranks: mpiexec -n 4 pyneuro train --distributed "
+                            "(needs mpi4py and an MPI library: pip install 'pyneuro[mpi]')")
     train.add_argument("--quiet", action="store_true", help="print only the final result")
 
     predict = sub.add_parser("predict", help="classify .npy arrays or image files with a saved model",
@@ -205,13 +208,17 @@ def train(args) -> dict:
         opt_args["momentum"] = args.momentum
     optimizer = pn.optimizers.get_optimizer(args.optimizer, **opt_args)
     trainer = pn.Trainer(model, loss="cross_entropy", optimizer=optimizer, batch_size=args.batch_size,
-                         epochs=args.epochs, seed=args.seed, verbose=0 if args.quiet else 1)
+                         epochs=args.epochs, seed=args.seed, verbose=0 if args.quiet else 1,
+                         distributed=args.distributed)
+    if not trainer.is_root:        # other ranks train silently and write nothing
+        args.quiet, args.save, args.plot, args.checkpoint = True, None, None, None
     model.info = {**info, "training": {k: getattr(args, k) for k in (
         "hidden", "activation", "dropout", "optimizer", "lr", "momentum", "weight_decay", "schedule",
         "batch_size", "epochs", "validation_split", "seed", "dtype")}}
     if not args.quiet:
+        ranks = f", {trainer.dist.size} MPI ranks" if trainer.dist is not None else ""
         print(f"pyneuro {pn.__version__}: {dataset}, {X_train.shape[0]} training / {X_test.shape[0]} test "
-              f"samples, {pn.get_num_threads()} thread(s), {args.dtype}")
+              f"samples, {pn.get_num_threads()} thread(s){ranks}, {args.dtype}")
         model.summary()
     callbacks: list[pn.Callback] = [pn.ModelCheckpoint(args.checkpoint, save_best_only=False)] if args.checkpoint else []
     t_fit = time.perf_counter()
@@ -224,8 +231,9 @@ def train(args) -> dict:
         from .plots import plot_history
         plot_history(history, args.plot)
     wall = time.perf_counter() - t_start
-    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
-          f"training {fit_time:.2f} s  wall time {wall:.2f} s")
+    if trainer.is_root:
+        print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
+              f"training {fit_time:.2f} s  wall time {wall:.2f} s")
     for what, path in (("model", args.save), ("learning curves", args.plot)):
         if path and not args.quiet:
             print(f"{what} written to {path}")

@@ -99,7 +99,7 @@ class Trainer:
 
     def __init__(self, model: Sequential, loss="cross_entropy", optimizer: Optimizer | str | None = None,
                  batch_size: int = 32, epochs: int = 10, seed=None, verbose: int = 1,
-                 allow_nonfinite: bool = False):
+                 allow_nonfinite: bool = False, distributed=False):
         if not isinstance(model, Sequential):
             raise TypeError(f"model: expected a pyneuro Sequential, got {type(model).__name__}")
         self.model = model
@@ -115,7 +115,11 @@ class Trainer:
         self._pending_epochs: int | None = None            # set by from_checkpoint
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-        self.verbose = verbose
+        self.dist = None
+        if distributed:
+            from .distributed import Distributed
+            self.dist = distributed if isinstance(distributed, Distributed) else Distributed()
+        self.verbose = verbose if self.is_root else 0
         self.allow_nonfinite = bool(allow_nonfinite)
         self.optimizer.bind(model.params, model.grads)
         self.stop_training = False
@@ -125,6 +129,11 @@ class Trainer:
         self._yb: np.ndarray | None = None
         self._dZ: np.ndarray | None = None
         self._pred: np.ndarray | None = None
+
+    @property
+    def is_root(self) -> bool:
+        """True on the process that prints and writes files (rank 0, or the only one)."""
+        return self.dist is None or self.dist.is_root
 
     # ---- data at the boundary ---------------------------------------------------
     def _data(self, X, y, name="X"):
@@ -152,6 +161,25 @@ class Trainer:
         else:
             _core.gather_rows(y, idx, yb)
         return xb, yb, dZ, pred
+
+    def _gradient(self, X, y, idx) -> tuple[float, int | None]:
+        """Forward and backward over the batch rows idx: fills model.grads with ∂L/∂θ of the
+        batch's mean loss; returns (loss, correct). Distributed, this rank takes its shard
+        and the shards' gradients are combined (see pyneuro/distributed.py)."""
+        rows = idx if self.dist is None else self.dist.shard(idx)
+        loss, correct = 0.0, None
+        if rows.shape[0]:
+            xb, yb, dZ, pred = self._gather(X, y, rows)
+            Z = self.model.forward(xb, training=True)
+            loss = self.loss.value_and_grad(Z, yb, dZ)
+            correct = self._correct(Z, yb, pred)
+            self.model.backward(dZ)
+        else:                                   # more ranks than rows in this batch
+            self.model.grads[...] = 0
+            correct = 0 if self.loss.classifier else None
+        if self.dist is not None:
+            loss, correct = self.dist.combine_step(self.model.grads, loss, correct, rows.shape[0], idx.shape[0])
+        return loss, correct
 
     def _correct(self, Z, yb, pred) -> int | None:
         """How many rows of the batch are classified right (None for regression losses)."""
@@ -189,7 +217,19 @@ class Trainer:
         History
             Per-epoch 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'time' (also self.history).
         """
+        args = (X, y, validation_data, validation_split, callbacks, epochs)
+        if self.dist is None or self.dist.size == 1:
+            return self._fit(*args)
+        try:
+            return self._fit(*args)
+        except Exception as error:   # one rank's failure stops the job instead of hanging the others
+            self.dist.abort(error)
+            raise
+
+    def _fit(self, X, y, validation_data, validation_split, callbacks, epochs) -> History:
         X, y = self._data(X, y)
+        if self.dist is not None:
+            self.dist.broadcast(self.model.params)   # every rank starts from rank 0's weights
         if epochs is None:
             epochs = self.epochs if self._pending_epochs is None else self._pending_epochs
         epochs = check_int(epochs, "epochs", 0)
@@ -215,7 +255,7 @@ class Trainer:
         batch = self.batch_size
         if batch > rows.shape[0]:
             warnings.warn(f"batch_size {batch} is larger than the {rows.shape[0]} training samples; "
-                          f"using {rows.shape[0]}", stacklevel=2)
+                          f"using {rows.shape[0]}", stacklevel=3)
             batch = rows.shape[0]
         callbacks = list(callbacks or [])
         for cb in callbacks:
@@ -240,18 +280,14 @@ class Trainer:
                 try:
                     for b in range(n_batches):
                         idx = perm[b * batch:(b + 1) * batch]
-                        xb, yb, dZ, pred = self._gather(X, y, idx)
-                        Z = self.model.forward(xb, training=True)
-                        loss = self.loss.value_and_grad(Z, yb, dZ)
+                        B = idx.shape[0]
+                        loss, correct = self._gradient(X, y, idx)
                         if not np.isfinite(loss):
                             raise DivergenceError(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of "
                                                   f"{n_batches}; the model keeps the weights from before this batch "
                                                   "(try a smaller learning rate or clip_norm)")
-                        correct = self._correct(Z, yb, pred)
-                        self.model.backward(dZ)
                         self.optimizer.step()
                         interrupt.check()         # Ctrl-C lands here, between whole steps
-                        B = idx.shape[0]
                         total_loss += loss * B
                         seen += B
                         logs = {"loss": loss}
@@ -366,11 +402,16 @@ class Trainer:
 
     # ---- evaluation ------------------------------------------------------------------
     def _evaluate(self, X, y, rows=None, batch_size: int = 1024) -> dict:
-        n = X.shape[0] if rows is None else rows.shape[0]
+        """Mean loss (and accuracy) over X[rows]; distributed, each rank takes a shard and
+        the sums are added up, so every rank returns the same numbers."""
+        rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else rows
+        n = rows.shape[0]
+        if self.dist is not None:
+            rows = self.dist.shard(rows)
         total_loss, total_correct = 0.0, 0
-        classified = True
-        for s in range(0, n, batch_size):
-            idx = np.arange(s, min(n, s + batch_size), dtype=np.int64) if rows is None else rows[s:s + batch_size]
+        classified = self.loss.classifier
+        for s in range(0, rows.shape[0], batch_size):
+            idx = rows[s:s + batch_size]
             xb, yb, _, pred = self._gather(X, y, idx)
             Z = self.model.forward(xb, training=False)
             total_loss += self.loss(Z, yb) * idx.shape[0]
@@ -379,6 +420,11 @@ class Trainer:
                 classified = False
             else:
                 total_correct += correct
+        if self.dist is not None:
+            sums = np.array([total_loss, total_correct, classified], dtype=np.float64)
+            self.dist.sum(sums)
+            total_loss, total_correct = float(sums[0]), int(sums[1])
+            classified = sums[2] == self.dist.size
         out = {"loss": total_loss / n}
         if classified:
             out["accuracy"] = total_correct / n

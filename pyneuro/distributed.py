@@ -1,0 +1,91 @@
+"""Data-parallel training over MPI (mpi4py; the optional `mpi` extra).
+
+Every rank holds the same model. Each global batch of B rows (the same shuffled
+rows on every rank: same seed) is cut into contiguous shards, one per rank; rank r
+computes the gradient of its shard's mean loss, g_r = (1/b_r) Σ_{i∈r} ∇ℓ_i, and one
+in-place Allreduce over the flat gradient vector gives the gradient of the batch:
+
+    g = Σ_r (b_r / B) · g_r = (1/B) Σ_i ∇ℓ_i
+
+(the single-process gradient, summed in another order). Every rank then takes the
+same optimizer step. Loss and accuracy travel in a second, 2-number Allreduce, so
+all ranks see (and stop on) the same values. Launch with `mpiexec -n 4 python ...`
+or `mpiexec -n 4 pyneuro train --distributed`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+
+class Distributed:
+    """The MPI side of synchronous data parallelism.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        The communicator (default MPI.COMM_WORLD).
+    """
+
+    def __init__(self, comm=None):
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise ImportError("distributed training needs mpi4py and an MPI library: "
+                              "pip install 'pyneuro[mpi]' (mpi4py and mpich)") from None
+        self._mpi = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.allreduce_seconds = 0.0   # time spent combining gradients, and how many times
+        self.allreduce_calls = 0
+        self._share_cores()
+
+    def _share_cores(self) -> None:
+        """Ranks on one machine split its cores: each rank's kernels get cores / ranks-here
+        threads (at least 1), unless OMP_NUM_THREADS or pn.set_num_threads chose already.
+        Oversubscribed, OpenMP workers and MPI's busy-polling starve each other."""
+        from . import _core
+        here = self.comm.Split_type(self._mpi.COMM_TYPE_SHARED).Get_size()
+        if here > 1 and "OMP_NUM_THREADS" not in os.environ and not _core._threads_chosen():
+            _core.set_num_threads(max(1, (os.cpu_count() or 1) // here))
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, rows: np.ndarray) -> np.ndarray:
+        """This rank's contiguous part of `rows` (parts differ in length by at most one)."""
+        n = rows.shape[0]
+        return rows[n * self.rank // self.size:n * (self.rank + 1) // self.size]
+
+    def broadcast(self, array: np.ndarray) -> None:
+        """Rank 0's values into `array` on every rank (in place)."""
+        self.comm.Bcast(array, root=0)
+
+    def sum(self, array: np.ndarray) -> None:
+        """Element-wise sum over the ranks, in place, on one contiguous buffer."""
+        self.comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+
+    def combine_step(self, grads: np.ndarray, loss: float, correct: int | None, rows: int,
+                     batch: int) -> tuple[float, int | None]:
+        """Average the shards' gradients into the batch gradient (in place) and return the
+        batch's mean loss and correct count, the same on every rank."""
+        if rows != batch:
+            grads *= rows / batch
+        t = time.perf_counter()
+        self.sum(grads)
+        self.allreduce_seconds += time.perf_counter() - t
+        self.allreduce_calls += 1
+        stats = np.array([loss * rows, correct or 0], dtype=np.float64)
+        self.sum(stats)
+        return float(stats[0] / batch), (None if correct is None else int(stats[1]))
+
+    def abort(self, error: BaseException) -> None:
+        """Stop every rank: one rank's exception must not leave the others waiting."""
+        print(f"pyneuro: rank {self.rank} of {self.size} failed: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
+        self.comm.Abort(1)
