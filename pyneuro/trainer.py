@@ -119,6 +119,9 @@ class Trainer:
         if distributed:
             from .distributed import Distributed
             self.dist = distributed if isinstance(distributed, Distributed) else Distributed()
+            # one shuffle for all ranks, even when seed is None: rank 0's stream everywhere
+            self.rng.bit_generator.state = self.dist.comm.bcast(self.rng.bit_generator.state, root=0)
+            self._split_seed = self.dist.comm.bcast(self._split_seed, root=0)
         self.verbose = verbose if self.is_root else 0
         self.allow_nonfinite = bool(allow_nonfinite)
         self.optimizer.bind(model.params, model.grads)

@@ -111,3 +111,25 @@ def test_without_mpi4py_the_error_says_what_to_install():
             "pn.Trainer(pn.Sequential([pn.Dense(3, 2)]), distributed=True)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode != 0 and "pip install 'pyneuro[mpi]'" in proc.stderr
+
+
+UNSEEDED = textwrap.dedent("""
+    import numpy as np, pyneuro as pn
+    from mpi4py import MPI
+    X, y = pn.datasets.load_digits()
+    model = pn.Sequential([pn.Dense(64, 10)])                 # no seed anywhere
+    t = pn.Trainer(model, epochs=2, verbose=0, distributed=True)
+    t.fit(X, y, validation_split=0.2)
+    every = MPI.COMM_WORLD.allgather(model.params.tobytes())
+    print(all(p == every[0] for p in every))
+""")
+
+
+@needs_mpi
+def test_unseeded_ranks_still_agree(tmp_path):
+    script = tmp_path / "unseeded.py"
+    script.write_text(UNSEEDED)
+    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
