@@ -8,27 +8,44 @@
 #             m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
 #             w ← w − η·(m / (1−β₁ᵗ)) / (√(v / (1−β₂ᵗ)) + ε)
 #   RMSprop   g ← g + λ·w;  v ← ρv + (1−ρ)g²;  w ← w − η·g / (√v + ε)
-# Elementwise, so any split over threads gives the same result.
+# Elementwise, so any split over threads gives the same result. The loops themselves are
+# in optim_kernels.h, built for the baseline ISA and for AVX2+FMA (picked with the GEMM's).
 #
 # Global gradient norm for clipping: ‖g‖₂ = √(Σ g²), summed over fixed chunks in order.
 
 cdef enum:
     NORM_CHUNK = 16384
+    UPDATE_CHUNK = 8192    # elements per task of an update
+
+
+cdef extern from "optim_kernels.h" nogil:
+    void pn_sgd_f32(long n, float *w, const float *g, float *v, float lr, float mu, int nesterov,
+                    float wd, float s)
+    void pn_sgd_f64(long n, double *w, const double *g, double *v, double lr, double mu, int nesterov,
+                    double wd, double s)
+    void pn_adam_f32(long n, float *w, const float *g, float *m, float *v, float lr, float b1, float b2,
+                     float omb1, float omb2, float eps, float wd, int decoupled, float c1, float c2, float s)
+    void pn_adam_f64(long n, double *w, const double *g, double *m, double *v, double lr, double b1,
+                     double b2, double omb1, double omb2, double eps, double wd, int decoupled, double c1,
+                     double c2, double s)
+    void pn_rmsprop_f32(long n, float *w, const float *g, float *v, float lr, float rho, float omrho,
+                        float eps, float wd, float s)
+    void pn_rmsprop_f64(long n, double *w, const double *g, double *v, double lr, double rho,
+                        double omrho, double eps, double wd, double s)
 
 
 cdef void _sgd(floating[::1] w, const floating[::1] g, floating[::1] v, floating lr,
                floating mu, bint nesterov, floating wd, floating s) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating gi
-    cdef int nt = _nthreads()
-    if mu == 0:
-        for i in prange(w.shape[0], num_threads=nt, schedule="static"):
-            w[i] = w[i] - lr * (s * g[i] + wd * w[i])
-        return
-    for i in prange(w.shape[0], num_threads=nt, schedule="static"):
-        gi = s * g[i] + wd * w[i]
-        v[i] = mu * v[i] + gi
-        w[i] = w[i] - lr * (gi + mu * v[i] if nesterov else v[i])
+    """The update in chunks over the threads (optim_kernels.h: SIMD per ISA)."""
+    cdef Py_ssize_t n = w.shape[0], c, i0, k
+    cdef floating *pv = &v[0] if mu != 0 else NULL
+    for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
+        i0 = c * UPDATE_CHUNK
+        k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
+        if floating is float:
+            pn_sgd_f32(k, &w[i0], &g[i0], pv + i0 if pv != NULL else NULL, lr, mu, nesterov, wd, s)
+        else:
+            pn_sgd_f64(k, &w[i0], &g[i0], pv + i0 if pv != NULL else NULL, lr, mu, nesterov, wd, s)
 
 
 cdef void _adam(floating[::1] w, const floating[::1] g, floating[::1] m, floating[::1] v,
@@ -36,29 +53,26 @@ cdef void _adam(floating[::1] w, const floating[::1] g, floating[::1] m, floatin
                 floating wd, bint decoupled, floating c1, floating c2, floating s) noexcept nogil:
     """c1 = 1/(1−β₁ᵗ), c2 = 1/(1−β₂ᵗ): the bias corrections; omb = 1−β formed in double
     (1 − float32(0.9999) is 1.7e-4 off 1e-4)."""
-    cdef Py_ssize_t i
-    cdef floating gi
-    cdef int nt = _nthreads()
-    for i in prange(w.shape[0], num_threads=nt, schedule="static"):
-        gi = s * g[i]
-        if decoupled:
-            w[i] = w[i] - lr * wd * w[i]
+    cdef Py_ssize_t n = w.shape[0], c, i0, k
+    for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
+        i0 = c * UPDATE_CHUNK
+        k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
+        if floating is float:
+            pn_adam_f32(k, &w[i0], &g[i0], &m[i0], &v[i0], lr, b1, b2, omb1, omb2, eps, wd, decoupled, c1, c2, s)
         else:
-            gi = gi + wd * w[i]
-        m[i] = b1 * m[i] + omb1 * gi
-        v[i] = b2 * v[i] + omb2 * gi * gi
-        w[i] = w[i] - lr * (m[i] * c1) / (f_sqrt(v[i] * c2) + eps)
+            pn_adam_f64(k, &w[i0], &g[i0], &m[i0], &v[i0], lr, b1, b2, omb1, omb2, eps, wd, decoupled, c1, c2, s)
 
 
 cdef void _rmsprop(floating[::1] w, const floating[::1] g, floating[::1] v, floating lr,
                    floating rho, floating omrho, floating eps, floating wd, floating s) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating gi
-    cdef int nt = _nthreads()
-    for i in prange(w.shape[0], num_threads=nt, schedule="static"):
-        gi = s * g[i] + wd * w[i]
-        v[i] = rho * v[i] + omrho * gi * gi
-        w[i] = w[i] - lr * gi / (f_sqrt(v[i]) + eps)
+    cdef Py_ssize_t n = w.shape[0], c, i0, k
+    for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
+        i0 = c * UPDATE_CHUNK
+        k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
+        if floating is float:
+            pn_rmsprop_f32(k, &w[i0], &g[i0], &v[i0], lr, rho, omrho, eps, wd, s)
+        else:
+            pn_rmsprop_f64(k, &w[i0], &g[i0], &v[i0], lr, rho, omrho, eps, wd, s)
 
 
 cdef double sumsq_range(const floating *g, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:

@@ -170,3 +170,28 @@ def test_adam_step_counts_from_one():
     w = np.zeros(3)
     with pytest.raises(ValueError, match="t counts from 1"):
         _core.adam_step(w, w.copy(), w.copy(), w.copy(), 0, 0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("step", ["sgd", "nesterov", "adam", "adamw", "rmsprop"])
+def test_simd_and_generic_updates_agree(gemm_kernel, step, dtype):
+    """The update loops are built for the baseline ISA and for AVX2+FMA (optim_kernels.h,
+    picked with the GEMM kernel); both follow the formula, FMA rounding apart."""
+    n = 20011                                   # chunks of 8192 and a ragged tail
+    rng = np.random.default_rng(3)
+    w0, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    m0, v0 = rng.standard_normal(n).astype(dtype), rng.uniform(0.1, 1, n).astype(dtype)
+    out = {}
+    for kernel in ("generic", "avx2"):
+        gemm_kernel(kernel)
+        w, m, v = w0.copy(), m0.copy(), v0.copy()
+        if step in ("sgd", "nesterov"):
+            _core.sgd_step(w, g, v, 0.1, momentum=0.9, nesterov=step == "nesterov", weight_decay=0.01)
+        elif step == "rmsprop":
+            _core.rmsprop_step(w, g, v, 0.01, weight_decay=0.01)
+        else:
+            _core.adam_step(w, g, m, v, 3, 0.01, weight_decay=0.01, decoupled=step == "adamw")
+        out[kernel] = (w, m, v)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(out["generic"], out["avx2"]):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
