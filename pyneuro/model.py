@@ -125,6 +125,8 @@ class Sequential:
         X = check_features(X, self.dtype, self.n_in, allow_nonfinite=allow_nonfinite)
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
+        if self._chain is not None and X.shape[0] <= batch_size:   # one compiled call, no slicing
+            return self._chain.forward(X, out)
         for s in range(0, X.shape[0], batch_size):
             if self._chain is not None:
                 self._chain.forward(X[s:s + batch_size], out[s:s + batch_size])
