@@ -40,6 +40,7 @@ class Distributed:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
+        self._stats = np.zeros(2)      # (loss·rows, correct) of a step, reused: no allocation per step
         self.allreduce_seconds = 0.0   # time spent combining gradients, and how many times
         self.allreduce_calls = 0
         self._share_cores()
@@ -80,7 +81,8 @@ class Distributed:
         self.sum(grads)
         self.allreduce_seconds += time.perf_counter() - t
         self.allreduce_calls += 1
-        stats = np.array([loss * rows, correct or 0], dtype=np.float64)
+        stats = self._stats
+        stats[0], stats[1] = loss * rows, correct or 0
         self.sum(stats)
         return float(stats[0] / batch), (None if correct is None else int(stats[1]))
 
