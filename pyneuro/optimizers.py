@@ -97,14 +97,7 @@ class Optimizer:
 
     Parameters
     ----------
-    lr : float
-        Base learning rate η (> 0).
-    weight_decay : float
-        λ ≥ 0.
-    clip_norm : float, optional
-        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
-    schedule : Schedule or callable, optional
-        η_e = η·factor(e) for epoch e.
+    {common}
     """
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None,
@@ -174,14 +167,7 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    lr : float
-        Base learning rate η (> 0).
-    weight_decay : float
-        λ ≥ 0.
-    clip_norm : float, optional
-        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
-    schedule : Schedule or callable, optional
-        η_e = η·factor(e) for epoch e.
+    {common}
     momentum : float
         μ in [0, 1).
     nesterov : bool
@@ -214,14 +200,7 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    lr : float
-        Base learning rate η (> 0).
-    weight_decay : float
-        λ ≥ 0.
-    clip_norm : float, optional
-        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
-    schedule : Schedule or callable, optional
-        η_e = η·factor(e) for epoch e.
+    {common}
     beta1, beta2 : float
         β₁, β₂ in [0, 1).
     eps : float
@@ -255,14 +234,7 @@ class AdamW(Adam):
 
     Parameters
     ----------
-    lr : float
-        Base learning rate η (> 0).
-    weight_decay : float
-        λ ≥ 0.
-    clip_norm : float, optional
-        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
-    schedule : Schedule or callable, optional
-        η_e = η·factor(e) for epoch e.
+    {common}
     beta1, beta2 : float
     eps : float
     """
@@ -279,14 +251,7 @@ class RMSprop(Optimizer):
 
     Parameters
     ----------
-    lr : float
-        Base learning rate η (> 0).
-    weight_decay : float
-        λ ≥ 0.
-    clip_norm : float, optional
-        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
-    schedule : Schedule or callable, optional
-        η_e = η·factor(e) for epoch e.
+    {common}
     rho : float
         ρ in [0, 1).
     eps : float
@@ -310,6 +275,18 @@ class RMSprop(Optimizer):
     def config(self):
         return {**super().config(), "rho": self.rho, "eps": self.eps}
 
+
+# the parameters every optimizer shares, written once into each docstring's {common}
+_COMMON_PARAMETERS = """lr : float
+        Base learning rate η (> 0).
+    weight_decay : float
+        λ ≥ 0.
+    clip_norm : float, optional
+        Clip the gradient by its global norm: g ← g·min(1, c/‖g‖₂).
+    schedule : Schedule or callable, optional
+        η_e = η·factor(e) for epoch e."""
+for _cls in (Optimizer, SGD, Adam, AdamW, RMSprop):
+    _cls.__doc__ = (_cls.__doc__ or "").replace("{common}", _COMMON_PARAMETERS)
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 

@@ -199,41 +199,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multilayer perceptron classifier: pyneuro's Sequential of Dense layers with softmax
     cross-entropy, trained by pyneuro's Trainer. Labels may be of any type (ints, strings).
 
-    Parameters
-    ----------
-    hidden_layer_sizes : tuple of int
-        Widths of the hidden layers (default (100,)).
-    activation : {'relu', 'tanh', 'logistic', 'identity', 'gelu', 'elu', 'leaky_relu'}
-    solver : {'adam', 'sgd'}
-    alpha : float
-        L2 penalty α/(2·batch)·‖W‖² (weight decay λ = α/batch).
-    batch_size : int or 'auto'
-        'auto': min(200, n_samples).
-    learning_rate_init : float
-    max_iter : int
-        Epochs at most.
-    shuffle : bool
-        Accepted for compatibility; batches are always shuffled.
-    random_state : int or None
-    tol : float
-    n_iter_no_change : int
-        Stop when the training loss (or, with early_stopping, the validation loss) has not
-        improved by tol for this many epochs.
-    early_stopping : bool
-    validation_fraction : float
-        Held out for early stopping.
-    momentum : float
-        For solver='sgd'.
-    nesterovs_momentum : bool
-    warm_start : bool
-        fit() continues from the current weights.
-    verbose : bool
-    dtype : {'float32', 'float64'}
-        pyneuro's computation type.
-    threads : int or None
-        pyneuro's kernel threads (process-wide, as pn.set_num_threads).
-    dropout : float
-        Dropout after each hidden layer.
+    {parameters}
 
     Attributes
     ----------
@@ -285,7 +251,43 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """A multilayer perceptron regressor: Dense layers with an identity output, trained on
     mean squared error by pyneuro's Trainer. y: (n_samples,) or (n_samples, n_targets).
 
-    Parameters
+    {parameters}
+
+    Attributes
+    ----------
+    n_features_in_, model_, loss_curve_, n_iter_, best_loss_, coefs_, intercepts_
+    """
+
+    _classifier, _multi_output, _loss = False, True, "mse"
+
+    def _encode(self, y, first):
+        y = np.asarray(y, dtype=self.dtype)
+        if first:
+            self._y_1d = y.ndim == 1
+            self._n_out = 1 if y.ndim == 1 else y.shape[1]
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        if Y.shape[1] != self._n_out:
+            raise ValueError(f"y has {Y.shape[1]} targets, the model was fitted with {self._n_out}")
+        return np.ascontiguousarray(Y)
+
+    def partial_fit(self, X, y):
+        """One epoch over (X, y); the first call builds the model."""
+        return self._fit(X, y, incremental=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def predict(self, X):
+        """The network's outputs as float64 (scikit-learn's convention for regressors):
+        (n_samples,) when fitted on 1-d y."""
+        Z = self._forward(X).astype(np.float64)
+        return Z[:, 0].copy() if self._y_1d else Z
+
+
+# the constructor parameters both estimators share, written once into their docstrings
+_PARAMETERS = """Parameters
     ----------
     hidden_layer_sizes : tuple of int
         Widths of the hidden layers (default (100,)).
@@ -319,36 +321,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     threads : int or None
         pyneuro's kernel threads (process-wide, as pn.set_num_threads).
     dropout : float
-        Dropout after each hidden layer.
-
-    Attributes
-    ----------
-    n_features_in_, model_, loss_curve_, n_iter_, best_loss_, coefs_, intercepts_
-    """
-
-    _classifier, _multi_output, _loss = False, True, "mse"
-
-    def _encode(self, y, first):
-        y = np.asarray(y, dtype=self.dtype)
-        if first:
-            self._y_1d = y.ndim == 1
-            self._n_out = 1 if y.ndim == 1 else y.shape[1]
-        Y = y.reshape(-1, 1) if y.ndim == 1 else y
-        if Y.shape[1] != self._n_out:
-            raise ValueError(f"y has {Y.shape[1]} targets, the model was fitted with {self._n_out}")
-        return np.ascontiguousarray(Y)
-
-    def partial_fit(self, X, y):
-        """One epoch over (X, y); the first call builds the model."""
-        return self._fit(X, y, incremental=True)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
-
-    def predict(self, X):
-        """The network's outputs as float64 (scikit-learn's convention for regressors):
-        (n_samples,) when fitted on 1-d y."""
-        Z = self._forward(X).astype(np.float64)
-        return Z[:, 0].copy() if self._y_1d else Z
+        Dropout after each hidden layer."""
+for _cls in (MLPClassifier, MLPRegressor):
+    _cls.__doc__ = (_cls.__doc__ or "").replace("{parameters}", _PARAMETERS)
