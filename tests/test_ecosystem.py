@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -82,20 +81,15 @@ def test_regressor_matches_the_target():
     assert MLPRegressor(max_iter=20, random_state=0).fit(X, Y[:, 0]).predict(X).shape == (600,)
 
 
-def test_digits_accuracy_matches_scikit_learn_and_trains_faster():
+def test_digits_accuracy_matches_scikit_learn():
+    """Same split, same settings: within one point of scikit-learn's MLPClassifier (the speed
+    comparison is a benchmark: python -m pytest bench/test_bench_sklearn.py)."""
     from sklearn.neural_network import MLPClassifier as SkMLP
     X_train, X_test, y_train, y_test = digits_split()
     params = dict(hidden_layer_sizes=(100,), max_iter=60, random_state=0, tol=0.0, n_iter_no_change=1000)
-    times, scores = {}, {}
-    for name, cls in (("pyneuro", MLPClassifier), ("sklearn", SkMLP)):
-        best = np.inf
-        for _ in range(3):
-            t = time.perf_counter()
-            est = cls(**params).fit(X_train, y_train)
-            best = min(best, time.perf_counter() - t)
-        times[name], scores[name] = best, est.score(X_test, y_test)
-    assert scores["pyneuro"] >= scores["sklearn"] - 0.01, scores
-    assert times["pyneuro"] < times["sklearn"], times
+    ours = MLPClassifier(**params).fit(X_train, y_train).score(X_test, y_test)
+    theirs = SkMLP(**params).fit(X_train, y_train).score(X_test, y_test)
+    assert ours >= theirs - 0.01, (ours, theirs)
 
 
 # ---- ONNX ------------------------------------------------------------------------------------
