@@ -24,20 +24,32 @@ cdef void colsum(const floating *D, Py_ssize_t B, Py_ssize_t m, floating *db, in
                 db[j] += D[i * m + j]
 
 
+cdef int dense_layer(Py_ssize_t B, Py_ssize_t n, Py_ssize_t m, const floating *X, const floating *W,
+                     const floating *b, int act, floating alpha, floating *Z, floating *A,
+                     int nt) noexcept nogil:
+    """Z = X·W + b and A = f(Z) (A may be Z; NULL for identity): one GEMM with the
+    bias+activation epilogue, softmax as a second pass over whole rows. Returns 1 when
+    GEMM buffers could not be allocated. dense_forward and DenseChain both run on it."""
+    cdef Py_ssize_t i
+    if gemm(False, False, B, m, n, <floating>1, X, n, W, m, <floating>0, Z, m, b, act, alpha,
+            A if act != ACT_SOFTMAX else NULL, m, nt):
+        return 1
+    if act == ACT_SOFTMAX:
+        for i in prange(B, num_threads=_nthreads_for(B * m), schedule="static"):
+            softmax_row(Z + i * m, A + i * m, m)
+    return 0
+
+
 cdef void _dense_forward(const floating[:, ::1] X, const floating[:, ::1] W,
                          const floating[::1] b, floating[:, ::1] Z, floating[:, ::1] A, int act,
                          floating alpha) except *:
-    cdef Py_ssize_t B = X.shape[0], n = X.shape[1], m = W.shape[1], i
-    cdef int err, nt = _nthreads()
+    cdef Py_ssize_t B = X.shape[0], n = X.shape[1], m = W.shape[1]
+    cdef int err
     cdef floating *Aout = &A[0, 0] if A is not None else NULL
     cdef const floating *pX = &X[0, 0] if n else NULL
     cdef const floating *pW = &W[0, 0] if n else NULL
     with nogil:
-        err = gemm(False, False, B, m, n, <floating>1, pX, n, pW, m, <floating>0,
-                   &Z[0, 0], m, &b[0], act, alpha, Aout if act != ACT_SOFTMAX else NULL, m, nt)
-        if act == ACT_SOFTMAX and not err:
-            for i in prange(B, num_threads=_nthreads_for(B * m), schedule="static"):
-                softmax_row(&Z[i, 0], Aout + i * m, m)
+        err = dense_layer(B, n, m, pX, pW, &b[0], act, alpha, &Z[0, 0], Aout, _nthreads())
     if err:
         raise MemoryError("dense_forward: could not allocate GEMM work buffers")
 

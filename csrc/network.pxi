@@ -110,21 +110,16 @@ cdef class DenseChain:
 
 cdef int _chain_forward(DenseChain c, Py_ssize_t B, const floating *X, floating *out,
                         floating *work, Py_ssize_t stride) noexcept nogil:
-    """A_l into work[l % 2] (the last into out): one GEMM with the bias+activation
-    epilogue per layer, in place. Returns 1 when GEMM buffers could not be allocated."""
-    cdef Py_ssize_t l, i, n, k
+    """A_l into work[l % 2] (the last into out), each layer in place (dense_layer).
+    Returns 1 when GEMM buffers could not be allocated."""
+    cdef Py_ssize_t l
     cdef int nt = _nthreads()
     cdef const floating *src = X
     cdef floating *dst
     for l in range(c.n_layers):
-        k, n = c.widths[l], c.widths[l + 1]
         dst = out if l == c.n_layers - 1 else work + (l % 2) * stride
-        if gemm(False, False, B, n, k, <floating>1, src, k, <const floating *>c.W[l], n,
-                <floating>0, dst, n, <const floating *>c.b[l], c.act[l], <floating>c.alpha[l],
-                dst if c.act[l] != ACT_SOFTMAX else NULL, n, nt):
+        if dense_layer(B, c.widths[l], c.widths[l + 1], src, <const floating *>c.W[l],
+                       <const floating *>c.b[l], c.act[l], <floating>c.alpha[l], dst, dst, nt):
             return 1
-        if c.act[l] == ACT_SOFTMAX:
-            for i in prange(B, num_threads=_nthreads_for(B * n), schedule="static"):
-                softmax_row(dst + i * n, dst + i * n, n)
         src = dst
     return 0

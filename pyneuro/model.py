@@ -84,7 +84,7 @@ class Sequential:
                 acts.append(layer.activation); alphas.append(layer.alpha)
             elif isinstance(layer, (Identity, Dropout)):
                 continue
-            elif type(layer).__mro__[1] is Activation and Ws and acts[-1] == "identity":
+            elif isinstance(layer, Activation) and Ws and acts[-1] == "identity":
                 acts[-1], alphas[-1] = layer.activation, layer.alpha
             else:
                 return None
@@ -125,8 +125,6 @@ class Sequential:
         X = check_features(X, self.dtype, self.n_in, allow_nonfinite=allow_nonfinite)
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
-        if self._chain is not None and X.shape[0] <= batch_size:   # one compiled call, no slicing
-            return self._chain.forward(X, out)
         for s in range(0, X.shape[0], batch_size):
             if self._chain is not None:
                 self._chain.forward(X[s:s + batch_size], out[s:s + batch_size])

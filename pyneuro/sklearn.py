@@ -140,12 +140,9 @@ class _BaseMLP(BaseEstimator):
             self._rng = np.random.default_rng(self.random_state if isinstance(self.random_state, (int, np.integer))
                                               else None)
             self.model_ = self._build(X.shape[1], self._n_out, sizes)
-            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
-            self.best_loss_ = np.inf
-            if self.early_stopping:
-                self.validation_scores_, self.best_validation_score_ = [], -np.inf
-            self._trainer_ = self._trainer(X.shape[0])
-        if getattr(self, "_trainer_", None) is None:   # after unpickling: fresh optimizer state
+            self.loss_curve_ = []
+            self._trainer_ = None
+        if getattr(self, "_trainer_", None) is None:   # new model, or unpickled: fresh optimizer state
             self._trainer_ = self._trainer(X.shape[0])
         trainer = self._trainer_
         if X.shape[0] < 2 and self.early_stopping and not incremental:
@@ -157,10 +154,10 @@ class _BaseMLP(BaseEstimator):
         if not incremental:
             key = "val_loss" if split else "loss"
             callbacks.append(_StopWhenFlat(key, self.tol, self.n_iter_no_change))
+        done = trainer.history.epochs
         history = trainer.fit(X, Y, epochs=1 if incremental else self.max_iter, validation_split=split,
                               callbacks=callbacks)
-        new = history["loss"][len(self.loss_curve_):] if len(history["loss"]) > len(self.loss_curve_) else []
-        self.loss_curve_ += [float(v) for v in new]
+        self.loss_curve_ += [float(v) for v in history["loss"][done:]]
         if split:
             self.validation_scores_ = [float(-v) for v in history["val_loss"]]
             self.best_validation_score_ = max(self.validation_scores_)

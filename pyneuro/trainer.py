@@ -128,10 +128,7 @@ class Trainer:
         self.stop_training = False
         self.history = History()
         self.epoch = 0
-        self._xb: np.ndarray | None = None
-        self._yb: np.ndarray | None = None
-        self._dZ: np.ndarray | None = None
-        self._pred: np.ndarray | None = None
+        self._bufs: tuple | None = None   # (xb, yb, dZ, pred) of the largest batch so far
 
     @property
     def is_root(self) -> bool:
@@ -147,14 +144,13 @@ class Trainer:
 
     def _buffers(self, B: int, y: np.ndarray):
         """Batch buffers of B rows, reused across batches and epochs."""
-        m = self.model
-        if (self._xb is None or self._yb is None or self._dZ is None or self._pred is None
-                or self._xb.shape[0] < B or self._yb.shape[1:] != y.shape[1:] or self._yb.dtype != y.dtype):
-            self._xb = np.empty((B, m.n_in), dtype=m.dtype)
-            self._yb = np.empty((B,) + y.shape[1:], dtype=y.dtype)
-            self._dZ = np.empty((B, m.n_out), dtype=m.dtype)
-            self._pred = np.empty(B, dtype=np.int64)
-        return self._xb[:B], self._yb[:B], self._dZ[:B], self._pred[:B]
+        bufs = self._bufs
+        if bufs is None or bufs[0].shape[0] < B or bufs[1].shape[1:] != y.shape[1:] or bufs[1].dtype != y.dtype:
+            m = self.model
+            bufs = self._bufs = (np.empty((B, m.n_in), m.dtype), np.empty((B,) + y.shape[1:], y.dtype),
+                                 np.empty((B, m.n_out), m.dtype), np.empty(B, np.int64))
+        xb, yb, dZ, pred = bufs
+        return xb[:B], yb[:B], dZ[:B], pred[:B]
 
     def _gather(self, X, y, idx):
         xb, yb, dZ, pred = self._buffers(idx.shape[0], y)
