@@ -37,9 +37,10 @@ TRAIN = textwrap.dedent("""
 """)
 
 
-def run_mpi(n, args, tmp_path, timeout=120):
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN)
+def run_mpi(n, source, args, tmp_path, timeout=120):
+    """`source` as a script on n ranks under mpiexec."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
     return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, str(script), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
@@ -57,7 +58,7 @@ def single_process(dtype, batch, opt):
     ("float32", 100, "adam", 2e-4),     # float32 rounding, 3 epochs of Adam
 ])
 def test_two_ranks_train_like_one_process(tmp_path, dtype, batch, opt, rtol):
-    proc = run_mpi(2, [dtype, batch, opt, tmp_path / "w"], tmp_path)
+    proc = run_mpi(2, TRAIN, [dtype, batch, opt, tmp_path / "w"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [np.load(tmp_path / f"w.{r}.npy") for r in (0, 1)]
     histories = [np.load(tmp_path / f"w.{r}.history.npy") for r in (0, 1)]
@@ -84,10 +85,7 @@ FAIL = textwrap.dedent("""
 
 @needs_mpi
 def test_a_failing_rank_stops_the_job(tmp_path):
-    script = tmp_path / "fail.py"
-    script.write_text(FAIL)
-    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+    proc = run_mpi(2, FAIL, [], tmp_path, timeout=60)
     assert proc.returncode != 0
     assert "rank 1 of 2 failed: RuntimeError: rank one broke" in proc.stderr
 
@@ -128,9 +126,6 @@ UNSEEDED = textwrap.dedent("""
 
 @needs_mpi
 def test_unseeded_ranks_still_agree(tmp_path):
-    script = tmp_path / "unseeded.py"
-    script.write_text(UNSEEDED)
-    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+    proc = run_mpi(2, UNSEEDED, [], tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["2", "True"]
