@@ -58,7 +58,8 @@ cdef enum:
     MC = 144
     NC = 4080                    # a multiple of both NR
     TILE_MAX = PN_MR * PN_NR_F32
-    PACK_COST = 8                # packing one element costs about 8 multiply-adds of the kernel
+    PACK_COST = 24               # packing one element costs about 24 multiply-adds of the kernel
+                                 # (a transposing pack: ~1.5 cycles, the kernel: 16 per cycle)
     MIN_TASK_FMA = 1 << 15       # below this many multiply-adds per thread, fewer threads win
     INPLACE_PANELS = 8           # an operand whose panels serve at most this many tiles is not packed
 
