@@ -249,11 +249,12 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     be allocated.
     Packing pays when a panel is reused many times. A B panel serves ⌈M/MR⌉ tiles and
     an A panel ⌈N/NR⌉, so for few of them an operand already laid out as panels with a
-    longer stride (op(B) row-major, op(A) column-major) is read in place."""
+    longer stride (op(B) row-major, op(A) column-major) is read in place; so is a
+    single row of A, whose one panel is that row with p-stride csa."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t kcs = even_slice(K, KC, 1), mcs = even_slice(M, MC, MR)
     cdef Py_ssize_t ncs = even_slice(N, NC, nr)
-    cdef bint a_inplace = rsa == 1 and N <= INPLACE_PANELS * nr
+    cdef bint a_inplace = (rsa == 1 and N <= INPLACE_PANELS * nr) or M == 1   # one row: a vector
     cdef bint b_inplace = csb == 1 and M <= INPLACE_PANELS * MR
     cdef Py_ssize_t jc_, pc_, ic_, jc, pc, ic, nc, kc, mc, jedge
     cdef floating *Ap = <floating *>pn_workspace(0, mcs * kcs * sizeof(floating))
