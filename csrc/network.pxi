@@ -6,11 +6,15 @@
 # calls (checks, buffer lookups) would otherwise cost more than a single
 # sample's arithmetic. Each layer is one GEMM whose epilogue adds b_l and applies
 # f_l in place; two work buffers take turns holding A_l (softmax needs whole rows
-# and runs as a second pass). The buffers are made per call, so one chain can
-# serve several Python threads at once. The arithmetic is exactly dense_forward's, so the
-# result is bitwise the same as running the layers one by one.
+# and runs as a second pass). The buffers are the calling thread's workspace
+# (runtime.h, up to CHAIN_WORKSPACE_MAX), reused from call to call, so one chain
+# can serve several Python threads at once and a warm call allocates nothing. The arithmetic is exactly
+# dense_forward's, so the result is bitwise the same as running the layers one by one.
 
 from libc.stdlib cimport malloc, free
+
+cdef enum:
+    CHAIN_WORKSPACE_MAX = 8 << 20   # bytes of work buffers a thread keeps between calls
 
 
 cdef class DenseChain:
@@ -91,13 +95,20 @@ cdef class DenseChain:
         _shape("out", out, (B, self.n_out))
         if B == 0:
             return out
-        bufs = np.empty((2, B * self.widest), dtype=self.dtype) if self.n_layers > 1 else out
-        cdef Py_ssize_t stride = bufs.shape[1] if self.n_layers > 1 else 0
+        cdef bint f32 = self.dtype == F32
+        cdef Py_ssize_t stride = B * self.widest if self.n_layers > 1 else 0
+        cdef size_t nbytes = 2 * stride * (4 if f32 else 8)
         cdef void *x = cnp.PyArray_DATA(<cnp.ndarray>X)
         cdef void *o = cnp.PyArray_DATA(<cnp.ndarray>out)
-        cdef void *w = cnp.PyArray_DATA(<cnp.ndarray>bufs)
+        cdef void *w
         cdef int err
-        cdef bint f32 = self.dtype == F32
+        if nbytes <= CHAIN_WORKSPACE_MAX:   # kept by this thread for its next calls
+            w = pn_workspace(3, max(nbytes, 1))
+        else:                               # a huge batch: its buffers go with the call
+            big = np.empty(nbytes, dtype=np.uint8)
+            w = cnp.PyArray_DATA(<cnp.ndarray>big)
+        if w == NULL:
+            raise MemoryError(f"DenseChain.forward: could not allocate work buffers for {B} rows")
         with nogil:
             if f32:
                 err = _chain_forward(self, B, <const float *>x, <float *>o, <float *>w, stride)
