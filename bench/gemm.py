@@ -1,13 +1,13 @@
 """GEMM speed: pyneuro's own GEMM against numpy.matmul (its BLAS) and the machine's peak.
 
-    python bench/gemm.py                 # threads 1 and 2, median of 7
+    python bench/gemm.py                 # threads 1 and 2, median of 9
     python bench/gemm.py --threads 1,2,4 --repeats 9
 
-Prints one table: case, dtype, threads, GFLOP/s of pyneuro and of NumPy, their
-ratio, and each as % of the peak measured here by `_core.fma_probe` (the
-micro-kernel's FMA mix with no memory traffic). Samples of the two libraries
-alternate, so both see the same machine state; a sample repeats a call until it
-lasts ≥ 20 ms (after as many untimed calls), and the table quotes medians.
+Prints one table: case, dtype, threads, GFLOP/s of pyneuro and of NumPy (medians),
+the median of their side-by-side ratios, and each as % of the peak measured here
+by `_core.fma_probe` (the micro-kernel's FMA mix with no memory traffic). Samples
+of the two libraries alternate, so both see the same machine state; a sample
+repeats a call until it lasts ≥ 20 ms (after as many untimed calls).
 Before each sample the script waits 0.3 s: a BLAS's idle worker threads spin
 for a while after a call, and on a machine with few cores they would otherwise
 steal time from the other library.
@@ -85,14 +85,18 @@ def sample(fn, arg, calls):
 
 
 def paired_medians(ops, repeats):
-    """Median seconds per call of pyneuro and of NumPy, samples interleaved."""
+    """Median seconds per call of pyneuro and of NumPy, and the median of the ratios
+    NumPy/pyneuro of samples taken side by side (in alternating order): a slow phase
+    of the machine that spans a pair cancels out of its ratio."""
     calls = {f: calibrate(f, ops) for f in (run_pyneuro, run_numpy)}
     times = {f: [] for f in calls}
-    for _ in range(repeats):
-        for f in calls:
+    for r in range(repeats):
+        for f in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
             time.sleep(SETTLE_SECONDS)
             times[f].append(sample(f, ops, calls[f]))
-    return statistics.median(times[run_pyneuro]), statistics.median(times[run_numpy])
+    ours, theirs = times[run_pyneuro], times[run_numpy]
+    return (statistics.median(ours), statistics.median(theirs),
+            statistics.median(t / o for o, t in zip(ours, theirs)))
 
 
 def peak_gflops(dtype, repeats):
@@ -126,7 +130,7 @@ CASES = [
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--repeats", type=int, default=7, help="samples per case, median quoted (>= 5)")
+    parser.add_argument("--repeats", type=int, default=9, help="samples per case, median quoted (>= 5)")
     args = parser.parse_args(argv)
     if args.repeats < 5:
         parser.error(f"--repeats must be >= 5, got {args.repeats}")
@@ -146,10 +150,10 @@ def main(argv=None):
                   f"float64 {peak[np.float64]:.1f} GFLOP/s")
             for name, dtype, make in CASES:
                 ops = make(dtype, np.random.default_rng(0))
-                t_ours, t_numpy = paired_medians(ops, args.repeats)
+                t_ours, t_numpy, ratio = paired_medians(ops, args.repeats)
                 ours, theirs = flops(ops) / t_ours / 1e9, flops(ops) / t_numpy / 1e9
                 speed[name, dtype, nt] = ours
-                rows.append((name, np.dtype(dtype).name, nt, ours, theirs, ours / theirs,
+                rows.append((name, np.dtype(dtype).name, nt, ours, theirs, ratio,
                              100 * ours / peak[dtype], 100 * theirs / peak[dtype]))
     _core.set_num_threads(None)
 
