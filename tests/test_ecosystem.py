@@ -81,6 +81,7 @@ def test_regressor_matches_the_target():
     assert MLPRegressor(max_iter=20, random_state=0).fit(X, Y[:, 0]).predict(X).shape == (600,)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # its reference run stops at max_iter
 def test_digits_accuracy_matches_scikit_learn():
     """Same split, same settings: within one point of scikit-learn's MLPClassifier (the speed
     comparison is a benchmark: python -m pytest bench/test_bench_sklearn.py)."""
