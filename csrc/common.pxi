@@ -15,6 +15,11 @@ cnp.import_array()
 cdef extern from "runtime.h" nogil:
     int pn_openmp_enabled()
     int pn_omp_max_threads()
+    enum:
+        PN_WS_PACK_A
+        PN_WS_PACK_B
+        PN_WS_NORM
+        PN_WS_CHAIN
     void *pn_workspace(int slot, size_t nbytes)
     int pn_cpu_has_avx2_fma()
     int pn_forked

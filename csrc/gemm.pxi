@@ -257,8 +257,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     cdef bint a_inplace = (rsa == 1 and N <= INPLACE_PANELS * nr) or M == 1   # one row: a vector
     cdef bint b_inplace = csb == 1 and M <= INPLACE_PANELS * MR
     cdef Py_ssize_t jc_, pc_, ic_, jc, pc, ic, nc, kc, mc, jedge
-    cdef floating *Ap = <floating *>pn_workspace(0, mcs * kcs * sizeof(floating))
-    cdef floating *Bp = <floating *>pn_workspace(1, kcs * ncs * sizeof(floating))
+    cdef floating *Ap = <floating *>pn_workspace(PN_WS_PACK_A, mcs * kcs * sizeof(floating))
+    cdef floating *Bp = <floating *>pn_workspace(PN_WS_PACK_B, kcs * ncs * sizeof(floating))
     cdef const floating *Bedge = NULL
     if Ap == NULL or Bp == NULL:
         return 1

@@ -8,8 +8,9 @@
 # f_l in place; two work buffers take turns holding A_l (softmax needs whole rows
 # and runs as a second pass). The buffers are the calling thread's workspace
 # (runtime.h, up to CHAIN_WORKSPACE_MAX), reused from call to call, so one chain
-# can serve several Python threads at once and a warm call allocates nothing. The arithmetic is exactly
-# dense_forward's, so the result is bitwise the same as running the layers one by one.
+# can serve several Python threads at once and a warm call allocates nothing.
+# The arithmetic is exactly dense_forward's, so the result is bitwise the same as
+# running the layers one by one.
 
 from libc.stdlib cimport malloc, free
 
@@ -103,7 +104,7 @@ cdef class DenseChain:
         cdef void *w
         cdef int err
         if nbytes <= CHAIN_WORKSPACE_MAX:   # kept by this thread for its next calls
-            w = pn_workspace(3, max(nbytes, 1))
+            w = pn_workspace(PN_WS_CHAIN, max(nbytes, 1))
         else:                               # a huge batch: its buffers go with the call
             big = np.empty(nbytes, dtype=np.uint8)
             w = cnp.PyArray_DATA(<cnp.ndarray>big)

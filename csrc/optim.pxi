@@ -90,7 +90,7 @@ cdef double _sumsq(const floating[::1] g) except? -1:
     cdef int nt = _nthreads()
     if n == 0:
         return 0
-    partial = <double *>pn_workspace(2, nchunks * sizeof(double))
+    partial = <double *>pn_workspace(PN_WS_NORM, nchunks * sizeof(double))
     if partial == NULL:
         raise MemoryError("global_norm: out of memory")
     with nogil:

@@ -24,7 +24,13 @@ static int pn_omp_max_threads(void) { return 1; }
  * loops allocate nothing once warm. Buffers are freed when their thread exits.
  * Returns NULL when memory is exhausted.
  */
-#define PN_WORKSPACE_SLOTS 4
+enum {                      /* the slots, one per kind of buffer */
+    PN_WS_PACK_A,           /* GEMM: packed A block          (gemm.pxi)    */
+    PN_WS_PACK_B,           /* GEMM: packed B slab           (gemm.pxi)    */
+    PN_WS_NORM,             /* per-chunk sums of ‖g‖²        (optim.pxi)   */
+    PN_WS_CHAIN,            /* DenseChain's activations      (network.pxi) */
+    PN_WORKSPACE_SLOTS
+};
 
 typedef struct {
     void *ptr[PN_WORKSPACE_SLOTS];
