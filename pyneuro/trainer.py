@@ -19,7 +19,7 @@ import numpy as np
 from . import _core
 from ._validation import as_generator, check_features, check_float, check_int
 from .callbacks import Callback
-from .losses import Huber, Loss, get_loss
+from .losses import LOSSES, Loss, get_loss
 from .model import Sequential
 from .optimizers import Adam, Optimizer, get_optimizer
 from .layers import Softmax
@@ -113,6 +113,7 @@ class Trainer:
         self.rng = as_generator(seed)
         self._split_seed = int(self.rng.integers(2**63))   # validation_split: the same rows every fit
         self._pending_epochs: int | None = None            # set by from_checkpoint
+        self._end_epoch = 0                                # the epoch the running (or last) fit ends at
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
         self.dist = None
@@ -233,6 +234,7 @@ class Trainer:
             epochs = self.epochs if self._pending_epochs is None else self._pending_epochs
         epochs = check_int(epochs, "epochs", 0)
         self._pending_epochs = None
+        self._end_epoch = self.epoch + epochs
         validation_split = check_float(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         n = X.shape[0]
         rows = np.arange(n, dtype=np.int64)
@@ -335,8 +337,8 @@ class Trainer:
         opt = self.optimizer
         tensors = {"params": self.model.params}
         tensors.update({f"optimizer.{k}": v for k, v in opt.state_arrays().items()})
-        doc = {"epoch": self.epoch, "epochs": self.epochs, "batch_size": self.batch_size,
-               "loss": {"name": self.loss.name, "delta": getattr(self.loss, "delta", None)},
+        doc = {"epoch": self.epoch, "end_epoch": self._end_epoch, "epochs": self.epochs,
+               "batch_size": self.batch_size, "loss": {"name": self.loss.name, "config": self.loss.config()},
                "optimizer": opt.describe(), "step": opt.t,
                "rng": self.rng.bit_generator.state, "split_seed": self._split_seed,
                "allow_nonfinite": self.allow_nonfinite, "history": dict(self.history),
@@ -375,7 +377,7 @@ class Trainer:
                                  f"the file holds {params.dtype} {params.shape}")
             model.params[...] = params
             model.info = docs.get("info") or {}
-            loss = Huber(ck["loss"]["delta"]) if ck["loss"]["name"] == "huber" else ck["loss"]["name"]
+            loss = LOSSES[ck["loss"]["name"]](**ck["loss"]["config"])
             trainer = cls(model, loss, optimizer_from_description(ck["optimizer"], schedule),
                           batch_size=ck["batch_size"], epochs=ck["epochs"], seed=0, verbose=verbose,
                           allow_nonfinite=ck["allow_nonfinite"])
@@ -394,7 +396,8 @@ class Trainer:
                     layer.rng.bit_generator.state = state
             trainer.epoch = int(ck["epoch"])
             trainer.history = History({k: list(v) for k, v in ck["history"].items()})
-            trainer._pending_epochs = max(0, trainer.epochs - trainer.epoch)
+            trainer._end_epoch = int(ck["end_epoch"])       # the interrupted fit's last epoch
+            trainer._pending_epochs = max(0, trainer._end_epoch - trainer.epoch)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
         return trainer

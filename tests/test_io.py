@@ -176,14 +176,38 @@ def test_resume_is_bitwise_identical(tmp_path, opt, dtype):
     full = make_trainer(opt, dtype)
     full.fit(X, y, validation_split=0.2)
     part = make_trainer(opt, dtype)
-    part.fit(X, y, validation_split=0.2, epochs=2,
-             callbacks=[pn.ModelCheckpoint(tmp_path / "ck.st", save_best_only=False)])
+    part.fit(X, y, validation_split=0.2,
+             callbacks=[pn.ModelCheckpoint(tmp_path / "ck.st", save_best_only=False), interrupt_after(part, 2)])
     resumed = pn.Trainer.from_checkpoint(tmp_path / "ck.st", verbose=0)
     assert resumed.epoch == 2
     resumed.fit(X, y, validation_split=0.2)                 # the 4 epochs still to come
     assert resumed.epoch == 6
     assert np.array_equal(resumed.model.params, full.model.params)
     assert resumed.history["val_loss"] == full.history["val_loss"]
+
+
+def interrupt_after(trainer, epochs):
+    """A callback that stops `trainer` after `epochs` epochs, as a crash would."""
+    return pn.LambdaCallback(on_epoch_end=lambda e, logs: setattr(trainer, "stop_training", e + 1 == epochs))
+
+
+@pytest.mark.parametrize("default_epochs, earlier_fits", [(3, 0), (2, 2)])
+def test_resume_finishes_the_fit_that_was_running(tmp_path, default_epochs, earlier_fits):
+    """Not the Trainer's default epochs: fit(epochs=5) interrupted after 3 resumes for 2 more,
+    also when earlier fits already ran epochs."""
+    X, y = pn.datasets.load_digits()
+    X, y = X[:300], y[:300]
+    full, part = (make_trainer("sgd", "float32", default_epochs) for _ in range(2))
+    for t in (full, part):
+        t.fit(X, y, epochs=earlier_fits)
+    full.fit(X, y, epochs=5)
+    part.fit(X, y, epochs=5, callbacks=[pn.ModelCheckpoint(tmp_path / "ck.st", save_best_only=False),
+                                        interrupt_after(part, earlier_fits + 3)])
+    resumed = pn.Trainer.from_checkpoint(tmp_path / "ck.st", verbose=0)
+    assert resumed.epoch == earlier_fits + 3
+    resumed.fit(X, y)
+    assert resumed.epoch == full.epoch == earlier_fits + 5
+    assert np.array_equal(resumed.model.params, full.model.params)
 
 
 def test_checkpoint_is_a_model_file_and_a_model_file_is_no_checkpoint(tmp_path):
