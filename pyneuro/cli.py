@@ -66,13 +66,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _data_flags(p, with_split=True):
+SPLIT_DEFAULTS = {"test_size": 0.2, "split_seed": 0}
+
+
+def _data_flags(p):
     p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                    help="data set: " + "; ".join(f"{k} = {v}" for k, v in DATASETS.items()))
     p.add_argument("--data-dir", default=None, help="folder of the IDX files (mnist, idx)")
-    if with_split:
-        p.add_argument("--test-size", type=float, default=0.2, help="digits: fraction held out for the test")
-        p.add_argument("--split-seed", type=int, default=0, help="digits: seed of the train/test split")
+    p.add_argument("--test-size", type=float, default=None,
+                   help="digits: fraction held out for the test (default 0.2; evaluate/show: the model's)")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="digits: seed of the train/test split (default 0; evaluate/show: the model's)")
+
+
+def _split(args, info: dict) -> tuple:
+    """(test_size, split_seed): as given on the command line, else as recorded in the
+    model's info, else the defaults."""
+    return tuple(getattr(args, k) if getattr(args, k) is not None else info.get(k, v)
+                 for k, v in SPLIT_DEFAULTS.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +174,7 @@ def _schedule(name: str, epochs: int):
     return None
 
 
-def load_data(dataset: str, data_dir, dtype: str, test_size: float = 0.2, split_seed: int = 0):
+def load_data(dataset: str, data_dir, dtype: str, test_size: float, split_seed: int):
     """(X_train, y_train, X_test, y_test, info): info describes the inputs for predict."""
     import pyneuro as pn
     if dataset == "digits":
@@ -192,8 +203,7 @@ def train(args) -> dict:
     for key, value in DEFAULTS[dataset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    X_train, y_train, X_test, y_test, info = load_data(dataset, args.data_dir, args.dtype, args.test_size,
-                                                       args.split_seed)
+    X_train, y_train, X_test, y_test, info = load_data(dataset, args.data_dir, args.dtype, *_split(args, {}))
     layers: list[pn.Layer] = []
     n = X_train.shape[1]
     for width in args.hidden:
@@ -244,9 +254,8 @@ def _model_data(model, args):
     """The test part of args.dataset, defaulting to the data set the model was trained on."""
     info = model.info
     dataset = args.dataset or info.get("dataset") or "digits"
-    test_size = info.get("test_size", args.test_size) if args.dataset in (None, "digits") else args.test_size
-    split_seed = info.get("split_seed", args.split_seed) if args.dataset in (None, "digits") else args.split_seed
-    _, _, X, y, _ = load_data(dataset, args.data_dir, model.dtype.name, test_size, split_seed)
+    _, _, X, y, _ = load_data(dataset, args.data_dir, model.dtype.name,
+                              *_split(args, info if dataset == info.get("dataset") else {}))
     return dataset, X, y
 
 
@@ -258,9 +267,8 @@ def evaluate(args) -> dict:
     dataset, X, y = _model_data(model, args)
     logits = model.predict(X)
     loss = get_loss("cross_entropy")
-    value = loss.value_and_grad(logits, loss.prepare_targets(y, X.shape[0], model.n_out, model.dtype, "y"), None)
-    pred = model.predict_classes(X)
-    cm = confusion_matrix(y, pred, model.n_out)
+    value = loss(logits, loss.prepare_targets(y, X.shape[0], model.n_out, model.dtype, "y"))
+    cm = confusion_matrix(y, logits.argmax(axis=1), model.n_out)
     acc = float(np.trace(cm)) / len(y)
     print(f"{args.model} on the {dataset} test set ({len(y)} samples): loss {value:.4f}  accuracy {acc:.4f}")
     print("confusion matrix (rows: true class, columns: predicted class)")

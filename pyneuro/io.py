@@ -155,7 +155,7 @@ def build_model(doc, path="<model>"):
 
 def save_model(model, path, info: dict | None = None) -> None:
     """Write the model (architecture, dtype, parameters, `info`) to one safetensors file."""
-    write_file(path, {"params": model.params}, {"model": model_document(model), "info": info or model.info})
+    write_file(path, {"params": model.params}, {"model": model_document(model), "info": model.info if info is None else info})
 
 
 def load_model(path):

@@ -102,6 +102,18 @@ def test_evaluate_prints_loss_accuracy_and_confusion(trained):
     assert cm.shape == (10, 10) and cm.sum() == n == 359 and abs(np.trace(cm) / n - acc) < 1e-4
 
 
+def test_evaluate_takes_a_split_given_on_the_command_line(trained):
+    d, _ = trained
+    model = pn.load(d / "m.st")
+    proc = run("evaluate", d / "m.st", "--test-size", "0.5", "--split-seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    X, y = pn.datasets.load_digits()
+    _, X_test, _, y_test = pn.datasets.train_test_split(X, y, test_size=0.5, seed=3)
+    assert f"({len(y_test)} samples)" in proc.stdout
+    acc = float(re.search(r"accuracy (\S+)", proc.stdout).group(1))
+    assert abs(acc - np.mean(model.predict_classes(X_test) == y_test)) < 1e-4
+
+
 def test_show_draws_weights_and_confusion(trained):
     d, _ = trained
     proc = run("show", d / "m.st", "--out", d / "w.png", "--confusion", d / "cm.png", "--neurons", "16")

@@ -34,6 +34,15 @@ def test_round_trip_every_layer_type(tmp_path, dtype, rng):
     assert back.layers[4].alpha == 0.2 and back.layers[1].p == 0.3
 
 
+def test_info_given_to_save_replaces_the_models_even_when_empty(tmp_path):
+    model = pn.Sequential([pn.Dense(3, 2)], seed=0)
+    model.info = {"a": 1}
+    model.save(tmp_path / "given.st", info={"b": 2})
+    model.save(tmp_path / "empty.st", info={})
+    assert pn.load(tmp_path / "given.st").info == {"b": 2}
+    assert pn.load(tmp_path / "empty.st").info == {}
+
+
 def test_file_is_plain_safetensors_with_json_metadata(tmp_path):
     from safetensors.numpy import load_file
     from safetensors import safe_open
