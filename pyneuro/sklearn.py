@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -137,12 +138,15 @@ class _BaseMLP(BaseEstimator):
         X = np.ascontiguousarray(X, dtype=self.dtype)
         Y = self._encode(y, first)
         if first:
-            self._rng = np.random.default_rng(self.random_state if isinstance(self.random_state, (int, np.integer))
-                                              else None)
+            rs = self.random_state   # None, an int, or a RandomState whose stream gives the seed
+            self._rng = np.random.default_rng(
+                rs if rs is None or isinstance(rs, (int, np.integer)) else int(check_random_state(rs).randint(2**32)))
             self.model_ = self._build(X.shape[1], self._n_out, sizes)
             self.loss_curve_ = []
-            self._trainer_ = None
-        if getattr(self, "_trainer_", None) is None:   # new model, or unpickled: fresh optimizer state
+            self.t_ = 0
+        if not incremental or getattr(self, "_trainer_", None) is None:
+            # fit (warm or not) starts a fresh optimizer from the current parameters, as scikit-learn
+            # does; partial_fit continues the one it has (unless unpickled: those carry none)
             self._trainer_ = self._trainer(X.shape[0])
         trainer = self._trainer_
         if X.shape[0] < 2 and self.early_stopping and not incremental:
@@ -162,7 +166,7 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = [float(-v) for v in history["val_loss"]]
             self.best_validation_score_ = max(self.validation_scores_)
         self.n_iter_ = len(self.loss_curve_)
-        self.t_ = trainer.optimizer.t * trainer.batch_size
+        self.t_ += (len(history["loss"]) - done) * (X.shape[0] - int(round(X.shape[0] * split)))  # samples seen
         self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else np.inf
         self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else np.inf
         self.n_layers_ = len(sizes) + 2
@@ -228,9 +232,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_proba(self, X):
         """Class probabilities, softmax of the network's outputs: shape (n_samples, n_classes)."""
-        Z = self._forward(X)
+        Z = self._forward(X)                  # one column per class (two for a single class)
+        if len(self.classes_) == 1:
+            return np.ones((Z.shape[0], 1), Z.dtype)
         _core.activation_forward("softmax", 0.0, Z, Z)
-        return Z[:, :len(self.classes_)] if len(self.classes_) > 1 else np.ones((Z.shape[0], 1), Z.dtype)
+        return Z
 
     def predict_log_proba(self, X):
         return np.log(self.predict_proba(X))
@@ -240,8 +246,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Z = self._forward(X)
         if len(self.classes_) == 1:
             return np.full(Z.shape[0], self.classes_[0])
-        return self.classes_[_core.argmax_rows(np.ascontiguousarray(Z[:, :len(self.classes_)]),
-                                               np.empty(Z.shape[0], np.int64))]
+        return self.classes_[_core.argmax_rows(Z, np.empty(Z.shape[0], np.int64))]
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):

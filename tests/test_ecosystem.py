@@ -67,9 +67,23 @@ def test_warm_start_continues_and_early_stopping_stops():
     first = clf.loss_curve_[-1]
     clf.fit(X_train, y_train)
     assert clf.n_iter_ == 10 and clf.loss_curve_[-1] < first
+    assert clf.t_ == 10 * len(X_train)                       # training samples seen
+    W = clf.coefs_[0].copy()
+    clf.set_params(learning_rate_init=1e-12).fit(X_train, y_train)
+    assert np.abs(clf.coefs_[0] - W).max() < 1e-6             # a warm fit takes the new learning rate
     es = MLPClassifier(hidden_layer_sizes=(32,), max_iter=500, early_stopping=True, n_iter_no_change=3,
                        random_state=0).fit(X_train, y_train)
     assert es.n_iter_ < 500 and len(es.validation_scores_) == es.n_iter_
+    assert es.t_ == es.n_iter_ * (len(X_train) - round(0.1 * len(X_train)))
+
+
+def test_random_state_may_be_a_RandomState():
+    X_train, _, y_train, _ = digits_split()
+    a, b = (MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, random_state=np.random.RandomState(5))
+            .fit(X_train, y_train) for _ in range(2))
+    assert np.array_equal(a.coefs_[0], b.coefs_[0])
+    with pytest.raises(ValueError):
+        MLPClassifier(random_state="five").fit(X_train, y_train)
 
 
 def test_regressor_matches_the_target():
