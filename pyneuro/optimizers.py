@@ -120,9 +120,11 @@ class Optimizer:
     def _init_state(self):
         pass
 
+    _state: tuple[str, ...] = ()   # attributes holding per-parameter state vectors
+
     def state_arrays(self) -> dict:
         """The per-parameter state vectors (momentum, moments), by name."""
-        return {name: getattr(self, name) for name in ("v", "m") if getattr(self, name, None) is not None}
+        return {name: getattr(self, name) for name in self._state if getattr(self, name) is not None}
 
     def describe(self) -> dict:
         """JSON-able: the class, its arguments and its schedule ('callable' for a function)."""
@@ -183,6 +185,8 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.v = None
 
+    _state = ("v",)   # None without momentum
+
     def _init_state(self):
         self.v = np.zeros_like(self.w) if self.momentum else None
 
@@ -216,6 +220,8 @@ class Adam(Optimizer):
         self.beta2 = check_float(beta2, "beta2", 0.0, 1.0, high_open=True)
         self.eps = check_float(eps, "eps", 0.0, low_open=True)
         self.m = self.v = None
+
+    _state = ("m", "v")
 
     def _init_state(self):
         self.m = np.zeros_like(self.w)
@@ -265,6 +271,8 @@ class RMSprop(Optimizer):
         self.eps = check_float(eps, "eps", 0.0, low_open=True)
         self.v = None
 
+    _state = ("v",)
+
     def _init_state(self):
         self.v = np.zeros_like(self.w)
 
@@ -293,7 +301,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 def optimizer_from_description(desc: dict, schedule=None) -> Optimizer:
     """Rebuild an Optimizer from describe(); a 'callable' schedule must be passed again."""
-    classes = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+    classes = {cls.__name__: cls for cls in OPTIMIZERS.values()}
     try:
         cls = classes[desc["type"]]
         sched = desc["schedule"]
