@@ -71,7 +71,7 @@ def _digest(meta: dict, tensors: dict) -> str:
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
-        h.update(memoryview(a.reshape(-1).view(np.uint8)))   # the bytes, without a copy
+        h.update(a.reshape(-1).view(np.uint8).data)   # the bytes, without a copy
     return h.hexdigest()
 
 
