@@ -158,15 +158,20 @@ def save_model(model, path, info: dict | None = None) -> None:
     write_file(path, {"params": model.params}, {"model": model_document(model), "info": model.info if info is None else info})
 
 
-def load_model(path):
-    """The model a save_model file holds, its `info` restored; predictions match bitwise."""
-    tensors, docs = read_file(path)
-    model = build_model(docs.get("model", {}), os.fspath(path))
-    params = tensors.get("params")
+def model_from(doc, params, info, path="<model>"):
+    """The model of a model document with these parameters and info (checked against
+    the architecture): what loading a file and unpickling both do."""
+    model = build_model(doc, os.fspath(path))
     if params is None or params.shape != model.params.shape or params.dtype != model.dtype:
         got = "none" if params is None else f"{params.dtype} {params.shape}"
         raise ValueError(f"{path}: damaged: the architecture needs {model.dtype} params of shape "
                          f"{model.params.shape}, the file holds {got}")
     model.params[...] = params
-    model.info = docs.get("info") or {}
+    model.info = info or {}
     return model
+
+
+def load_model(path):
+    """The model a save_model file holds, its `info` restored; predictions match bitwise."""
+    tensors, docs = read_file(path)
+    return model_from(docs.get("model", {}), tensors.get("params"), docs.get("info"), path)

@@ -200,7 +200,7 @@ class Sequential:
         """Pickle support (joblib, scikit-learn): rebuilt from the architecture, the
         parameters and info, so the layers' views into one flat vector survive."""
         from .io import model_document
-        return (_rebuild, (model_document(self), self.params.copy(), self.info))
+        return (_rebuild, (model_document(self), self.params, self.info))
 
     def count_params(self) -> int:
         return int(self.params.size)
@@ -254,8 +254,5 @@ class Sequential:
 
 
 def _rebuild(document: dict, params: np.ndarray, info: dict) -> "Sequential":
-    from .io import build_model
-    model = build_model(document)
-    model.params[...] = params
-    model.info = info
-    return model
+    from .io import model_from
+    return model_from(document, params, info)

@@ -363,20 +363,14 @@ class Trainer:
         -------
         Trainer
         """
-        from .io import build_model, read_file
+        from .io import model_from, read_file
         from .optimizers import optimizer_from_description
         tensors, docs = read_file(path)
         ck = docs.get("checkpoint")
         if not isinstance(ck, dict):
             raise ValueError(f"{path}: a model file, not a checkpoint (pyneuro.load reads it)")
-        model = build_model(docs.get("model", {}), str(path))
+        model = model_from(docs.get("model", {}), tensors.get("params"), docs.get("info"), path)
         try:
-            params = tensors["params"]
-            if params.shape != model.params.shape or params.dtype != model.dtype:
-                raise ValueError(f"params should be {model.dtype} {model.params.shape}, "
-                                 f"the file holds {params.dtype} {params.shape}")
-            model.params[...] = params
-            model.info = docs.get("info") or {}
             loss = LOSSES[ck["loss"]["name"]](**ck["loss"]["config"])
             trainer = cls(model, loss, optimizer_from_description(ck["optimizer"], schedule),
                           batch_size=ck["batch_size"], epochs=ck["epochs"], seed=0, verbose=verbose,
