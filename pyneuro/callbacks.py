@@ -43,6 +43,23 @@ class LambdaCallback(Callback):
                 setattr(self, name, fn)
 
 
+def _sign(monitor: str, mode: str) -> float:
+    """+1 when smaller values of `monitor` are better, −1 when larger ('auto': larger for accuracies)."""
+    if mode == "auto":
+        mode = "max" if "acc" in monitor else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
+    return 1.0 if mode == "min" else -1.0
+
+
+def _logged(callback, logs: dict) -> float:
+    """The value callback.monitor names in this epoch's logs."""
+    if callback.monitor not in logs:
+        raise ValueError(f"{type(callback).__name__}: monitor {callback.monitor!r} is not among the logged "
+                         f"values {sorted(logs)}; pass validation data or monitor 'loss'")
+    return logs[callback.monitor]
+
+
 class EarlyStopping(Callback):
     """Stop training when `monitor` has not improved by more than min_delta for `patience` epochs.
 
@@ -65,11 +82,7 @@ class EarlyStopping(Callback):
         self.monitor = monitor
         self.patience = check_int(patience, "patience", 0)
         self.min_delta = check_float(min_delta, "min_delta", 0.0)
-        if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
-        self.sign = 1.0 if mode == "min" else -1.0
+        self.sign = _sign(monitor, mode)
         self.restore_best = bool(restore_best)
 
     def on_train_begin(self, logs):
@@ -79,10 +92,7 @@ class EarlyStopping(Callback):
         self.wait = 0
 
     def on_epoch_end(self, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping: monitor {self.monitor!r} is not among the logged values "
-                             f"{sorted(logs)}; pass validation data or monitor 'loss'")
-        value = self.sign * logs[self.monitor]
+        value = self.sign * _logged(self, logs)
         if value < self.best - self.min_delta:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best:
@@ -116,19 +126,12 @@ class ModelCheckpoint(Callback):
         self.path = path
         self.monitor = monitor
         self.save_best_only = bool(save_best_only)
-        if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
-        self.sign = 1.0 if mode == "min" else -1.0
+        self.sign = _sign(monitor, mode)
         self.best = np.inf
 
     def on_epoch_end(self, epoch, logs):
         if self.save_best_only:
-            if self.monitor not in logs:
-                raise ValueError(f"ModelCheckpoint: monitor {self.monitor!r} is not among the logged values "
-                                 f"{sorted(logs)}; pass validation data or monitor 'loss'")
-            value = self.sign * logs[self.monitor]
+            value = self.sign * _logged(self, logs)
             if not value < self.best:
                 return
             self.best = value
