@@ -204,15 +204,8 @@ def train(args) -> dict:
         if getattr(args, key) is None:
             setattr(args, key, value)
     X_train, y_train, X_test, y_test, info = load_data(dataset, args.data_dir, args.dtype, *_split(args, {}))
-    layers: list[pn.Layer] = []
-    n = X_train.shape[1]
-    for width in args.hidden:
-        layers.append(pn.Dense(n, width, activation=args.activation))
-        if args.dropout:
-            layers.append(pn.Dropout(args.dropout))
-        n = width
-    layers.append(pn.Dense(n, info["classes"]))
-    model = pn.Sequential(layers, seed=args.seed, dtype=args.dtype)
+    model = pn.Sequential.mlp(X_train.shape[1], args.hidden, info["classes"], args.activation, args.dropout,
+                              seed=args.seed, dtype=args.dtype)
     opt_args = {"lr": args.lr, "weight_decay": args.weight_decay, "schedule": _schedule(args.schedule, args.epochs)}
     if args.optimizer == "sgd":
         opt_args["momentum"] = args.momentum

@@ -223,6 +223,34 @@ class Sequential:
                              f"got {w.dtype} {w.shape}")
         self.params[...] = w
 
+    @classmethod
+    def mlp(cls, n_in: int, hidden, n_out: int, activation: str = "relu", dropout: float = 0.0,
+            seed=None, dtype="float32") -> "Sequential":
+        """A multilayer perceptron: Dense(activation) [+ Dropout] per hidden width, then a
+        linear Dense output (logits).
+
+        Parameters
+        ----------
+        n_in, n_out : int
+            Input features and outputs.
+        hidden : sequence of int
+            The hidden layers' widths.
+        activation : str
+            The hidden layers' activation.
+        dropout : float
+            Dropout rate after each hidden layer (0: none).
+        seed, dtype
+            As for Sequential.
+        """
+        layers: list[Layer] = []
+        for width in hidden:
+            layers.append(Dense(n_in, width, activation=activation))
+            if dropout:
+                layers.append(Dropout(dropout))
+            n_in = width
+        layers.append(Dense(n_in, n_out))
+        return cls(layers, seed=seed, dtype=dtype)
+
     def summary(self, print_fn=print) -> str:
         """A table of layers, output shapes and parameter counts.
 

@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _core
 from .callbacks import Callback
-from .layers import Dense, Dropout
+from .layers import Dense
 from .model import Sequential
 from .optimizers import SGD, Adam
 from .trainer import Trainer
@@ -106,15 +106,8 @@ class _BaseMLP(BaseEstimator):
         return min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
 
     def _build(self, n_in, n_out, sizes):
-        layers, n = [], n_in
-        for width in sizes:
-            layers.append(Dense(n, width, activation=_ACTIVATIONS[self.activation]))
-            if self.dropout:
-                layers.append(Dropout(self.dropout))
-            n = width
-        layers.append(Dense(n, n_out))
-        seed = self._rng.integers(2**63)
-        return Sequential(layers, seed=int(seed), dtype=self.dtype)
+        return Sequential.mlp(n_in, sizes, n_out, _ACTIVATIONS[self.activation], self.dropout,
+                              seed=int(self._rng.integers(2**63)), dtype=self.dtype)
 
     def _trainer(self, n_samples):
         batch = self._batch(n_samples)

@@ -532,3 +532,13 @@ def test_predict_equals_the_training_forward_pass(layers, dtype):
     expected = model.forward(X).copy()
     assert np.array_equal(model.predict(X, batch_size=32), expected)
     assert np.array_equal(model.predict(X[:1]), expected[:1])
+
+
+def test_mlp_is_dense_and_dropout_per_hidden_width_then_a_linear_output():
+    m = pn.Sequential.mlp(8, [5, 4], 3, "tanh", dropout=0.1, seed=0, dtype="float64")
+    assert [(type(layer).__name__, layer.config()) for layer in m.layers] == [
+        ("Dense", {"n_in": 8, "n_out": 5, "activation": "tanh"}), ("Dropout", {"p": 0.1}),
+        ("Dense", {"n_in": 5, "n_out": 4, "activation": "tanh"}), ("Dropout", {"p": 0.1}),
+        ("Dense", {"n_in": 4, "n_out": 3, "activation": "identity"})]
+    assert m.dtype == np.float64
+    assert [type(layer).__name__ for layer in pn.Sequential.mlp(8, [5], 3).layers] == ["Dense", "Dense"]
