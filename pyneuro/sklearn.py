@@ -24,6 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _core
+from ._validation import check_float, check_int
 from .callbacks import Callback
 from .layers import Dense
 from .model import Sequential
@@ -92,14 +93,12 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
         if self.solver not in ("adam", "sgd"):
             raise ValueError(f"solver: expected 'adam' or 'sgd' (pyneuro has no lbfgs), got {self.solver!r}")
-        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise ValueError(f"max_iter: expected an int >= 1, got {self.max_iter!r}")
-        if not (np.isscalar(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha: expected a number >= 0, got {self.alpha!r}")
-        if not (self.batch_size == "auto" or (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1)):
-            raise ValueError(f"batch_size: expected 'auto' or an int >= 1, got {self.batch_size!r}")
-        if self.early_stopping and not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction: expected a number in (0, 1), got {self.validation_fraction!r}")
+        check_int(self.max_iter, "max_iter", 1)
+        check_float(self.alpha, "alpha", 0.0)
+        if self.batch_size != "auto":
+            check_int(self.batch_size, "batch_size", 1)   # or 'auto'
+        if self.early_stopping:
+            check_float(self.validation_fraction, "validation_fraction", 0.0, 1.0, low_open=True, high_open=True)
         return sizes
 
     def _batch(self, n):
