@@ -117,7 +117,8 @@ class _BaseMLP(BaseEstimator):
         else:
             opt = Adam(lr=self.learning_rate_init, weight_decay=decay)
         return Trainer(self.model_, self._loss, opt, batch_size=batch, epochs=self.max_iter,
-                       seed=int(self._rng.integers(2**63)), verbose=2 if self.verbose else 0)
+                       seed=int(self._rng.integers(2**63)), verbose=2 if self.verbose else 0,
+                       allow_nonfinite=True)   # validate_data has refused NaN/inf already: no second scan
 
     # ---- fitting ------------------------------------------------------------------------
     def _fit(self, X, y, incremental):
@@ -209,10 +210,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self._encoder = LabelEncoder().fit(y)
             self.classes_ = self._encoder.classes_
             self._n_out = max(len(self.classes_), 2)
-        unknown = np.setdiff1d(np.unique(y), self.classes_)
-        if unknown.size:
-            raise ValueError(f"y contains labels not seen in the first fit: {unknown[:5].tolist()}")
-        return self._encoder.transform(y).astype(np.int64)
+        return self._encoder.transform(y).astype(np.int64)   # refuses labels not seen at first
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y). The first call needs `classes` (all labels that will appear)."""

@@ -56,6 +56,8 @@ def test_string_labels_partial_fit_and_fitted_attributes():
         for part in np.array_split(np.arange(len(X_train)), 3):
             inc.partial_fit(X_train[part], names[y_train[part]], classes=names)
     assert inc.n_iter_ == 30 and inc.score(X_test, names[y_test]) > 0.9
+    with pytest.raises(ValueError, match="unseen labels"):
+        inc.partial_fit(X_train[:5], np.array(["ten"] * 5))
     with pytest.raises(ValueError, match="classes="):
         MLPClassifier().partial_fit(X_train, y_train)
 
