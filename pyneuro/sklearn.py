@@ -156,7 +156,9 @@ class _BaseMLP(BaseEstimator):
                               callbacks=callbacks)
         self.loss_curve_ += [float(v) for v in history["loss"][done:]]
         if split:
-            self.validation_scores_ = [float(-v) for v in history["val_loss"]]
+            # scikit-learn's: accuracy for a classifier; for a regressor, −MSE (not R²)
+            self.validation_scores_ = ([float(v) for v in history["val_accuracy"]] if self._classifier
+                                       else [float(-v) for v in history["val_loss"]])
             self.best_validation_score_ = max(self.validation_scores_)
         self.n_iter_ = len(self.loss_curve_)
         self.t_ += (len(history["loss"]) - done) * (X.shape[0] - int(round(X.shape[0] * split)))  # samples seen
@@ -198,7 +200,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Attributes
     ----------
     classes_, n_features_in_, model_ (the pyneuro Sequential), loss_curve_, n_iter_, best_loss_,
-    coefs_, intercepts_, validation_scores_ (with early_stopping)
+    coefs_, intercepts_, validation_scores_ and best_validation_score_ (with early_stopping:
+    accuracy on the held-out part, per epoch)
     """
 
     _classifier, _multi_output = True, False
@@ -247,7 +250,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     Attributes
     ----------
-    n_features_in_, model_, loss_curve_, n_iter_, best_loss_, coefs_, intercepts_
+    n_features_in_, model_, loss_curve_, n_iter_, best_loss_, coefs_, intercepts_,
+    validation_scores_ and best_validation_score_ (with early_stopping: −MSE on the held-out
+    part per epoch, where scikit-learn reports R²)
     """
 
     _classifier, _multi_output, _loss = False, True, "mse"

@@ -76,6 +76,7 @@ def test_warm_start_continues_and_early_stopping_stops():
     es = MLPClassifier(hidden_layer_sizes=(32,), max_iter=500, early_stopping=True, n_iter_no_change=3,
                        random_state=0).fit(X_train, y_train)
     assert es.n_iter_ < 500 and len(es.validation_scores_) == es.n_iter_
+    assert 0.8 < es.best_validation_score_ == max(es.validation_scores_) <= 1   # accuracies, as scikit-learn's
     assert es.t_ == es.n_iter_ * (len(X_train) - round(0.1 * len(X_train)))
 
 
