@@ -5,16 +5,16 @@
     trainer = pn.Trainer(model, loss="cross_entropy", optimizer=pn.Adam(lr=1e-3), epochs=30, seed=0)
 """
 from . import datasets
+from ._version import __version__
 from ._core import get_num_threads, openmp_enabled, set_num_threads
-from .callbacks import Callback, EarlyStopping, LambdaCallback
+from .callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint
 from .layers import (ELU, GELU, Activation, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU,
                      Sigmoid, Softmax, Tanh)
 from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
-from .model import Sequential
+from .model import Sequential, load_model
 from .optimizers import (SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, RMSprop,
                          StepDecay)
 from .trainer import DivergenceError, History, Trainer
-from .callbacks import ModelCheckpoint
 
 
 def load(path) -> Sequential:
@@ -30,10 +30,8 @@ def load(path) -> Sequential:
     ValueError
         For a damaged, edited or foreign file.
     """
-    from .io import load_model
     return load_model(path)
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CrossEntropy",

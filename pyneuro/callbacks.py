@@ -12,6 +12,14 @@ import numpy as np
 from ._validation import check_float, check_int
 
 
+class History(dict):
+    """Per-epoch metrics: history['loss'], ['accuracy'], ['val_loss'], ['val_accuracy'] (lists)."""
+
+    @property
+    def epochs(self) -> int:
+        return len(self.get("loss", []))
+
+
 class Callback:
     """Subclass and override what you need. self.trainer is set before training starts."""
 

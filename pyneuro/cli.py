@@ -87,7 +87,7 @@ def _split(args, info: dict) -> tuple:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     parser = _Parser(prog="pyneuro", description="pyneuro: neural networks with a compiled core.")
     parser.add_argument("--version", action="version", version=f"pyneuro {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -219,7 +219,7 @@ def train(args) -> dict:
         "hidden", "activation", "dropout", "optimizer", "lr", "momentum", "weight_decay", "schedule",
         "batch_size", "epochs", "validation_split", "seed", "dtype")}}
     if not args.quiet:
-        ranks = f", {trainer.dist.size} MPI ranks" if trainer.dist is not None else ""
+        ranks = f", {trainer.dist.size} MPI ranks" if args.distributed else ""
         print(f"pyneuro {pn.__version__}: {dataset}, {X_train.shape[0]} training / {X_test.shape[0]} test "
               f"samples, {pn.get_num_threads()} thread(s){ranks}, {args.dtype}")
         model.summary()
@@ -255,13 +255,13 @@ def _model_data(model, args):
 def evaluate(args) -> dict:
     import pyneuro as pn
     from .losses import get_loss
-    from .metrics import confusion_matrix
+    from .metrics import classes_from_outputs, confusion_matrix
     model = pn.load(args.model)
     dataset, X, y = _model_data(model, args)
     logits = model.predict(X)
     loss = get_loss("cross_entropy")
     value = loss(logits, loss.prepare_targets(y, X.shape[0], model.n_out, model.dtype, "y"))
-    cm = confusion_matrix(y, logits.argmax(axis=1), model.n_out)
+    cm = confusion_matrix(y, classes_from_outputs(logits), model.n_out)
     acc = float(np.trace(cm)) / len(y)
     print(f"{args.model} on the {dataset} test set ({len(y)} samples): loss {value:.4f}  accuracy {acc:.4f}")
     print("confusion matrix (rows: true class, columns: predicted class)")

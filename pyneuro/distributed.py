@@ -21,6 +21,33 @@ import time
 import numpy as np
 
 
+class OneProcess:
+    """Training in this process alone: the one-rank case of Distributed, so the Trainer
+    runs one code path (as llm.c does with num_processes == 1). Nothing to exchange."""
+
+    rank, size, is_root = 0, 1, True
+    allreduce_seconds, allreduce_calls = 0.0, 0
+
+    def bcast(self, value):
+        return value
+
+    def shard(self, rows: np.ndarray) -> np.ndarray:
+        return rows
+
+    def broadcast(self, array: np.ndarray) -> None:
+        pass
+
+    def sum(self, array: np.ndarray) -> None:
+        pass
+
+    def combine_step(self, grads: np.ndarray, loss: float, correct: int | None, rows: int,
+                     batch: int) -> tuple[float, int | None]:
+        return loss, correct
+
+    def abort(self, error: BaseException) -> None:
+        pass    # the exception reaches the caller
+
+
 class Distributed:
     """The MPI side of synchronous data parallelism.
 
@@ -58,6 +85,10 @@ class Distributed:
     def is_root(self) -> bool:
         return self.rank == 0
 
+    def bcast(self, value):
+        """Rank 0's value (any picklable object), on every rank."""
+        return self.comm.bcast(value, root=0)
+
     def shard(self, rows: np.ndarray) -> np.ndarray:
         """This rank's contiguous part of `rows` (parts differ in length by at most one)."""
         n = rows.shape[0]
@@ -87,7 +118,10 @@ class Distributed:
         return float(stats[0] / batch), (None if correct is None else int(stats[1]))
 
     def abort(self, error: BaseException) -> None:
-        """Stop every rank: one rank's exception must not leave the others waiting."""
+        """Stop every rank: one rank's exception must not leave the others waiting
+        (a single rank lets it reach the caller)."""
+        if self.size == 1:
+            return
         print(f"pyneuro: rank {self.rank} of {self.size} failed: {type(error).__name__}: {error}",
               file=sys.stderr, flush=True)
         self.comm.Abort(1)

@@ -37,14 +37,14 @@ def check_gradients(model: Sequential, loss, X: np.ndarray, y: np.ndarray, eps: 
     rngs = [layer.rng for layer in model.layers if isinstance(layer, Dropout) and layer.rng is not None]
     states = [r.bit_generator.state for r in rngs]
 
-    def evaluate(dZ=None) -> float:
+    def evaluate(delta=None) -> float:
         for r, s in zip(rngs, states):
             r.bit_generator.state = s
-        return loss.value_and_grad(model.forward(X, training), y, dZ)
+        return loss.value_and_grad(model.forward(X, training), y, delta)
 
-    dZ = np.empty((X.shape[0], model.n_out), dtype=model.dtype)
-    evaluate(dZ)
-    model.backward(dZ)
+    delta = np.empty((X.shape[0], model.n_out), dtype=model.dtype)
+    evaluate(delta)
+    model.backward(delta)
     analytic = model.grads.copy()
     numeric = np.empty_like(analytic)
     theta = model.params

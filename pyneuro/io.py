@@ -1,4 +1,4 @@
-"""Saving and loading models: one safetensors file, written atomically.
+"""pyneuro's files: one safetensors file of tensors and JSON documents, written atomically.
 
 A file holds the tensors (the model's flat parameter vector "params", and for a
 checkpoint the optimizer's state "optimizer.<name>") and, as safetensors string
@@ -11,7 +11,9 @@ metadata, JSON documents:
     checkpoint               (checkpoints only) epoch, optimizer, RNG states, history
     sha256                   of all the above and every tensor's bytes: any later change
                              to the file (corruption, hand edits) is detected on load
-No pickle: loading a file never runs code from it.
+No pickle: loading a file never runs code from it. This module only reads and
+writes files; what the documents mean is the model's (model.py) and the
+checkpoint's (checkpoint.py) business.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import struct
 import tempfile
 
 import numpy as np
+
+from ._version import __version__
 
 FORMAT = "pyneuro-model"
 FORMAT_VERSION = 1
@@ -78,7 +82,6 @@ def _digest(meta: dict, tensors: dict) -> str:
 def write_file(path, tensors: dict, documents: dict) -> None:
     """Write tensors and JSON documents (name -> JSON-able) as one pyneuro safetensors file."""
     from safetensors.numpy import save
-    from . import __version__
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "pyneuro_version": __version__}
     meta.update({k: json.dumps(v, sort_keys=True) for k, v in documents.items()})
     meta["sha256"] = _digest(meta, tensors)
@@ -130,48 +133,3 @@ def read_file(path) -> tuple[dict, dict]:
             raise ValueError(f"{path}: damaged metadata {key!r} (not JSON)") from None
     documents["pyneuro_version"] = meta.get("pyneuro_version")
     return tensors, documents
-
-
-def model_document(model) -> dict:
-    return {"dtype": model.dtype.name, "input_dim": model.n_in,
-            "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]}
-
-
-def build_model(doc, path="<model>"):
-    """A Sequential from its model document (parameters not yet loaded)."""
-    from .layers import LAYERS
-    from .model import Sequential
-    try:
-        layers = []
-        for i, spec in enumerate(doc["layers"]):
-            cls = LAYERS.get(spec["type"])
-            if cls is None:
-                raise ValueError(f"layer {i} has unknown type {spec['type']!r}")
-            layers.append(cls(**spec["config"]))
-        return Sequential(layers, dtype=doc["dtype"], input_dim=doc["input_dim"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: damaged model description ({type(e).__name__}: {e})") from None
-
-
-def save_model(model, path, info: dict | None = None) -> None:
-    """Write the model (architecture, dtype, parameters, `info`) to one safetensors file."""
-    write_file(path, {"params": model.params}, {"model": model_document(model), "info": model.info if info is None else info})
-
-
-def model_from(doc, params, info, path="<model>"):
-    """The model of a model document with these parameters and info (checked against
-    the architecture): what loading a file and unpickling both do."""
-    model = build_model(doc, os.fspath(path))
-    if params is None or params.shape != model.params.shape or params.dtype != model.dtype:
-        got = "none" if params is None else f"{params.dtype} {params.shape}"
-        raise ValueError(f"{path}: damaged: the architecture needs {model.dtype} params of shape "
-                         f"{model.params.shape}, the file holds {got}")
-    model.params[...] = params
-    model.info = info or {}
-    return model
-
-
-def load_model(path):
-    """The model a save_model file holds, its `info` restored; predictions match bitwise."""
-    tensors, docs = read_file(path)
-    return model_from(docs.get("model", {}), tensors.get("params"), docs.get("info"), path)

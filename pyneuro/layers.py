@@ -1,7 +1,8 @@
 """Layers: Dense, the activation layers and Dropout.
 
-A layer maps a batch x (B × n_in) to y (B × n_out):
-    forward(x, training) -> y          backward(g = ∂L/∂y) -> ∂L/∂x
+A layer maps a batch X (B × n_in) to A (B × n_out):
+    forward(X, training) -> A          backward(dA = ∂L/∂A) -> dX = ∂L/∂X
+(a Dense layer's pre-activation is Z = X·W + b, and δ = ∂L/∂Z is named `delta`)
 Its parameters and their gradients are views into the model's two flat vectors
 (one optimizer call updates everything). Work buffers are owned by the layer,
 sized for the largest batch seen, and reused: a training step allocates nothing.
@@ -53,6 +54,12 @@ class Layer:
         """The constructor arguments that rebuild this layer."""
         return {}
 
+    def inference(self) -> list[tuple] | None:
+        """What the layer computes at inference, as steps ("dense", W, b, act, alpha) or
+        ("act", act, alpha); [] for none; None when it has no such form (a custom layer).
+        The compiled prediction chain and the ONNX exporter both read these."""
+        return None
+
     # -- work buffers -------------------------------------------------------------
     def _buffer(self, key: str, rows: int, cols: int) -> np.ndarray:
         """A (rows, cols) C-contiguous work array, reused across batches."""
@@ -65,7 +72,8 @@ class Layer:
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+    def backward(self, dA: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dX = ∂L/∂X from dA = ∂L/∂A (None when not needed); parameter gradients into the grads views."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -140,6 +148,9 @@ class Dense(Layer):
             cfg["alpha"] = self.alpha
         return cfg
 
+    def inference(self):
+        return [("dense", self.W, self.b, self.activation, self.alpha)]
+
     def forward(self, x, training=False):
         B = x.shape[0]
         Z = self._buffer("Z", B, self.n_out)
@@ -148,12 +159,12 @@ class Dense(Layer):
         self._x, self._Z, self._A = x, Z, (Z if A is None else A)
         return self._A
 
-    def backward(self, grad, need_input_grad=True):
-        B = grad.shape[0]
-        delta = grad
+    def backward(self, dA, need_input_grad=True):
+        B = dA.shape[0]
+        delta = dA
         if self.activation != "identity":
             delta = self._buffer("delta", B, self.n_out)
-            _core.activation_backward(self.activation, self.alpha, self._Z, self._A, grad, delta)
+            _core.activation_backward(self.activation, self.alpha, self._Z, self._A, dA, delta)
         dX = self._buffer("dX", B, self.n_in) if need_input_grad else None
         _core.dense_backward(self._x, self.W, delta, self.dW, self.db, dX)
         return dX
@@ -181,16 +192,19 @@ class Activation(Layer):
     def config(self):
         return {"alpha": self.alpha} if self.activation in _DEFAULT_ALPHA else {}
 
+    def inference(self):
+        return [] if self.activation == "identity" else [("act", self.activation, self.alpha)]
+
     def forward(self, x, training=False):
         y = self._buffer("y", x.shape[0], self.n_out)
         _core.activation_forward(self.activation, self.alpha, x, y)
         self._x, self._y = x, y
         return y
 
-    def backward(self, grad, need_input_grad=True):
-        dx = self._buffer("dx", grad.shape[0], self.n_in)
-        _core.activation_backward(self.activation, self.alpha, self._x, self._y, grad, dx)
-        return dx
+    def backward(self, dA, need_input_grad=True):
+        dX = self._buffer("dX", dA.shape[0], self.n_in)
+        _core.activation_backward(self.activation, self.alpha, self._x, self._y, dA, dX)
+        return dX
 
 
 class Identity(Activation):
@@ -199,8 +213,8 @@ class Identity(Activation):
     def forward(self, x, training=False):
         return x
 
-    def backward(self, grad, need_input_grad=True):
-        return grad
+    def backward(self, dA, need_input_grad=True):
+        return dA
 
 
 class ReLU(Activation):
@@ -262,6 +276,9 @@ class Dropout(Layer):
     def config(self):
         return {"p": self.p}
 
+    def inference(self):
+        return []   # the identity at inference
+
     def init_params(self, rng):
         if self.rng is None:
             self.rng = np.random.default_rng(rng.integers(2**63))
@@ -279,12 +296,29 @@ class Dropout(Layer):
         self._mask = mask
         return y
 
-    def backward(self, grad, need_input_grad=True):
+    def backward(self, dA, need_input_grad=True):
         if self._mask is None:
-            return grad
-        dx = self._buffer("dx", grad.shape[0], self.n_in)
-        _core.multiply(grad.reshape(-1), self._mask.reshape(-1), dx.reshape(-1))
-        return dx
+            return dA
+        dX = self._buffer("dX", dA.shape[0], self.n_in)
+        _core.multiply(dA.reshape(-1), self._mask.reshape(-1), dX.reshape(-1))
+        return dX
+
+
+def inference_plan(layers) -> list[tuple]:
+    """The inference pass of a stack of layers as steps (Layer.inference), each activation
+    layer folded into a linear Dense just before it: A = f(X·W + b) is one step.
+    ValueError names a layer that has no inference form."""
+    steps: list[tuple] = []
+    for i, layer in enumerate(layers):
+        own = layer.inference()
+        if own is None:
+            raise ValueError(f"layer {i} ({type(layer).__name__}) has no inference form")
+        for step in own:
+            if step[0] == "act" and steps and steps[-1][0] == "dense" and steps[-1][3] == "identity":
+                steps[-1] = steps[-1][:3] + step[1:]
+            else:
+                steps.append(step)
+    return steps
 
 
 LAYERS = {cls.__name__: cls for cls in (Dense, Identity, ReLU, LeakyReLU, ELU, Sigmoid, Tanh, GELU,

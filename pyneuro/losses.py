@@ -23,15 +23,16 @@ class Loss:
         """Validate user targets once (at the boundary) and return them ready for the kernel."""
         return check_targets(y, n_samples, n_outputs, dtype, name)
 
-    def value_and_grad(self, Z: np.ndarray, y: np.ndarray, dZ: np.ndarray | None) -> float:
-        """L(Z, y), writing ∂L/∂Z into dZ unless it is None."""
+    def value_and_grad(self, Z: np.ndarray, y: np.ndarray, delta: np.ndarray | None) -> float:
+        """L(Z, y), writing δ = ∂L/∂Z into delta unless it is None."""
         raise NotImplementedError
 
     def __call__(self, Z, y) -> float:
         return self.value_and_grad(Z, y, None)
 
-    def predict_classes(self, Z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        raise TypeError(f"{self.name} is not a classification loss")
+    def reports_accuracy(self, n_outputs: int) -> bool:
+        """Whether a model of n_outputs trained on this loss predicts one class per row."""
+        return self.classifier
 
     def config(self) -> dict:
         return {}
@@ -57,25 +58,22 @@ class CrossEntropy(Loss):
             return y
         return check_labels(y, n_samples, n_outputs, name)
 
-    def value_and_grad(self, Z, y, dZ):
-        return _core.softmax_cross_entropy(Z, y, dZ)
-
-    def predict_classes(self, Z, out):
-        return _core.argmax_rows(Z, out)
+    def value_and_grad(self, Z, y, delta):
+        return _core.softmax_cross_entropy(Z, y, delta)
 
 
 class _Pointwise(Loss):
     kind = ""
 
     def __init__(self):
-        self.delta = 1.0
+        self.huber_delta = 1.0   # read by the kernel for Huber only
 
     @property
     def name(self):
         return self.kind
 
-    def value_and_grad(self, Z, y, dZ):
-        return _core.pointwise_loss(self.kind, Z, y, dZ, self.delta)
+    def value_and_grad(self, Z, y, delta):
+        return _core.pointwise_loss(self.kind, Z, y, delta, self.huber_delta)
 
 
 class BinaryCrossEntropy(_Pointwise):
@@ -90,12 +88,8 @@ class BinaryCrossEntropy(_Pointwise):
             raise ValueError(f"{name}: binary targets must lie in [0, 1], got values in [{y.min()}, {y.max()}]")
         return y
 
-    def predict_classes(self, Z, out):
-        if Z.shape[1] != 1:
-            raise ValueError("predict_classes: binary_cross_entropy with several outputs is multi-label; "
-                             "threshold predict() at 0 instead")
-        np.greater(Z[:, 0], 0, out=out, casting="unsafe")
-        return out
+    def reports_accuracy(self, n_outputs):
+        return n_outputs == 1   # several outputs are several labels, not one class
 
 
 class MSE(_Pointwise):
@@ -120,10 +114,10 @@ class Huber(_Pointwise):
     kind = "huber"
 
     def __init__(self, delta: float = 1.0):
-        self.delta = check_float(delta, "Huber delta", 0.0, low_open=True)
+        self.huber_delta = check_float(delta, "Huber delta", 0.0, low_open=True)
 
     def config(self):
-        return {"delta": self.delta}
+        return {"delta": self.huber_delta}
 
 
 LOSSES = {"cross_entropy": CrossEntropy, "binary_cross_entropy": BinaryCrossEntropy,

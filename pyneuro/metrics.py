@@ -1,7 +1,58 @@
-"""Classification metrics."""
+"""Classification metrics, and the one rule that turns network outputs into classes.
+
+    class of a row   argmax_j Z_ij (the first of ties), or [z > 0] for a single logit
+"""
 from __future__ import annotations
 
 import numpy as np
+
+from . import _core
+
+
+def classes_from_outputs(Z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The class each row of a network output stands for: argmax_j Z_ij (the first of
+    ties), or [z > 0] for a single logit (σ(z) > ½).
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n, C), float32 or float64, C-contiguous
+        Logits or probabilities (one column per class), or one logit per row.
+    out : ndarray of int64, shape (n,), optional
+        Where to write the classes.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+    """
+    if out is None:
+        out = np.empty(Z.shape[0], dtype=np.int64)
+    if Z.shape[1] == 1:
+        np.greater(Z[:, 0], 0, out=out, casting="unsafe")
+        return out
+    return _core.argmax_rows(Z, out)
+
+
+def count_correct(Z: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> int:
+    """How many rows of Z are classified right (classes_from_outputs against the truth).
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n, C)
+        Network outputs.
+    y : ndarray
+        Integer labels (n,), class probabilities (n, C) (the true class is their argmax),
+        or 0/1 targets (n, 1) (the true class is [y > ½]).
+    out : ndarray of int64, shape (n,), optional
+        Work array for the predicted classes.
+
+    Returns
+    -------
+    int
+    """
+    pred = classes_from_outputs(Z, out)
+    if y.ndim == 2:
+        y = y[:, 0] > 0.5 if y.shape[1] == 1 else y.argmax(axis=1)
+    return int(np.count_nonzero(pred == y))
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:

@@ -6,13 +6,16 @@ Parameters θ and gradients ∂L/∂θ are two contiguous vectors; each layer's 
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 
 from . import _core
 from ._validation import as_dtype, as_generator, check_features, check_int
-from .layers import Activation, Dense, Dropout, Identity, Layer, Softmax
+from .io import read_file, write_file
+from .layers import LAYERS, Dense, Dropout, Layer, Softmax, inference_plan
+from .metrics import classes_from_outputs
 
 
 class Sequential:
@@ -74,21 +77,15 @@ class Sequential:
         self._predict_lock = threading.Lock()   # the layer-by-layer path shares the layers' buffers
 
     def _dense_chain(self):
-        """The inference pass as one compiled call (_core.DenseChain) when every layer is a
-        Dense, an activation folded into the Dense before it, an Identity or a Dropout
-        (a no-op at inference); None for any other stack."""
-        Ws, bs, acts, alphas = [], [], [], []
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                Ws.append(layer.W); bs.append(layer.b)
-                acts.append(layer.activation); alphas.append(layer.alpha)
-            elif isinstance(layer, (Identity, Dropout)):
-                continue
-            elif isinstance(layer, Activation) and Ws and acts[-1] == "identity":
-                acts[-1], alphas[-1] = layer.activation, layer.alpha
-            else:
-                return None
-        return _core.DenseChain(Ws, bs, acts, alphas) if Ws else None
+        """The inference pass as one compiled call (_core.DenseChain) when every step of
+        layers.inference_plan is a Dense (activation fused); None for any other stack."""
+        try:
+            steps = inference_plan(self.layers)
+        except ValueError:
+            return None
+        if not steps or any(step[0] != "dense" for step in steps):
+            return None
+        return _core.DenseChain(*([step[k] for step in steps] for k in range(1, 5)))
 
     # ---- training interface (arrays already validated by the caller) ------------
     def forward(self, X: np.ndarray, training: bool = False) -> np.ndarray:
@@ -98,9 +95,10 @@ class Sequential:
             out = layer.forward(out, training)
         return out
 
-    def backward(self, grad: np.ndarray) -> None:
-        """Backpropagate ∂L/∂output; fills self.grads (∂L/∂X of the input is not computed)."""
-        g: np.ndarray | None = grad
+    def backward(self, dA: np.ndarray) -> None:
+        """Backpropagate dA = ∂L/∂A of the output; fills self.grads (∂L/∂X of the input is
+        not computed)."""
+        g: np.ndarray | None = dA
         for i in range(len(self.layers) - 1, -1, -1):
             assert g is not None
             g = self.layers[i].backward(g, need_input_grad=i > 0)
@@ -168,10 +166,7 @@ class Sequential:
         -------
         ndarray of int64, shape (n_samples,)
         """
-        Z = self.predict(X, batch_size)
-        if self.n_out == 1:
-            return (Z[:, 0] > 0).astype(np.int64)
-        return _core.argmax_rows(Z, np.empty(Z.shape[0], dtype=np.int64))
+        return classes_from_outputs(self.predict(X, batch_size))
 
     def save(self, path, info: dict | None = None) -> None:
         """Write the model to one safetensors file, atomically; pyneuro.load(path) rebuilds it.
@@ -182,7 +177,6 @@ class Sequential:
         info : dict, optional
             JSON-able facts to keep with the model (default: self.info).
         """
-        from .io import save_model
         save_model(self, path, info)
 
     def to_onnx(self, path) -> None:
@@ -199,8 +193,7 @@ class Sequential:
     def __reduce__(self):
         """Pickle support (joblib, scikit-learn): rebuilt from the architecture, the
         parameters and info, so the layers' views into one flat vector survive."""
-        from .io import model_document
-        return (_rebuild, (model_document(self), self.params, self.info))
+        return (model_from, (model_document(self), self.params, self.info))
 
     def count_params(self) -> int:
         return int(self.params.size)
@@ -281,6 +274,43 @@ class Sequential:
         return f"Sequential([{', '.join(map(repr, self.layers))}], dtype='{self.dtype}')"
 
 
-def _rebuild(document: dict, params: np.ndarray, info: dict) -> "Sequential":
-    from .io import model_from
-    return model_from(document, params, info)
+# ---- the model in a file: its description, rebuilt and checked ----------------------
+def model_document(model: Sequential) -> dict:
+    """The architecture as JSON: dtype, input width, each layer's type and config."""
+    return {"dtype": model.dtype.name, "input_dim": model.n_in,
+            "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]}
+
+
+def model_from(doc, params, info, path="<model>") -> Sequential:
+    """The model of a model document with these parameters and info (checked against the
+    architecture): what loading a file and unpickling both do."""
+    try:
+        layers = []
+        for i, spec in enumerate(doc["layers"]):
+            cls = LAYERS.get(spec["type"])
+            if cls is None:
+                raise ValueError(f"layer {i} has unknown type {spec['type']!r}")
+            layers.append(cls(**spec["config"]))
+        model = Sequential(layers, dtype=doc["dtype"], input_dim=doc["input_dim"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{os.fspath(path)}: damaged model description ({type(e).__name__}: {e})") from None
+    if params is None or params.shape != model.params.shape or params.dtype != model.dtype:
+        got = "none" if params is None else f"{params.dtype} {params.shape}"
+        raise ValueError(f"{path}: damaged: the architecture needs {model.dtype} params of shape "
+                         f"{model.params.shape}, the file holds {got}")
+    model.params[...] = params
+    model.info = info or {}
+    return model
+
+
+def save_model(model: Sequential, path, info: dict | None = None) -> None:
+    """Write the model (architecture, dtype, parameters, `info`) to one safetensors file."""
+    write_file(path, {"params": model.params},
+               {"model": model_document(model), "info": model.info if info is None else info})
+
+
+def load_model(path) -> Sequential:
+    """The model a save_model file (or a checkpoint) holds, its `info` restored; predictions
+    match the saved model's bitwise."""
+    tensors, docs = read_file(path)
+    return model_from(docs.get("model", {}), tensors.get("params"), docs.get("info"), path)

@@ -1,5 +1,6 @@
 """ONNX export (the optional `onnx` extra): a Sequential as a standard ONNX graph.
 
+(the steps of layers.inference_plan, which the compiled prediction chain runs too)
     Dense       Y = MatMul(X, W) + b, then its activation
     relu, sigmoid, tanh, softmax (last axis)   Relu, Sigmoid, Tanh, Softmax
     leaky_relu(α), elu(α)                      LeakyRelu(alpha), Elu(alpha)
@@ -14,6 +15,10 @@ import math
 
 import numpy as np
 
+from ._version import __version__
+from .io import atomic_write
+from .layers import inference_plan
+
 OPSET = 17
 
 
@@ -24,7 +29,6 @@ def to_onnx_bytes(model) -> bytes:
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         raise ImportError("ONNX export needs onnx: pip install 'pyneuro[onnx]'") from None
-    from .layers import Activation, Dense, Dropout, Identity
 
     elem = TensorProto.FLOAT if model.dtype == np.float32 else TensorProto.DOUBLE
     nodes, inits = [], []
@@ -62,23 +66,23 @@ def to_onnx_bytes(model) -> bytes:
             raise ValueError(f"to_onnx: no ONNX form for activation {act!r}")
         return y
 
+    try:
+        steps = inference_plan(model.layers)
+    except ValueError as e:
+        raise ValueError(f"to_onnx: {e}") from None
     x = "input"
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, Dense):
+    for i, step in enumerate(steps):
+        if step[0] == "dense":
+            _, W, b, act, alpha = step
             mm, z = fresh(f"dense{i}_matmul"), fresh(f"dense{i}")
-            nodes += [helper.make_node("MatMul", [x, const(layer.W, f"W{i}")], [mm]),
-                      helper.make_node("Add", [mm, const(layer.b, f"b{i}")], [z])]
-            x = activation(z, layer.activation, layer.alpha)
-        elif isinstance(layer, (Dropout, Identity)):
-            continue
-        elif isinstance(layer, Activation):
-            x = activation(x, layer.activation, layer.alpha)
+            nodes += [helper.make_node("MatMul", [x, const(W, f"W{i}")], [mm]),
+                      helper.make_node("Add", [mm, const(b, f"b{i}")], [z])]
+            x = activation(z, act, alpha)
         else:
-            raise ValueError(f"to_onnx: layer {i} ({type(layer).__name__}) has no ONNX form")
+            x = activation(x, step[1], step[2])
     nodes.append(helper.make_node("Identity", [x], ["output"]))
     graph = helper.make_graph(nodes, "pyneuro", [helper.make_tensor_value_info("input", elem, ["batch", model.n_in])],
                               [helper.make_tensor_value_info("output", elem, ["batch", model.n_out])], inits)
-    from . import __version__
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="pyneuro", producer_version=__version__)
     proto.ir_version = 8
@@ -88,5 +92,4 @@ def to_onnx_bytes(model) -> bytes:
 
 def to_onnx(model, path) -> None:
     """Write `model` as an ONNX file, atomically."""
-    from .io import atomic_write
     atomic_write(path, to_onnx_bytes(model))

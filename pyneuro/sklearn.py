@@ -27,6 +27,7 @@ from . import _core
 from ._validation import check_float, check_int
 from .callbacks import Callback
 from .layers import Dense
+from .metrics import classes_from_outputs
 from .model import Sequential
 from .optimizers import SGD, Adam
 from .trainer import Trainer
@@ -239,7 +240,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Z = self._forward(X)
         if len(self.classes_) == 1:
             return np.full(Z.shape[0], self.classes_[0])
-        return self.classes_[_core.argmax_rows(Z, np.empty(Z.shape[0], np.int64))]
+        return self.classes_[classes_from_outputs(Z)]
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):

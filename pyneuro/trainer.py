@@ -18,11 +18,14 @@ import numpy as np
 
 from . import _core
 from ._validation import as_generator, check_features, check_float, check_int
-from .callbacks import Callback
-from .losses import LOSSES, Loss, get_loss
+from .callbacks import Callback, History
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import Distributed, OneProcess
+from .layers import Softmax
+from .losses import Loss, get_loss
+from .metrics import count_correct
 from .model import Sequential
 from .optimizers import Adam, Optimizer, get_optimizer
-from .layers import Softmax
 
 
 def _progress_bar(total: int, desc: str):
@@ -61,14 +64,6 @@ class _InterruptBetweenSteps:
 
 class DivergenceError(FloatingPointError):
     """The loss became NaN or infinite; the model keeps the weights it had before that batch."""
-
-
-class History(dict):
-    """Per-epoch metrics: history['loss'], ['accuracy'], ['val_loss'], ['val_accuracy'] (lists)."""
-
-    @property
-    def epochs(self) -> int:
-        return len(self.get("loss", []))
 
 
 class Trainer:
@@ -116,25 +111,25 @@ class Trainer:
         self._end_epoch = 0                                # the epoch the running (or last) fit ends at
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-        self.dist = None
+        # the ranks this Trainer trains with: this process alone, or MPI's
+        self.dist: OneProcess | Distributed = OneProcess()
         if distributed:
-            from .distributed import Distributed
             self.dist = distributed if isinstance(distributed, Distributed) else Distributed()
-            # one shuffle for all ranks, even when seed is None: rank 0's stream everywhere
-            self.rng.bit_generator.state = self.dist.comm.bcast(self.rng.bit_generator.state, root=0)
-            self._split_seed = self.dist.comm.bcast(self._split_seed, root=0)
+        # one shuffle for all ranks, even when seed is None: rank 0's stream everywhere
+        self.rng.bit_generator.state = self.dist.bcast(self.rng.bit_generator.state)
+        self._split_seed = self.dist.bcast(self._split_seed)
         self.verbose = verbose if self.is_root else 0
         self.allow_nonfinite = bool(allow_nonfinite)
         self.optimizer.bind(model.params, model.grads)
         self.stop_training = False
         self.history = History()
         self.epoch = 0
-        self._bufs: tuple | None = None   # (xb, yb, dZ, pred) of the largest batch so far
+        self._bufs: tuple | None = None   # (xb, yb, delta, pred) of the largest batch so far
 
     @property
     def is_root(self) -> bool:
         """True on the process that prints and writes files (rank 0, or the only one)."""
-        return self.dist is None or self.dist.is_root
+        return self.dist.is_root
 
     # ---- data at the boundary ---------------------------------------------------
     def _data(self, X, y, name="X"):
@@ -150,50 +145,43 @@ class Trainer:
             m = self.model
             bufs = self._bufs = (np.empty((B, m.n_in), m.dtype), np.empty((B,) + y.shape[1:], y.dtype),
                                  np.empty((B, m.n_out), m.dtype), np.empty(B, np.int64))
-        xb, yb, dZ, pred = bufs
-        return xb[:B], yb[:B], dZ[:B], pred[:B]
+        xb, yb, delta, pred = bufs
+        return xb[:B], yb[:B], delta[:B], pred[:B]
 
     def _gather(self, X, y, idx):
-        xb, yb, dZ, pred = self._buffers(idx.shape[0], y)
+        xb, yb, delta, pred = self._buffers(idx.shape[0], y)
         _core.gather_rows(X, idx, xb)
         if y.ndim == 1:
             np.take(y, idx, out=yb)
         else:
             _core.gather_rows(y, idx, yb)
-        return xb, yb, dZ, pred
+        return xb, yb, delta, pred
 
     def _gradient(self, X, y, idx) -> tuple[float, int | None]:
         """Forward and backward over the batch rows idx: fills model.grads with ∂L/∂θ of the
-        batch's mean loss; returns (loss, correct). Distributed, this rank takes its shard
-        and the shards' gradients are combined (see pyneuro/distributed.py)."""
-        rows = idx if self.dist is None else self.dist.shard(idx)
+        batch's mean loss; returns (loss, correct). Each rank takes its shard of the rows and
+        the shards' gradients are combined (pyneuro/distributed.py; one process: all rows)."""
+        rows = self.dist.shard(idx)
         loss, correct = 0.0, None
         if rows.shape[0]:
-            xb, yb, dZ, pred = self._gather(X, y, rows)
+            xb, yb, delta, pred = self._gather(X, y, rows)
             Z = self.model.forward(xb, training=True)
-            loss = self.loss.value_and_grad(Z, yb, dZ)
+            loss = self.loss.value_and_grad(Z, yb, delta)
             correct = self._correct(Z, yb, pred)
-            self.model.backward(dZ)
+            self.model.backward(delta)
         else:                                   # more ranks than rows in this batch
             self.model.grads[...] = 0
-            correct = 0 if self.loss.classifier else None
-        if self.dist is not None:
-            loss, correct = self.dist.combine_step(self.model.grads, loss, correct, rows.shape[0], idx.shape[0])
-        return loss, correct
+            correct = 0 if self._accuracy else None
+        return self.dist.combine_step(self.model.grads, loss, correct, rows.shape[0], idx.shape[0])
+
+    @property
+    def _accuracy(self) -> bool:
+        """Whether the model's outputs are classes, so accuracy is counted."""
+        return self.loss.reports_accuracy(self.model.n_out)
 
     def _correct(self, Z, yb, pred) -> int | None:
-        """How many rows of the batch are classified right (None for regression losses)."""
-        if not self.loss.classifier:
-            return None
-        if yb.ndim == 2 and self.loss.name == "cross_entropy":  # probability targets
-            self.loss.predict_classes(Z, pred)
-            return int(np.count_nonzero(pred == yb.argmax(axis=1)))
-        if yb.ndim == 2:  # binary cross-entropy
-            if Z.shape[1] != 1:
-                return None
-            return int(np.count_nonzero((Z[:, 0] > 0) == (yb[:, 0] > 0.5)))
-        self.loss.predict_classes(Z, pred)
-        return int(np.count_nonzero(pred == yb))
+        """How many rows of the batch are classified right (None when outputs are not classes)."""
+        return count_correct(Z, yb, pred) if self._accuracy else None
 
     # ---- training ----------------------------------------------------------------
     def fit(self, X, y, validation_data=None, validation_split: float = 0.0,
@@ -217,95 +205,29 @@ class Trainer:
         History
             Per-epoch 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'time' (also self.history).
         """
-        args = (X, y, validation_data, validation_split, callbacks, epochs)
-        if self.dist is None or self.dist.size == 1:
-            return self._fit(*args)
         try:
-            return self._fit(*args)
+            return self._fit(X, y, validation_data, validation_split, callbacks, epochs)
         except Exception as error:   # one rank's failure stops the job instead of hanging the others
             self.dist.abort(error)
             raise
 
     def _fit(self, X, y, validation_data, validation_split, callbacks, epochs) -> History:
         X, y = self._data(X, y)
-        if self.dist is not None:
-            self.dist.broadcast(self.model.params)   # every rank starts from rank 0's weights
-        if epochs is None:
-            epochs = self.epochs if self._pending_epochs is None else self._pending_epochs
-        epochs = check_int(epochs, "epochs", 0)
-        self._pending_epochs = None
-        self._end_epoch = self.epoch + epochs
-        validation_split = check_float(validation_split, "validation_split", 0.0, 1.0, high_open=True)
-        n = X.shape[0]
-        rows = np.arange(n, dtype=np.int64)
-        val: tuple | None = None  # (X, y, rows or None)
-        if validation_data is not None:
-            if validation_split:
-                raise ValueError("fit: pass validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data: expected a tuple (X_val, y_val)")
-            Xv, yv = self._data(validation_data[0], validation_data[1], name="validation_data")
-            val = (Xv, yv, None)
-        elif validation_split:
-            perm = np.random.default_rng(self._split_seed).permutation(n)
-            n_val = int(round(n * validation_split))
-            if n_val < 1 or n_val >= n:
-                raise ValueError(f"validation_split: {validation_split} of {n} samples leaves "
-                                 f"{n - n_val} for training and {n_val} for validation; both need >= 1")
-            rows, val = np.sort(perm[n_val:]), (X, y, np.sort(perm[:n_val]))
-        batch = self.batch_size
-        if batch > rows.shape[0]:
-            warnings.warn(f"batch_size {batch} is larger than the {rows.shape[0]} training samples; "
-                          f"using {rows.shape[0]}", stacklevel=3)
-            batch = rows.shape[0]
-        callbacks = list(callbacks or [])
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks: expected pyneuro Callback objects, got {type(cb).__name__}")
-            cb.trainer = self
+        self.dist.broadcast(self.model.params)   # every rank starts from rank 0's weights
+        epochs = self._epochs_to_run(epochs)
+        rows, val = self._split(X, y, validation_data, validation_split)
+        batch = self._batch_size_for(rows.shape[0])
+        callbacks = self._attach(callbacks)
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin({})
-        n_batches = (rows.shape[0] + batch - 1) // batch
-        bar_on = self.verbose == 1 and sys.stderr.isatty()
         with _InterruptBetweenSteps() as interrupt:
             for _ in range(epochs):
-                epoch = self.epoch
-                t0 = time.perf_counter()
+                epoch, t0 = self.epoch, time.perf_counter()
                 self.optimizer.set_epoch(epoch)
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch, {})
-                perm = rows[self.rng.permutation(rows.shape[0])]
-                total_loss, total_correct, seen = 0.0, 0, 0
-                bar = _progress_bar(n_batches, f"epoch {epoch + 1}") if bar_on else None
-                try:
-                    for b in range(n_batches):
-                        idx = perm[b * batch:(b + 1) * batch]
-                        B = idx.shape[0]
-                        loss, correct = self._gradient(X, y, idx)
-                        if not np.isfinite(loss):
-                            raise DivergenceError(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of "
-                                                  f"{n_batches}; the model keeps the weights from before this batch "
-                                                  "(try a smaller learning rate or clip_norm)")
-                        self.optimizer.step()
-                        interrupt.check()         # Ctrl-C lands here, between whole steps
-                        total_loss += loss * B
-                        seen += B
-                        logs = {"loss": loss}
-                        if correct is not None:
-                            total_correct += correct
-                            logs["accuracy"] = correct / B
-                        for cb in callbacks:
-                            cb.on_batch_end(b, logs)
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
-                            bar.update(1)
-                finally:
-                    if bar is not None:
-                        bar.close()
-                logs = {"loss": total_loss / seen}
-                if correct is not None:
-                    logs["accuracy"] = total_correct / seen
+                logs = self._train_epoch(X, y, rows, batch, callbacks, interrupt)
                 if val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
                 logs["time"] = time.perf_counter() - t0
@@ -324,6 +246,83 @@ class Trainer:
             cb.on_train_end({})
         return self.history
 
+    def _train_epoch(self, X, y, rows, batch, callbacks, interrupt) -> dict:
+        """One pass over a seeded permutation of `rows`, a step per batch; the epoch's logs."""
+        perm = rows[self.rng.permutation(rows.shape[0])]
+        n_batches = (rows.shape[0] + batch - 1) // batch
+        total_loss, total_correct, seen = 0.0, 0, 0
+        bar = (_progress_bar(n_batches, f"epoch {self.epoch + 1}")
+               if self.verbose == 1 and sys.stderr.isatty() else None)
+        try:
+            for b in range(n_batches):
+                idx = perm[b * batch:(b + 1) * batch]
+                loss, correct = self._gradient(X, y, idx)
+                if not np.isfinite(loss):
+                    raise DivergenceError(f"loss became {loss} at epoch {self.epoch + 1}, batch {b + 1} of "
+                                          f"{n_batches}; the model keeps the weights from before this batch "
+                                          "(try a smaller learning rate or clip_norm)")
+                self.optimizer.step()
+                interrupt.check()         # Ctrl-C lands here, between whole steps
+                total_loss += loss * idx.shape[0]
+                seen += idx.shape[0]
+                logs = {"loss": loss}
+                if correct is not None:
+                    total_correct += correct
+                    logs["accuracy"] = correct / idx.shape[0]
+                for cb in callbacks:
+                    cb.on_batch_end(b, logs)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return {"loss": total_loss / seen, **({"accuracy": total_correct / seen} if self._accuracy else {})}
+
+    def _split(self, X, y, validation_data, validation_split) -> tuple:
+        """(training rows, validation set (X, y, rows or None) or None)."""
+        validation_split = check_float(validation_split, "validation_split", 0.0, 1.0, high_open=True)
+        n = X.shape[0]
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("fit: pass validation_data or validation_split, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data: expected a tuple (X_val, y_val)")
+            Xv, yv = self._data(validation_data[0], validation_data[1], name="validation_data")
+            return np.arange(n, dtype=np.int64), (Xv, yv, None)
+        if not validation_split:
+            return np.arange(n, dtype=np.int64), None
+        perm = np.random.default_rng(self._split_seed).permutation(n)
+        n_val = int(round(n * validation_split))
+        if n_val < 1 or n_val >= n:
+            raise ValueError(f"validation_split: {validation_split} of {n} samples leaves "
+                             f"{n - n_val} for training and {n_val} for validation; both need >= 1")
+        return np.sort(perm[n_val:]), (X, y, np.sort(perm[:n_val]))
+
+    def _epochs_to_run(self, epochs) -> int:
+        """fit's epochs: as asked, else what a checkpoint left to run, else the Trainer's."""
+        if epochs is None:
+            epochs = self.epochs if self._pending_epochs is None else self._pending_epochs
+        epochs = check_int(epochs, "epochs", 0)
+        self._pending_epochs = None
+        self._end_epoch = self.epoch + epochs
+        return epochs
+
+    def _batch_size_for(self, n: int) -> int:
+        if self.batch_size > n:
+            warnings.warn(f"batch_size {self.batch_size} is larger than the {n} training samples; "
+                          f"using {n}", stacklevel=4)
+            return n
+        return self.batch_size
+
+    def _attach(self, callbacks) -> list[Callback]:
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks: expected pyneuro Callback objects, got {type(cb).__name__}")
+            cb.trainer = self
+        return callbacks
+
     # ---- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, path) -> None:
         """Write a checkpoint (atomic): model, optimizer state, epoch, random streams, history.
@@ -333,19 +332,7 @@ class Trainer:
         ----------
         path : str or os.PathLike
         """
-        from .io import model_document, write_file
-        opt = self.optimizer
-        tensors = {"params": self.model.params}
-        tensors.update({f"optimizer.{k}": v for k, v in opt.state_arrays().items()})
-        doc = {"epoch": self.epoch, "end_epoch": self._end_epoch, "epochs": self.epochs,
-               "batch_size": self.batch_size, "loss": {"name": self.loss.name, "config": self.loss.config()},
-               "optimizer": opt.describe(), "step": opt.t,
-               "rng": self.rng.bit_generator.state, "split_seed": self._split_seed,
-               "allow_nonfinite": self.allow_nonfinite, "history": dict(self.history),
-               "layer_rngs": [rng.bit_generator.state if (rng := getattr(layer, "rng", None)) is not None
-                              else None for layer in self.model.layers]}
-        write_file(path, tensors, {"model": model_document(self.model), "info": self.model.info,
-                                   "checkpoint": doc})
+        save_checkpoint(self, path)
 
     @classmethod
     def from_checkpoint(cls, path, schedule=None, verbose: int = 1) -> "Trainer":
@@ -363,38 +350,7 @@ class Trainer:
         -------
         Trainer
         """
-        from .io import model_from, read_file
-        from .optimizers import optimizer_from_description
-        tensors, docs = read_file(path)
-        ck = docs.get("checkpoint")
-        if not isinstance(ck, dict):
-            raise ValueError(f"{path}: a model file, not a checkpoint (pyneuro.load reads it)")
-        model = model_from(docs.get("model", {}), tensors.get("params"), docs.get("info"), path)
-        try:
-            loss = LOSSES[ck["loss"]["name"]](**ck["loss"]["config"])
-            trainer = cls(model, loss, optimizer_from_description(ck["optimizer"], schedule),
-                          batch_size=ck["batch_size"], epochs=ck["epochs"], seed=0, verbose=verbose,
-                          allow_nonfinite=ck["allow_nonfinite"])
-            opt = trainer.optimizer
-            opt.t = int(ck["step"])
-            for name, arr in opt.state_arrays().items():
-                saved = tensors[f"optimizer.{name}"]
-                if saved.shape != arr.shape or saved.dtype != arr.dtype:
-                    raise ValueError(f"optimizer.{name} should be {arr.dtype} {arr.shape}, "
-                                     f"the file holds {saved.dtype} {saved.shape}")
-                arr[...] = saved
-            trainer.rng.bit_generator.state = ck["rng"]
-            trainer._split_seed = int(ck["split_seed"])
-            for layer, state in zip(model.layers, ck["layer_rngs"]):
-                if state is not None:
-                    layer.rng.bit_generator.state = state
-            trainer.epoch = int(ck["epoch"])
-            trainer.history = History({k: list(v) for k, v in ck["history"].items()})
-            trainer._end_epoch = int(ck["end_epoch"])       # the interrupted fit's last epoch
-            trainer._pending_epochs = max(0, trainer._end_epoch - trainer.epoch)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
-        return trainer
+        return load_checkpoint(cls, path, schedule, verbose)
 
     # ---- evaluation ------------------------------------------------------------------
     def _evaluate(self, X, y, rows=None, batch_size: int = 1024) -> dict:
@@ -402,28 +358,18 @@ class Trainer:
         the sums are added up, so every rank returns the same numbers."""
         rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else rows
         n = rows.shape[0]
-        if self.dist is not None:
-            rows = self.dist.shard(rows)
-        total_loss, total_correct = 0.0, 0
-        classified = self.loss.classifier
+        rows = self.dist.shard(rows)
+        sums = np.zeros(2)    # Σ loss·rows, Σ correct
         for s in range(0, rows.shape[0], batch_size):
             idx = rows[s:s + batch_size]
             xb, yb, _, pred = self._gather(X, y, idx)
             Z = self.model.forward(xb, training=False)
-            total_loss += self.loss(Z, yb) * idx.shape[0]
-            correct = self._correct(Z, yb, pred)
-            if correct is None:
-                classified = False
-            else:
-                total_correct += correct
-        if self.dist is not None:
-            sums = np.array([total_loss, total_correct, classified], dtype=np.float64)
-            self.dist.sum(sums)
-            total_loss, total_correct = float(sums[0]), int(sums[1])
-            classified = sums[2] == self.dist.size
-        out = {"loss": total_loss / n}
-        if classified:
-            out["accuracy"] = total_correct / n
+            sums[0] += self.loss(Z, yb) * idx.shape[0]
+            sums[1] += self._correct(Z, yb, pred) or 0
+        self.dist.sum(sums)
+        out = {"loss": float(sums[0]) / n}
+        if self._accuracy:
+            out["accuracy"] = int(sums[1]) / n
         return out
 
     def evaluate(self, X, y, batch_size: int = 1024) -> dict:
