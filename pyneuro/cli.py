@@ -15,7 +15,9 @@ line and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -193,10 +195,27 @@ def load_data(dataset: str, data_dir, dtype: str, test_size: float, split_seed: 
     return X_train, y_train, X_test, y_test, info
 
 
+def _check_destination(flag: str, path: str) -> None:
+    """Refuse, before any training, an output path that cannot be written: a folder, or a
+    place this user cannot create files in (tried with a real file, so root is judged right)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a folder; give a file name")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pyneuro-probe-", dir=folder)
+    except OSError as e:
+        raise type(e)(e.errno, f"{flag} {path}: cannot write into {folder} ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def train(args) -> dict:
     import pyneuro as pn
 
     t_start = time.perf_counter()
+    for flag in ("save", "checkpoint", "plot"):
+        if getattr(args, flag):
+            _check_destination(f"--{flag}", getattr(args, flag))
     if args.threads is not None:
         pn.set_num_threads(args.threads)
     dataset = args.dataset or "digits"
@@ -359,8 +378,12 @@ def main(argv=None) -> int:
     try:
         {"train": train, "predict": predict, "evaluate": evaluate, "show": show,
          "export": export}[args.command](args)
-    except (ValueError, TypeError, ImportError, OSError) as e:
-        print(f"pyneuro: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, ImportError, OSError, ArithmeticError) as e:   # the user's to fix
+        print(f"pyneuro: error: {e}", file=sys.stderr)             # (ArithmeticError: divergence)
+        return 2
+    except MemoryError as e:
+        print(f"pyneuro: error: out of memory ({e or 'an allocation failed'}); try a smaller model, "
+              "batch or data set", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pyneuro: interrupted", file=sys.stderr)

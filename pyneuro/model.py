@@ -74,7 +74,10 @@ class Sequential:
         for layer in self.layers:
             layer.init_params(rng)
         self._chain = self._dense_chain()
-        self._predict_lock = threading.Lock()   # the layer-by-layer path shares the layers' buffers
+        # One training step or one batch of prediction at a time: the layers' buffers (and the
+        # weights an optimizer step rewrites) are never used by two of them at once.
+        self._lock = threading.Lock()
+        self._fit_lock = threading.Lock()   # held by the one Trainer.fit running on this model
 
     def _dense_chain(self):
         """The inference pass as one compiled call (_core.DenseChain) when every step of
@@ -124,10 +127,10 @@ class Sequential:
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
         for s in range(0, X.shape[0], batch_size):
-            if self._chain is not None:
-                self._chain.forward(X[s:s + batch_size], out[s:s + batch_size])
-            else:
-                with self._predict_lock:
+            with self._lock:
+                if self._chain is not None:
+                    self._chain.forward(X[s:s + batch_size], out[s:s + batch_size])
+                else:
                     out[s:s + batch_size] = self.forward(X[s:s + batch_size])
         return out
 

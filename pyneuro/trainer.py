@@ -205,11 +205,16 @@ class Trainer:
         History
             Per-epoch 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'time' (also self.history).
         """
+        if not self.model._fit_lock.acquire(blocking=False):
+            raise RuntimeError("fit is already running on this Trainer's model (in another thread); "
+                               "one model trains in one fit at a time")
         try:
             return self._fit(X, y, validation_data, validation_split, callbacks, epochs)
         except Exception as error:   # one rank's failure stops the job instead of hanging the others
             self.dist.abort(error)
             raise
+        finally:
+            self.model._fit_lock.release()
 
     def _fit(self, X, y, validation_data, validation_split, callbacks, epochs) -> History:
         X, y = self._data(X, y)
@@ -256,12 +261,13 @@ class Trainer:
         try:
             for b in range(n_batches):
                 idx = perm[b * batch:(b + 1) * batch]
-                loss, correct = self._gradient(X, y, idx)
-                if not np.isfinite(loss):
-                    raise DivergenceError(f"loss became {loss} at epoch {self.epoch + 1}, batch {b + 1} of "
-                                          f"{n_batches}; the model keeps the weights from before this batch "
-                                          "(try a smaller learning rate or clip_norm)")
-                self.optimizer.step()
+                with self.model._lock:    # a predict() from another thread waits for the whole step
+                    loss, correct = self._gradient(X, y, idx)
+                    if not np.isfinite(loss):
+                        raise DivergenceError(f"loss became {loss} at epoch {self.epoch + 1}, batch {b + 1} "
+                                              f"of {n_batches}; the model keeps the weights from before this "
+                                              "batch (try a smaller learning rate or clip_norm)")
+                    self.optimizer.step()
                 interrupt.check()         # Ctrl-C lands here, between whole steps
                 total_loss += loss * idx.shape[0]
                 seen += idx.shape[0]
@@ -362,10 +368,11 @@ class Trainer:
         sums = np.zeros(2)    # Σ loss·rows, Σ correct
         for s in range(0, rows.shape[0], batch_size):
             idx = rows[s:s + batch_size]
-            xb, yb, _, pred = self._gather(X, y, idx)
-            Z = self.model.forward(xb, training=False)
-            sums[0] += self.loss(Z, yb) * idx.shape[0]
-            sums[1] += self._correct(Z, yb, pred) or 0
+            with self.model._lock:
+                xb, yb, _, pred = self._gather(X, y, idx)
+                Z = self.model.forward(xb, training=False)
+                sums[0] += self.loss(Z, yb) * idx.shape[0]
+                sums[1] += self._correct(Z, yb, pred) or 0
         self.dist.sum(sums)
         out = {"loss": float(sums[0]) / n}
         if self._accuracy:

@@ -161,3 +161,26 @@ def test_mnist_main_job_reaches_98_percent(tmp_path):
 ])
 def test_file_errors_are_one_line(args, fragment):
     one_line_error(run(*args), fragment)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--optimizer", "sgd", "--lr", "1e10", "--schedule", "none"], "loss became"),
+    (["--hidden", "4000000000"], "out of memory"),
+    (["--hidden", "8", "--batch-size", "4000000000"], None),       # clipped to the data, trains
+])
+def test_training_failures_the_user_caused_are_one_line(args, fragment):
+    proc = run("train", "--epochs", "1", "--quiet", *args)
+    if fragment is None:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        one_line_error(proc, fragment)
+
+
+@pytest.mark.parametrize("flag", ["--save", "--checkpoint", "--plot"])
+def test_an_unwritable_destination_is_refused_before_training(flag, tmp_path):
+    """/sys refuses new files even to root; a folder is not a file name. Nothing trains."""
+    for dest, fragment in (("/sys/m.st", f"{flag} /sys/m.st: cannot write into /sys"),
+                           (str(tmp_path), "is a folder")):
+        proc = run("train", "--epochs", "1", flag, dest)
+        one_line_error(proc, fragment)
+        assert "epoch" not in proc.stdout and "Total params" not in proc.stdout, proc.stdout

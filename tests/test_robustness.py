@@ -242,6 +242,62 @@ def test_predict_from_8_threads_equals_serial(stack):
     assert results == ["same"] * 8
 
 
+@pytest.mark.parametrize("stack", ["chain", "layers"])
+def test_predict_while_another_thread_trains_the_same_model(stack):
+    """Each prediction made while the model trains is the prediction of the weights it had
+    between two steps: checked whenever the weights did not change across the call."""
+    layers = [pn.Dense(64, 48, "relu"), pn.Dense(48, 10)] if stack == "chain" else \
+             [pn.Dense(64, 48), pn.ReLU(), pn.Tanh(), pn.Dense(48, 10)]
+    model = pn.Sequential(layers, seed=0)
+    twin = pn.Sequential([type(layer)(**layer.config()) for layer in layers], seed=0)
+    X, y = pn.datasets.load_digits()
+    Xq = X[:300]
+    done, checked, wrong = threading.Event(), [0], []
+
+    def predict():
+        while not done.is_set():
+            w0 = model.get_weights()
+            out = model.predict(Xq)
+            if np.array_equal(w0, model.get_weights()):
+                twin.set_weights(w0)
+                checked[0] += 1
+                if not np.array_equal(out, twin.predict(Xq)):
+                    wrong.append(float(np.abs(out - twin.predict(Xq)).max()))
+    t = threading.Thread(target=predict)
+    t.start()
+    try:
+        enough = pn.LambdaCallback(on_epoch_end=lambda e, logs: setattr(trainer, "stop_training", checked[0] >= 20))
+        trainer = pn.Trainer(model, optimizer=pn.SGD(lr=1e-3), batch_size=16, epochs=500, seed=0, verbose=0)
+        trainer.fit(X, y, callbacks=[enough])
+    finally:
+        done.set()
+        t.join()
+    assert checked[0] >= 20 and not wrong, (checked[0], wrong[:5])
+
+
+def test_a_second_fit_on_the_same_model_is_refused_while_the_first_runs():
+    X, y = data()
+    model = small_model()
+    trainer = pn.Trainer(model, batch_size=8, epochs=2, seed=0, verbose=0)
+    inside, release, errors = threading.Event(), threading.Event(), []
+
+    def first():
+        def hold(batch, logs):
+            inside.set()
+            release.wait(10)
+        trainer.fit(X, y, callbacks=[pn.LambdaCallback(on_batch_end=hold)], epochs=1)
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(10)
+    for second in (trainer, pn.Trainer(model, verbose=0)):
+        with pytest.raises(RuntimeError, match="fit is already running"):
+            second.fit(X, y, epochs=1)
+    release.set()
+    t.join()
+    assert trainer.epoch == 1                  # the first fit finished its one epoch
+    assert trainer.fit(X, y, epochs=1).epochs == 2   # and fit works again afterwards
+
+
 def test_two_models_train_in_two_threads_without_interfering():
     X, y = pn.datasets.load_digits()
 
