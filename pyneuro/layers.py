@@ -54,6 +54,11 @@ class Layer:
         """The constructor arguments that rebuild this layer."""
         return {}
 
+    def pre_activation(self, X: np.ndarray, A: np.ndarray) -> np.ndarray:
+        """After forward(X) gave A: the value the layer's activation was applied to (A itself
+        for a layer without one)."""
+        return A
+
     def inference(self) -> list[tuple] | None:
         """What the layer computes at inference, as steps ("dense", W, b, act, alpha) or
         ("act", act, alpha); [] for none; None when it has no such form (a custom layer).
@@ -151,6 +156,9 @@ class Dense(Layer):
     def inference(self):
         return [("dense", self.W, self.b, self.activation, self.alpha)]
 
+    def pre_activation(self, X, A):
+        return self._Z
+
     def forward(self, x, training=False):
         B = x.shape[0]
         Z = self._buffer("Z", B, self.n_out)
@@ -194,6 +202,9 @@ class Activation(Layer):
 
     def inference(self):
         return [] if self.activation == "identity" else [("act", self.activation, self.alpha)]
+
+    def pre_activation(self, X, A):
+        return X
 
     def forward(self, x, training=False):
         y = self._buffer("y", x.shape[0], self.n_out)

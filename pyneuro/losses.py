@@ -13,6 +13,14 @@ from . import _core
 from ._validation import check_float, check_labels, check_targets
 
 
+# What a model's outputs are, known from the loss it was trained on (Loss.output_kind):
+#   class_logits    softmax gives class probabilities         (cross_entropy)
+#   binary_logits   σ gives each output's probability         (binary_cross_entropy)
+#   probabilities   already probabilities (a sigmoid/softmax output trained on a regression loss)
+#   values          real numbers, probabilities of nothing    (a regressor)
+OUTPUT_KINDS = ("class_logits", "binary_logits", "probabilities", "values")
+
+
 class Loss:
     """Base class. `classifier` says whether predictions are classes (accuracy is reported)."""
 
@@ -33,6 +41,12 @@ class Loss:
     def reports_accuracy(self, n_outputs: int) -> bool:
         """Whether a model of n_outputs trained on this loss predicts one class per row."""
         return self.classifier
+
+    def output_kind(self, final_activation: str | None) -> str:
+        """What the outputs of a model trained on this loss are (OUTPUT_KINDS), given the
+        activation of its last layer: a regression loss on sigmoid/softmax outputs trains
+        probabilities (the textbook's quadratic cost), on anything else values."""
+        return "probabilities" if final_activation in ("sigmoid", "softmax") else "values"
 
     def config(self) -> dict:
         return {}
@@ -60,6 +74,9 @@ class CrossEntropy(Loss):
 
     def value_and_grad(self, Z, y, delta):
         return _core.softmax_cross_entropy(Z, y, delta)
+
+    def output_kind(self, final_activation):
+        return "class_logits"
 
 
 class _Pointwise(Loss):
@@ -90,6 +107,9 @@ class BinaryCrossEntropy(_Pointwise):
 
     def reports_accuracy(self, n_outputs):
         return n_outputs == 1   # several outputs are several labels, not one class
+
+    def output_kind(self, final_activation):
+        return "binary_logits"
 
 
 class MSE(_Pointwise):

@@ -9,9 +9,9 @@ import numpy as np
 from . import _core
 
 
-def classes_from_outputs(Z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def classes_from_outputs(Z: np.ndarray, out: np.ndarray | None = None, threshold: float = 0.0) -> np.ndarray:
     """The class each row of a network output stands for: argmax_j Z_ij (the first of
-    ties), or [z > 0] for a single logit (σ(z) > ½).
+    ties), or [z > threshold] for a single output (a logit: 0 is σ(z) > ½).
 
     Parameters
     ----------
@@ -19,6 +19,9 @@ def classes_from_outputs(Z: np.ndarray, out: np.ndarray | None = None) -> np.nda
         Logits or probabilities (one column per class), or one logit per row.
     out : ndarray of int64, shape (n,), optional
         Where to write the classes.
+    threshold : float
+        The decision threshold of a single output, on its own scale (0 for a logit, ½ for
+        a probability).
 
     Returns
     -------
@@ -27,12 +30,12 @@ def classes_from_outputs(Z: np.ndarray, out: np.ndarray | None = None) -> np.nda
     if out is None:
         out = np.empty(Z.shape[0], dtype=np.int64)
     if Z.shape[1] == 1:
-        np.greater(Z[:, 0], 0, out=out, casting="unsafe")
+        np.greater(Z[:, 0], threshold, out=out, casting="unsafe")
         return out
     return _core.argmax_rows(Z, out)
 
 
-def count_correct(Z: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> int:
+def count_correct(Z: np.ndarray, y: np.ndarray, out: np.ndarray | None = None, threshold: float = 0.0) -> int:
     """How many rows of Z are classified right (classes_from_outputs against the truth).
 
     Parameters
@@ -44,12 +47,14 @@ def count_correct(Z: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -
         or 0/1 targets (n, 1) (the true class is [y > ½]).
     out : ndarray of int64, shape (n,), optional
         Work array for the predicted classes.
+    threshold : float
+        As for classes_from_outputs.
 
     Returns
     -------
     int
     """
-    pred = classes_from_outputs(Z, out)
+    pred = classes_from_outputs(Z, out, threshold)
     if y.ndim == 2:
         y = y[:, 0] > 0.5 if y.shape[1] == 1 else y.argmax(axis=1)
     return int(np.count_nonzero(pred == y))

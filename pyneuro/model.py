@@ -12,9 +12,10 @@ import threading
 import numpy as np
 
 from . import _core
-from ._validation import as_dtype, as_generator, check_features, check_int
+from ._validation import as_dtype, as_generator, check_features, check_float, check_int
 from .io import read_file, write_file
-from .layers import LAYERS, Dense, Dropout, Layer, Softmax, inference_plan
+from .layers import LAYERS, Dense, Dropout, Layer, inference_plan
+from .losses import OUTPUT_KINDS, Loss, get_loss
 from .metrics import classes_from_outputs
 
 
@@ -46,6 +47,8 @@ class Sequential:
         self.dtype = as_dtype(dtype)
         self.seed = seed
         self.info: dict = {}   # JSON-able facts kept with the model by save() (e.g. input preprocessing)
+        self.loss: Loss | None = None   # the loss it was trained on, and so what its outputs are
+        self.output: str | None = None  # (one of losses.OUTPUT_KINDS): set by Trainer.fit
         n = self.layers[0].n_in if input_dim is None else check_int(input_dim, "input_dim", 1)
         if n is None:
             raise ValueError(f"Sequential: the first layer ({type(self.layers[0]).__name__}) does not fix "
@@ -98,13 +101,40 @@ class Sequential:
             out = layer.forward(out, training)
         return out
 
-    def backward(self, dA: np.ndarray) -> None:
-        """Backpropagate dA = ∂L/∂A of the output; fills self.grads (∂L/∂X of the input is
-        not computed)."""
+    def backward(self, dA: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+        """Backpropagate dA = ∂L/∂A of the output; fills self.grads, and returns ∂L/∂X of
+        the input when input_grad (a view of a work buffer), else None."""
         g: np.ndarray | None = dA
         for i in range(len(self.layers) - 1, -1, -1):
             assert g is not None
-            g = self.layers[i].backward(g, need_input_grad=i > 0)
+            g = self.layers[i].backward(g, need_input_grad=input_grad or i > 0)
+        return g
+
+    @property
+    def final_activation(self) -> str | None:
+        """The activation the last step applies ('identity' for a linear output; None when
+        a layer without an inference form ends the model)."""
+        try:
+            last = inference_plan(self.layers)[-1]
+        except (ValueError, IndexError):
+            return None
+        return last[3] if last[0] == "dense" else last[1]
+
+    def output_kind(self) -> str:
+        """What the outputs are (losses.OUTPUT_KINDS): as recorded by training, else read
+        from the last layer: a sigmoid/softmax ends in probabilities, one linear output is a
+        logit, several are class logits."""
+        if self.output is not None:
+            return self.output
+        if self.final_activation in ("sigmoid", "softmax"):
+            return "probabilities"
+        return "binary_logits" if self.n_out == 1 else "class_logits"
+
+    def _trained_on(self, loss) -> None:
+        """Record the loss the model is being trained on (Trainer.fit), and so its outputs."""
+        self.loss = loss
+        self.output = loss.output_kind(self.final_activation)
+        assert self.output in OUTPUT_KINDS, self.output
 
     # ---- user interface --------------------------------------------------------
     def predict(self, X, batch_size: int = 1024, allow_nonfinite: bool = False) -> np.ndarray:
@@ -135,8 +165,9 @@ class Sequential:
         return out
 
     def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities: softmax of the logits (or the output of a final Softmax
-        layer); for a single logit z the columns [1 − σ(z), σ(z)].
+        """Class probabilities, as the model's outputs mean them (output_kind): softmax of
+        class logits, σ of binary logits, the outputs themselves when the model ends in
+        probabilities; one output p becomes the two columns [1 − p, p].
 
         Parameters
         ----------
@@ -146,30 +177,116 @@ class Sequential:
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
-        """
-        Z = self.predict(X, batch_size)
-        if isinstance(self.layers[-1], Softmax):
-            return Z
-        if self.n_out == 1:
-            p = np.empty_like(Z)
-            _core.activation_forward("sigmoid", 0.0, Z, p)
-            return np.hstack([1 - p, p])
-        _core.activation_forward("softmax", 0.0, Z, Z)
-        return Z
 
-    def predict_classes(self, X, batch_size: int = 1024) -> np.ndarray:
-        """The most likely class of each row: argmax of the outputs, or z > 0 for one logit.
+        Raises
+        ------
+        ValueError
+            When the outputs are values (a regressor): probabilities of nothing.
+        """
+        kind = self._probability_kind("predict_proba")
+        P = self.predict(X, batch_size)
+        if kind != "probabilities":
+            _core.activation_forward("softmax" if kind == "class_logits" else "sigmoid", 0.0, P, P)
+        return np.hstack([1 - P, P]) if self.n_out == 1 else P
+
+    def _probability_kind(self, where: str) -> str:
+        kind = self.output_kind()
+        if kind == "values":
+            name = self.loss.name if self.loss is not None else "a regression loss"
+            raise ValueError(f"{where}: this model's outputs are values (it was trained on {name} with a "
+                             f"{self.final_activation} output), not probabilities of classes; use predict()")
+        return kind
+
+    def predict_classes(self, X, batch_size: int = 1024, threshold: float = 0.5) -> np.ndarray:
+        """The most likely class of each row: the argmax of the outputs, or for a single
+        output whether its probability exceeds `threshold`.
 
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_in)
         batch_size : int
+        threshold : float
+            Single-output models: the probability above which a row is class 1 (default ½).
 
         Returns
         -------
         ndarray of int64, shape (n_samples,)
         """
-        return classes_from_outputs(self.predict(X, batch_size))
+        threshold = check_float(threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
+        return classes_from_outputs(self.predict(X, batch_size), threshold=self.decision_threshold(threshold))
+
+    def decision_threshold(self, probability: float = 0.5) -> float:
+        """A single output's class threshold on its own scale for the given probability:
+        the logit log(p/(1 − p)) for logits, p itself for probabilities."""
+        if self._probability_kind("predict_classes") == "probabilities":
+            return probability
+        return float(np.log(probability) - np.log1p(-probability))
+
+    def activations(self, X, pre_activation: bool = False, batch_size: int = 1024) -> list:
+        """Every layer's output for the rows of X (the inference pass, layer by layer in the
+        compiled core), as fresh arrays.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_in)
+        pre_activation : bool
+            Also return each layer's pre-activation Z (a Dense layer's X·W + b, an activation
+            layer's input; the output itself for layers without one).
+        batch_size : int
+            Rows per pass (bounds the work memory).
+
+        Returns
+        -------
+        list
+            One array (n_samples, width) per layer, or (Z, A) pairs when pre_activation.
+        """
+        X = check_features(X, self.dtype, self.n_in)
+        batch_size = check_int(batch_size, "batch_size", 1)
+        outs = [(np.empty((X.shape[0], layer.n_out), self.dtype), np.empty((X.shape[0], layer.n_out), self.dtype))
+                for layer in self.layers]
+        for s in range(0, X.shape[0], batch_size):
+            with self._lock:
+                A = X[s:s + batch_size]
+                for layer, (Z_all, A_all) in zip(self.layers, outs):
+                    X_in, A = A, layer.forward(A, training=False)
+                    Z_all[s:s + batch_size] = layer.pre_activation(X_in, A)
+                    A_all[s:s + batch_size] = A
+        return outs if pre_activation else [A for _, A in outs]
+
+    def input_gradient(self, X, y, loss=None, batch_size: int = 1024) -> np.ndarray:
+        """∂L/∂X: how the mean loss over the rows of X changes with each input value (the
+        saliency of each pixel). Overwrites the parameter gradients `grads`.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_in)
+        y : ndarray
+            Targets, as for Trainer.fit with this loss.
+        loss : str or Loss, optional
+            Default: the loss the model was trained on.
+        batch_size : int
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_in)
+        """
+        if loss is None and self.loss is None:
+            raise ValueError("input_gradient: this model was never trained, so it has no loss of its own; "
+                             "pass loss=")
+        loss = get_loss(self.loss if loss is None else loss)
+        X = check_features(X, self.dtype, self.n_in)
+        y = loss.prepare_targets(y, X.shape[0], self.n_out, self.dtype)
+        batch_size = check_int(batch_size, "batch_size", 1)
+        n, dX = X.shape[0], np.empty_like(X)
+        for s in range(0, n, batch_size):
+            with self._lock:
+                Z = self.forward(X[s:s + batch_size], training=False)
+                delta = np.empty_like(Z)
+                loss.value_and_grad(Z, y[s:s + batch_size], delta)   # of the batch's mean
+                dX[s:s + batch_size] = self.backward(delta, input_grad=True)
+            if Z.shape[0] != n:
+                dX[s:s + batch_size] *= Z.shape[0] / n                 # of the mean over all rows
+        return dX
 
     def save(self, path, info: dict | None = None) -> None:
         """Write the model to one safetensors file, atomically; pyneuro.load(path) rebuilds it.

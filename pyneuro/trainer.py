@@ -102,6 +102,11 @@ class Trainer:
         if self.loss.name == "cross_entropy" and isinstance(model.layers[-1], Softmax):
             raise ValueError("loss: cross_entropy applies softmax itself (it takes logits); remove the "
                              "model's final Softmax layer (predict_proba gives probabilities)")
+        outputs = self.loss.output_kind(model.final_activation)   # what the model's outputs will be
+        # accuracy is counted when the outputs are classes: logits, or probabilities (a
+        # sigmoid/softmax output trained on one-hot targets with mse, the textbook's network)
+        self._accuracy = self.loss.reports_accuracy(model.n_out) or outputs == "probabilities"
+        self._threshold = 0.5 if outputs == "probabilities" else 0.0   # of a single output
         self.optimizer = Adam() if optimizer is None else get_optimizer(optimizer)
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.epochs = check_int(epochs, "epochs", 0)
@@ -174,14 +179,9 @@ class Trainer:
             correct = 0 if self._accuracy else None
         return self.dist.combine_step(self.model.grads, loss, correct, rows.shape[0], idx.shape[0])
 
-    @property
-    def _accuracy(self) -> bool:
-        """Whether the model's outputs are classes, so accuracy is counted."""
-        return self.loss.reports_accuracy(self.model.n_out)
-
     def _correct(self, Z, yb, pred) -> int | None:
         """How many rows of the batch are classified right (None when outputs are not classes)."""
-        return count_correct(Z, yb, pred) if self._accuracy else None
+        return count_correct(Z, yb, pred, self._threshold) if self._accuracy else None
 
     # ---- training ----------------------------------------------------------------
     def fit(self, X, y, validation_data=None, validation_split: float = 0.0,
@@ -218,6 +218,7 @@ class Trainer:
 
     def _fit(self, X, y, validation_data, validation_split, callbacks, epochs) -> History:
         X, y = self._data(X, y)
+        self.model._trained_on(self.loss)
         self.dist.broadcast(self.model.params)   # every rank starts from rank 0's weights
         epochs = self._epochs_to_run(epochs)
         rows, val = self._split(X, y, validation_data, validation_split)
