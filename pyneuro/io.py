@@ -161,7 +161,7 @@ def json_fault(value, where: str, finite: bool = True, depth: int = 0) -> str | 
     if isinstance(value, float):
         return None if math.isfinite(value) or not finite else f"{where} is {value} (not a finite number)"
     if depth >= MAX_JSON_DEPTH:
-        return f"{where} is nested deeper than {MAX_JSON_DEPTH} levels"
+        return f"{where[:80]}... is nested deeper than {MAX_JSON_DEPTH} levels"
     if isinstance(value, dict):
         for k, v in value.items():
             fault = (f"{where} has the key {k!r}, not a string" if not isinstance(k, str)
