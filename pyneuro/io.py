@@ -13,7 +13,8 @@ metadata, JSON documents:
                              to the file (corruption, hand edits) is detected on load
 No pickle: loading a file never runs code from it. Reading checks the 8-byte header
 length, the header and every tensor's offsets against the file's size before it
-reads the tensors, so a hostile file costs no more memory than its own size.
+reads the tensors, so a hostile file costs memory in proportion to its own size,
+never to the sizes it claims.
 This module only reads and writes files; what the documents mean is the model's
 (model.py) and the checkpoint's (checkpoint.py) business.
 """
@@ -28,7 +29,7 @@ import os
 import secrets
 import stat
 import struct
-from typing import TypeGuard
+from typing import Any, Iterable, TypeGuard
 
 import numpy as np
 
@@ -152,27 +153,40 @@ def write_file(path, tensors: dict, documents: dict) -> None:
     atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta))
 
 
-def json_fault(value, where: str, finite: bool = True, depth: int = 0) -> str | None:
+def json_fault(value, where: str, finite: bool = True) -> str | None:
     """What keeps `value` from being JSON that reads back as it was written (None: nothing):
     dicts with str keys, lists, tuples, str, int, float (finite unless finite=False), bool,
-    None, at most MAX_JSON_DEPTH levels deep."""
+    None, at most MAX_JSON_DEPTH levels deep. `where` names value in the answer."""
+    fault = _json_fault(value, finite, 0)
+    if fault is None:
+        return None
+    at, what = fault
+    return f"{where}{at if len(at) <= 80 else at[:80] + '...'} {what}"
+
+
+def _json_fault(value, finite: bool, depth: int) -> tuple[str, str] | None:
+    """(where below value, what) of the first fault json_fault describes."""
     if value is None or isinstance(value, (str, int)):
         return None
     if isinstance(value, float):
-        return None if math.isfinite(value) or not finite else f"{where} is {value} (not a finite number)"
+        return None if math.isfinite(value) or not finite else ("", f"is {value} (not a finite number)")
     if depth >= MAX_JSON_DEPTH:
-        return f"{where[:80]}... is nested deeper than {MAX_JSON_DEPTH} levels"
+        return "", f"is nested deeper than {MAX_JSON_DEPTH} levels"
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
-        for k, v in value.items():
-            fault = (f"{where} has the key {k!r}, not a string" if not isinstance(k, str)
-                     else json_fault(v, f"{where}[{k!r:.40}]", finite, depth + 1))
-            if fault:
-                return fault
-        return None
-    if isinstance(value, (list, tuple)):
-        return next((f for i, v in enumerate(value) if (f := json_fault(v, f"{where}[{i}]", finite, depth + 1))),
-                    None)
-    return f"{where} is a {type(value).__name__} (expected dict, list, str, int, float, bool or None)"
+        items = value.items()
+        bad_key = next((k for k in value if not isinstance(k, str)), None)
+        if bad_key is not None:
+            return "", f"has the key {bad_key!r}, not a string"
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return "", f"is a {type(value).__name__} (expected dict, list, str, int, float, bool or None)"
+    for k, v in items:
+        fault = _json_fault(v, finite, depth + 1)
+        if fault is not None:
+            return f"[{k!r:.40}]{fault[0]}", fault[1]
+    return None
 
 
 def _json(text, path: str, what: str):
