@@ -15,6 +15,7 @@ line and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -291,16 +292,77 @@ def evaluate(args) -> dict:
     return {"loss": value, "accuracy": acc, "confusion": cm}
 
 
-def _read_inputs(path: str, model, invert: str):
-    """(labels, X): the samples in `path` as model inputs."""
+def _input_info(model, model_path) -> dict:
+    """What predict and show read from the model's info, checked: image_shape ([rows, cols],
+    rows·cols = the input width, or absent), pixel_max (a positive number, default 1),
+    background ('dark', 'light' or absent)."""
     info, n_in = model.info, model.n_in
-    if path.lower().endswith(".npy"):
+    shape = info.get("image_shape")
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 2
+                                  and all(type(v) is int and v >= 1 for v in shape) and shape[0] * shape[1] == n_in):
+        raise ValueError(f"{model_path}: damaged info: image_shape should be [rows, cols] with rows x cols = "
+                         f"{n_in} (the input width), got {shape!r:.60}")
+    pixel_max = info.get("pixel_max", 1)
+    try:
+        ok = type(pixel_max) in (int, float) and 0 < float(pixel_max) < float("inf")
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{model_path}: damaged info: pixel_max should be a positive number, got {pixel_max!r:.60}")
+    background = info.get("background")
+    if background not in (None, "dark", "light"):
+        raise ValueError(f"{model_path}: damaged info: background should be 'dark' or 'light', got {background!r:.60}")
+    return {"image_shape": shape, "pixel_max": float(pixel_max), "background": background}
+
+
+def _read_npy(path: str) -> np.ndarray:
+    """The array of a .npy file, its header checked against the file's size before the data
+    is read (a header promising more than the file holds costs no memory)."""
+    from numpy.lib import format as npy
+    from .io import open_regular
+    with open_regular(path, ".npy file") as (f, size):
         try:
-            a = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
+            version = npy.read_magic(f)
+            read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            need = f.tell() + math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or need != size:
+                raise ValueError(f"its header promises {dtype} {shape} ({need} bytes in all), the file holds "
+                                 f"{size} bytes" if not dtype.hasobject else "it holds Python objects")
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
             raise ValueError(f"{path}: cannot read the .npy file ({e})") from None
+
+
+def _read_image(path: str, shape) -> np.ndarray:
+    """Grey levels in [0, 1] of an image of `shape` (rows, cols); its size is read from the
+    header and checked before any pixel is decoded."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError(f"{path}: reading images needs Pillow: pip install 'pyneuro[image]'") from None
+    from .io import open_regular
+    with open_regular(path, "image") as (f, _):
+        try:
+            with Image.open(f) as im:          # lazy: only the header is read here
+                width, height = im.size
+                if [height, width] == list(shape):
+                    return np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+        except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(f"{path}: cannot read the image ({e})") from None
+    raise ValueError(f"{path}: the image is {width}x{height} pixels, the model takes "
+                     f"{shape[1]}x{shape[0]} images (resize it first)")
+
+
+def _read_inputs(path: str, model, invert: str, info: dict | None = None):
+    """(labels, X): the samples in `path` as model inputs (`info`: _input_info's)."""
+    info = _input_info(model, "the model") if info is None else info
+    n_in = model.n_in
+    if path.lower().endswith(".npy"):
+        a = _read_npy(path)
         if a.dtype.kind in "iu":
-            a = a / float(info.get("pixel_max", 1))
+            a = a / info["pixel_max"]
         elif a.dtype.kind != "f":
             raise ValueError(f"{path}: expected numbers, got dtype {a.dtype}")
         a = np.asarray(a, dtype=model.dtype)
@@ -313,23 +375,12 @@ def _read_inputs(path: str, model, invert: str):
                              f"(the model's input width)")
         labels = [path] if a.shape[0] == 1 else [f"{path}[{i}]" for i in range(a.shape[0])]
         return labels, np.ascontiguousarray(a)
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise ValueError(f"{path}: reading images needs Pillow: pip install 'pyneuro[image]'") from None
-    shape = info.get("image_shape")
-    if not shape or shape[0] * shape[1] != n_in:
+    shape = info["image_shape"]
+    if not shape:
         raise ValueError(f"{path}: this model was not trained on images (its info has no image shape)")
-    try:
-        with Image.open(path) as im:
-            grey = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: cannot read the image ({e})") from None
-    if list(grey.shape) != list(shape):
-        raise ValueError(f"{path}: the image is {grey.shape[1]}x{grey.shape[0]} pixels, the model takes "
-                         f"{shape[1]}x{shape[0]} images (resize it first)")
+    grey = _read_image(path, shape)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]).mean()
-    if invert == "yes" or (invert == "auto" and border > 0.5 and info.get("background") == "dark"):
+    if invert == "yes" or (invert == "auto" and border > 0.5 and info["background"] == "dark"):
         grey = 1.0 - grey
     return [path], grey.reshape(1, n_in).astype(model.dtype)
 
@@ -337,9 +388,10 @@ def _read_inputs(path: str, model, invert: str):
 def predict(args) -> list:
     import pyneuro as pn
     model = pn.load(args.model)
+    info = _input_info(model, args.model)
     results = []
     for path in args.inputs:
-        labels, X = _read_inputs(path, model, args.invert)
+        labels, X = _read_inputs(path, model, args.invert, info)
         P = model.predict_proba(X)
         for label, p in zip(labels, P):
             top = np.argsort(-p, kind="stable")[:args.top]
@@ -354,7 +406,7 @@ def show(args) -> None:
     from .plots import plot_confusion, plot_weights
     model = pn.load(args.model)
     first = next((layer for layer in model.layers if isinstance(layer, pn.Dense)), None)
-    shape = model.info.get("image_shape")
+    shape = _input_info(model, args.model)["image_shape"]
     if first is None or not shape:
         raise ValueError(f"{args.model}: no first Dense layer on image inputs to draw")
     plot_weights(first.W, shape, args.out, n=args.neurons)

@@ -27,6 +27,7 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
+_MAX_DOWNLOAD = 64 * 2**20
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
                  "https://storage.googleapis.com/cvdf-datasets/mnist/")
 
@@ -70,8 +71,9 @@ def load_idx(data_dir=None, dtype="float32"):
     for part in ("train", "t10k"):
         img_path, lab_path = _idx_file(data_dir, f"{part}-images-idx3-ubyte"), _idx_file(data_dir, f"{part}-labels-idx1-ubyte")
         images, labels = read_idx(img_path), read_idx(lab_path)
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(f"{img_path}: expected uint8 images (count, rows, cols), got {images.dtype} {images.shape}")
+        if images.ndim != 3 or images.dtype != np.uint8 or 0 in images.shape:
+            raise ValueError(f"{img_path}: expected uint8 images (count, rows, cols), at least one of at least "
+                             f"1x1 pixels, got {images.dtype} {images.shape}")
         if labels.ndim != 1 or labels.dtype != np.uint8:
             raise ValueError(f"{lab_path}: expected uint8 labels (count,), got {labels.dtype} {labels.shape}")
         if labels.shape[0] != images.shape[0]:
@@ -143,7 +145,10 @@ def download_mnist(data_dir=None, mirrors=MNIST_MIRRORS, fetch=None) -> str:
         def fetch(url):
             from urllib.request import urlopen
             with urlopen(url, timeout=60) as r:
-                return r.read()
+                data = r.read(_MAX_DOWNLOAD + 1)     # a mirror that sends without end is cut off
+            if len(data) > _MAX_DOWNLOAD:
+                raise OSError(f"{url}: more than {_MAX_DOWNLOAD} bytes (an MNIST file has about 10 MB)")
+            return data
     for stem, digest in MNIST_FILES.items():
         path = os.path.join(data_dir, stem + ".gz")
         if os.path.isfile(path) and sha256_file(path) == digest:

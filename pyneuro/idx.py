@@ -13,8 +13,10 @@ that names the file and what was wrong.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
+from typing import NoReturn
 
 import numpy as np
 
@@ -25,6 +27,10 @@ _GZIP_MAGIC = b"\x1f\x8b"
 def read_idx(path) -> np.ndarray:
     """The array stored in an IDX file (raw or gzip), in native byte order.
 
+    The header is read first: a raw file's size must match it before the body is read,
+    and a gzip file is decompressed as a stream that stops one byte past the size the
+    header declares, so a file never costs more memory than the array it should hold.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -34,15 +40,77 @@ def read_idx(path) -> np.ndarray:
     ValueError
         For a wrong magic, an unknown type, a truncated body or trailing bytes, naming the file.
     """
-    from .io import read_bytes
+    from .io import open_regular
     path = os.fspath(path)
-    data = read_bytes(path, "IDX file")
-    if data[:2] == _GZIP_MAGIC:
+    with open_regular(path, "IDX file") as (f, size):
+        compressed = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
         try:
-            data = gzip.decompress(data)
+            stream = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
+            head = _read_upto(stream, 4)
+            dtype, header = _layout(head, path)
+            head += _read_upto(stream, header - 4)
+            shape, expected = _extent(head, dtype, path)
+            if not compressed and size != expected:
+                _wrong_size(path, shape, dtype, expected, size)
+            body = _read_upto(stream, expected - header + 1)
         except (OSError, EOFError, zlib.error) as e:
+            if not compressed:
+                raise
             raise ValueError(f"{path}: a damaged or truncated gzip file ({e})") from None
-    return parse_idx(data, path)
+    if header + len(body) != expected:
+        _wrong_size(path, shape, dtype, expected, header + len(body), more=compressed)
+    return _array(body, 0, dtype, shape, path)
+
+
+def _read_upto(stream, n: int, block: int = 1 << 24) -> bytearray:
+    """Up to n bytes of stream (fewer at its end), read in blocks so that a size claimed by
+    a header is never allocated before the bytes are there."""
+    data = bytearray()
+    while len(data) < n:
+        part = stream.read(min(block, n - len(data)))
+        if not part:
+            break
+        data += part
+    return data
+
+
+def _layout(head: bytes | bytearray, name: str) -> tuple[np.dtype, int]:
+    """(element dtype, header length) from the first 4 bytes."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise ValueError(f"{name}: not an IDX file (expected the magic bytes 00 00 tt dd, "
+                         f"got {bytes(head[:4]).hex(' ') or 'an empty file'})")
+    kind, ndim = head[2], head[3]
+    if kind not in _TYPES:
+        raise ValueError(f"{name}: unknown IDX element type 0x{kind:02X} "
+                         f"(expected one of {', '.join(f'0x{k:02X}' for k in _TYPES)})")
+    if ndim == 0:
+        raise ValueError(f"{name}: the IDX header declares 0 dimensions")
+    return np.dtype(_TYPES[kind]), 4 + 4 * ndim
+
+
+def _extent(head: bytes | bytearray, dtype: np.dtype, name: str) -> tuple[tuple[int, ...], int]:
+    """(shape, total file size) the complete header declares (Python ints: no overflow)."""
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        raise ValueError(f"{name}: truncated IDX header: {ndim} dimensions need {4 + 4 * ndim} bytes, "
+                         f"the file has {len(head)}")
+    shape = tuple(int(d) for d in np.frombuffer(bytes(head[4:4 + 4 * ndim]), ">u4"))
+    return shape, 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
+
+
+def _wrong_size(name: str, shape, dtype: np.dtype, expected: int, actual: int, more: bool = False) -> NoReturn:
+    what = "truncated" if actual < expected else "has trailing bytes"
+    holds = f"more than {expected} bytes" if more and actual > expected else f"{actual} bytes"
+    raise ValueError(f"{name}: {what}: the header promises shape {shape} of {dtype.name} "
+                     f"({expected} bytes in all), the file holds {holds}")
+
+
+def _array(data, offset: int, dtype: np.dtype, shape: tuple, name: str) -> np.ndarray:
+    try:
+        return np.frombuffer(data, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+    except ValueError as e:   # more dimensions than NumPy holds, or sizes beyond its index range
+        raise ValueError(f"{name}: the IDX header's shape {shape} cannot be a NumPy array ({e})") from None
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -54,27 +122,11 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     name : str
         Used in error messages.
     """
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{name}: not an IDX file (expected the magic bytes 00 00 tt dd, "
-                         f"got {data[:4].hex(' ') or 'an empty file'})")
-    kind, ndim = data[2], data[3]
-    if kind not in _TYPES:
-        raise ValueError(f"{name}: unknown IDX element type 0x{kind:02X} "
-                         f"(expected one of {', '.join(f'0x{k:02X}' for k in _TYPES)})")
-    if ndim == 0:
-        raise ValueError(f"{name}: the IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{name}: truncated IDX header: {ndim} dimensions need {header} bytes, "
-                         f"the file has {len(data)}")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
-    dtype = np.dtype(_TYPES[kind])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    dtype, header = _layout(data[:4], name)
+    shape, expected = _extent(data[:header], dtype, name)
     if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing bytes"
-        raise ValueError(f"{name}: {what}: the header promises shape {shape} of {dtype.name} "
-                         f"({expected} bytes in all), the file holds {len(data)} bytes")
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        _wrong_size(name, shape, dtype, expected, len(data))
+    return _array(data, header, dtype, shape, name)
 
 
 def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:

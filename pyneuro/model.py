@@ -6,6 +6,7 @@ Parameters θ and gradients ∂L/∂θ are two contiguous vectors; each layer's 
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from . import _core
 from ._validation import as_dtype, as_generator, check_features, check_float, check_int
-from .io import read_file, write_file
+from .io import json_fault, read_file, write_file
 from .layers import LAYERS, Dense, Dropout, Layer, inference_plan
 from .losses import OUTPUT_KINDS, Loss, get_loss
 from .metrics import classes_from_outputs
@@ -295,7 +296,8 @@ class Sequential:
         ----------
         path : str or os.PathLike
         info : dict, optional
-            JSON-able facts to keep with the model (default: self.info).
+            Facts to keep with the model (default: self.info): a JSON object (str keys;
+            dicts, lists, str, int, finite float, bool, None), else TypeError/ValueError.
         """
         save_model(self, path, info)
 
@@ -401,36 +403,116 @@ def model_document(model: Sequential) -> dict:
             "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]}
 
 
-def model_from(doc, params, info, path="<model>") -> Sequential:
-    """The model of a model document with these parameters and info (checked against the
-    architecture): what loading a file and unpickling both do."""
+def check_info(info, where: str = "info") -> dict:
+    """`info` when it is a JSON object that a file keeps exactly (see io.json_fault);
+    TypeError for anything but a dict, ValueError for what JSON cannot hold."""
+    if not isinstance(info, dict):
+        raise TypeError(f"{where}: expected a dict (a JSON object), got {type(info).__name__}")
+    fault = json_fault(info, where)
+    if fault:
+        raise ValueError(fault)
+    return info
+
+
+def _described_layers(doc, path: str) -> tuple[list[Layer], np.dtype, int, int]:
+    """(layers, dtype, input width, parameter count) of a model document: the layers are
+    made and their widths checked, nothing is allocated for their parameters."""
     try:
-        layers = []
-        for i, spec in enumerate(doc["layers"]):
+        if not isinstance(doc, dict):
+            raise TypeError(f"expected a JSON object, got {type(doc).__name__}")
+        specs = doc["layers"]
+        if not isinstance(specs, list) or not specs:
+            raise TypeError(f"'layers' should be a non-empty list, got {specs!r:.80}")
+        layers: list[Layer] = []
+        for i, spec in enumerate(specs):
+            if not (isinstance(spec, dict) and isinstance(spec.get("type"), str)
+                    and isinstance(spec.get("config"), dict)):
+                raise TypeError(f"layer {i} should be {{'type': name, 'config': {{...}}}}, got {spec!r:.80}")
             cls = LAYERS.get(spec["type"])
             if cls is None:
-                raise ValueError(f"layer {i} has unknown type {spec['type']!r}")
+                raise ValueError(f"layer {i} has unknown type {spec['type']!r:.80}")
             layers.append(cls(**spec["config"]))
-        model = Sequential(layers, dtype=doc["dtype"], input_dim=doc["input_dim"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{os.fspath(path)}: damaged model description ({type(e).__name__}: {e})") from None
-    if params is None or params.shape != model.params.shape or params.dtype != model.dtype:
-        got = "none" if params is None else f"{params.dtype} {params.shape}"
-        raise ValueError(f"{path}: damaged: the architecture needs {model.dtype} params of shape "
-                         f"{model.params.shape}, the file holds {got}")
+        if doc["dtype"] not in ("float32", "float64"):
+            raise ValueError(f"dtype should be 'float32' or 'float64', got {doc['dtype']!r:.80}")
+        dtype = np.dtype(doc["dtype"])
+        n = n_in = check_int(doc["input_dim"], "input_dim", 1)
+        count = 0
+        for i, layer in enumerate(layers):
+            try:
+                n = layer.build(n, dtype)
+            except ValueError as e:
+                raise ValueError(f"Sequential: layer {i}: {e}") from None
+            count += sum(math.prod(shape) for _, shape in layer.param_shapes())
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{path}: damaged model description ({type(e).__name__}: {e})") from None
+    return layers, dtype, n_in, count
+
+
+def _keep_params(rng) -> None:
+    """init_params of a layer whose parameters are about to be overwritten: no random draw."""
+
+
+def model_from(doc, params, info, path="<model>") -> Sequential:
+    """The model of a model document with these parameters and info (checked against the
+    architecture before anything is allocated): what loading a file and unpickling both do."""
+    path = os.fspath(path)
+    layers, dtype, n_in, count = _described_layers(doc, path)
+    if not isinstance(params, np.ndarray) or params.shape != (count,) or params.dtype != dtype:
+        got = "none" if params is None else f"{getattr(params, 'dtype', type(params).__name__)} " \
+                                            f"{getattr(params, 'shape', '')}"
+        raise ValueError(f"{path}: damaged: the architecture needs {dtype} params of shape ({count},), "
+                         f"the file holds {got}")
+    for layer in layers:     # the file's parameters replace the initial ones: skip drawing them
+        if layer.param_shapes():
+            setattr(layer, "init_params", _keep_params)
+    try:
+        model = Sequential(layers, dtype=dtype, input_dim=n_in)
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("init_params", None)
     model.params[...] = params
     model.info = info or {}
     return model
 
 
+def model_from_file(tensors: dict, docs: dict, path) -> Sequential:
+    """The model that read_file's (tensors, documents) of `path` hold: model_from, and the
+    file's own checks: params finite, info a JSON object, no tensor nobody reads."""
+    path = os.fspath(path)
+    known = {"params"} | ({n for n in tensors if n.startswith("optimizer.")} if "checkpoint" in docs else set())
+    if set(tensors) - known:
+        raise ValueError(f"{path}: damaged: unexpected tensors {sorted(set(tensors) - known)!r:.200} "
+                         "(a model file holds 'params', a checkpoint also 'optimizer.*')")
+    params = tensors.get("params")
+    if isinstance(params, np.ndarray) and params.dtype in (np.float32, np.float64) and params.ndim == 1 \
+            and not _core.all_finite(params):
+        raise ValueError(f"{path}: damaged: its parameters hold NaN or infinity")
+    try:
+        info = check_info({} if docs.get("info") is None else docs["info"], "info")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: damaged info ({e})") from None
+    return model_from(docs.get("model"), params, info, path)
+
+
 def save_model(model: Sequential, path, info: dict | None = None) -> None:
-    """Write the model (architecture, dtype, parameters, `info`) to one safetensors file."""
+    """Write the model (architecture, dtype, parameters, `info`) to one safetensors file;
+    refused (nothing written) when `info` is not a JSON object or a parameter is NaN/inf."""
     write_file(path, {"params": model.params},
-               {"model": model_document(model), "info": model.info if info is None else info})
+               {"model": model_document(model), "info": checked_for_saving(model, info, path)})
+
+
+def checked_for_saving(model: Sequential, info, path) -> dict:
+    """The info to write with `model` (its own when None), after the checks that make the file
+    loadable: info a JSON object, parameters finite."""
+    info = check_info(model.info if info is None else info, "info")
+    if not _core.all_finite(model.params):
+        raise ValueError(f"{os.fspath(path)}: refusing to write a model whose parameters hold NaN or "
+                         "infinity (it could not be loaded)")
+    return info
 
 
 def load_model(path) -> Sequential:
     """The model a save_model file (or a checkpoint) holds, its `info` restored; predictions
     match the saved model's bitwise."""
     tensors, docs = read_file(path)
-    return model_from(docs.get("model", {}), tensors.get("params"), docs.get("info"), path)
+    return model_from_file(tensors, docs, path)

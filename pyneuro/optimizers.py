@@ -134,7 +134,10 @@ class Optimizer:
         return {"type": type(self).__name__, "config": self.config(), "schedule": sched}
 
     def set_epoch(self, epoch: int) -> None:
-        factor = 1.0 if self.schedule is None else float(self.schedule(epoch))
+        try:
+            factor = 1.0 if self.schedule is None else float(self.schedule(epoch))
+        except OverflowError:    # γ^e beyond float range (e.g. ExponentialDecay(1e300))
+            factor = math.inf
         if not (np.isfinite(factor) and factor > 0):
             raise ValueError(f"schedule: epoch {epoch} gave learning-rate factor {factor}; expected a finite number > 0")
         self.current_lr = self.lr * factor

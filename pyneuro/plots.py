@@ -19,8 +19,9 @@ def _pyplot():
 def _save(fig, path):
     from .io import atomic_write
     import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format=str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else "png", dpi=110)
+    import os
+    buf = io.BytesIO()       # drawn in memory, then written atomically (mode as open() gives)
+    fig.savefig(buf, format=os.path.splitext(os.fspath(path))[1][1:].lower() or "png", dpi=110)
     atomic_write(path, buf.getvalue())
     return path
 
