@@ -369,7 +369,8 @@ def open_page(driver, url):
 
 def draw(driver, points, kind="mouse"):
     """One stroke through points (pixels from the pad's centre) with real pointer events,
-    in steps of about 8 pixels; waits until the page shows the answer for it."""
+    in steps of about 8 pixels; waits until the page shows the answer for it. Returns
+    how long the stroke took."""
     from selenium.webdriver.common.actions import interaction
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
@@ -387,11 +388,14 @@ def draw(driver, points, kind="mouse"):
     for x, y in path[1:]:
         actions.pointer_action.move_to_location(round(cx + x), round(cy + y))
     actions.pointer_action.pointer_up()
+    start = time.perf_counter()
     actions.perform()
+    seconds = time.perf_counter() - start
     WebDriverWait(driver, 30).until(lambda d: d.execute_script(
         "return window.pyneuroIdle() && window.pyneuroLast !== null"))
     time.sleep(0.2)                        # nothing more arrives after the stroke's answer
     assert driver.execute_script("return window.pyneuroIdle()")
+    return seconds
 
 
 def pad_ink(driver) -> np.ndarray:
@@ -433,8 +437,10 @@ TOP_COLOUR = (255, 212, 59)                # COLOURS.high: the layer's strongest
 def test_drawing_a_seven_shows_what_the_model_answers(browser, server, digits_model, tmp_path):
     model = digits_model[0]
     open_page(browser, server.url)
-    draw(browser, SEVEN)
+    seconds = draw(browser, SEVEN)
     last = browser.execute_script("return window.pyneuroLast")
+    # answers came while drawing, not only at the end, and at most one per 50 ms
+    assert 3 <= last["seq"] <= seconds / 0.05 + 2, (last["seq"], seconds)
     X = np.array([last["pixels"]], dtype=np.float32)
     assert X.shape == (1, 64) and 0 <= X.min() and X.max() <= 1
 
