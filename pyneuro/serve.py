@@ -389,6 +389,8 @@ class DigitServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True              # open connections do not keep the process alive
+    request_queue_size = 64            # connections waiting to be accepted (socketserver's 5 drops
+                                       # a burst of clients' SYNs: a 1 s retry each)
 
     def __init__(self, page: DigitPage, host: str, port: int):
         if isinstance(port, bool) or not isinstance(port, (int, np.integer)) or not 0 <= port <= 65535:
