@@ -163,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "Convert a saved model; onnxruntime then reproduces pyneuro's predictions "
                            "(needs onnx: pip install 'pyneuro[onnx]').")
     export.add_argument("--onnx", metavar="OUT", required=True, help="the ONNX file to write")
+    serve = model_command("serve", "a web page to draw a digit and watch the network think",
+                          "Serve a local web page: draw a digit with a mouse, pen or finger and see, as you "
+                          "draw, the predicted class, the probabilities and every hidden layer's "
+                          "activations. The same server answers POST /predict {\"pixels\": [...]} and "
+                          "GET /model (JSON). Ctrl-C stops it.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network)")
+    serve.add_argument("--port", type=_nonneg_int, default=8000, help="port (0: any free one)")
+    serve.add_argument("--image-shape", type=_positive_int, nargs=2, default=None, metavar=("H", "W"),
+                       help="the input image's height and width, for a model whose info lacks them "
+                            "(default: the info's, else a square of the input width)")
     return parser
 
 
@@ -424,12 +435,22 @@ def export(args) -> None:
     print(f"{args.model} written as ONNX to {args.onnx}")
 
 
+def serve(args) -> None:
+    import pyneuro as pn
+    from .serve import serve as serve_page
+    model = pn.load(args.model)
+    try:
+        serve_page(model, args.host, args.port, args.image_shape)
+    except KeyboardInterrupt:
+        print("pyneuro: stopped serving", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         {"train": train, "predict": predict, "evaluate": evaluate, "show": show,
-         "export": export}[args.command](args)
+         "export": export, "serve": serve}[args.command](args)
     except (ValueError, TypeError, ImportError, OSError, ArithmeticError) as e:   # the user's to fix
         print(f"pyneuro: error: {e}", file=sys.stderr)             # (ArithmeticError: divergence)
         return 2

@@ -197,9 +197,10 @@ def _public_objects():
     import pyneuro.idx
     import pyneuro.metrics
     import pyneuro.plots
+    import pyneuro.serve
     import pyneuro.sklearn
     out = [(f"pyneuro.{n}", getattr(pn, n)) for n in pn.__all__ if not inspect.ismodule(getattr(pn, n))]
-    for mod in (pyneuro.datasets, pyneuro.idx, pyneuro.metrics, pyneuro.plots):
+    for mod in (pyneuro.datasets, pyneuro.idx, pyneuro.metrics, pyneuro.plots, pyneuro.serve):
         out += [(f"{mod.__name__}.{n}", o) for n, o in vars(mod).items()
                 if not n.startswith("_") and inspect.isfunction(o) and o.__module__ == mod.__name__]
     out += [("pyneuro.sklearn.MLPClassifier", pyneuro.sklearn.MLPClassifier),
