@@ -9,10 +9,10 @@
 
 
 cdef void _dropout_mask(floating[::1] U, floating p):
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, n = U.shape[0]
     cdef floating keep = 1 / (1 - p)
     with nogil:
-        for i in prange(U.shape[0], num_threads=_nthreads_for(U.shape[0]), schedule="static"):
+        for i in prange(n, num_threads=_nthreads_for(n), schedule="static"):
             U[i] = keep if U[i] >= p else 0
 
 

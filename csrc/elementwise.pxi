@@ -8,9 +8,9 @@
 
 
 cdef void _multiply(const floating[::1] A, const floating[::1] B, floating[::1] out):
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, n = A.shape[0]
     with nogil:
-        for i in prange(A.shape[0], num_threads=_nthreads_for(A.shape[0]), schedule="static"):
+        for i in prange(n, num_threads=_nthreads_for(n), schedule="static"):
             out[i] = A[i] * B[i]
 
 

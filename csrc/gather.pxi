@@ -11,10 +11,10 @@
 
 cdef void _gather(const floating[:, ::1] X, const int64_t[::1] idx, floating[:, ::1] out,
                   int *bad):
-    cdef Py_ssize_t i, j, n = X.shape[1], N = X.shape[0]
+    cdef Py_ssize_t i, j, k = idx.shape[0], n = X.shape[1], N = X.shape[0]
     cdef int64_t r
     with nogil:
-        for i in prange(idx.shape[0], num_threads=_nthreads_for(idx.shape[0] * n), schedule="static"):
+        for i in prange(k, num_threads=_nthreads_for(k * n), schedule="static"):
             r = idx[i]
             if r < 0 or r >= N:
                 bad[0] = 1

@@ -62,11 +62,11 @@ cdef inline floating sum_exp_shifted(const floating *z, floating zmax, floating 
 
 
 cdef void _argmax(const floating[:, ::1] Z, int64_t[::1] out):
-    cdef Py_ssize_t i, j, best
+    cdef Py_ssize_t i, j, best, B = Z.shape[0], n = Z.shape[1]
     with nogil:
-        for i in prange(Z.shape[0], num_threads=_nthreads_for(Z.shape[0] * Z.shape[1]), schedule="static"):
+        for i in prange(B, num_threads=_nthreads_for(B * n), schedule="static"):
             best = 0
-            for j in range(1, Z.shape[1]):
+            for j in range(1, n):
                 if Z[i, j] > Z[i, best]:
                     best = j
             out[i] = best
