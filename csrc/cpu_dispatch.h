@@ -7,7 +7,8 @@
  * x86-64. One process-wide setting, pn_isa, picks the variant of all of them at
  * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h) and the
  * optimizer updates (optim_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
- * set_gemm_kernel, PYNEURO_GEMM_KERNEL at import).
+ * set_gemm_kernel, PYNEURO_GEMM_KERNEL at import). Last here: the entry points the
+ * Cython code calls (pn_tile_T, pn_update_T), each running the variant in use.
  */
 #ifndef PYNEURO_CPU_DISPATCH_H
 #define PYNEURO_CPU_DISPATCH_H
@@ -66,5 +67,23 @@ static inline void pn_tile_f64(int rows, int vecs, long k, const double *a, long
                                const double *b, long ldb, double *c, long ldc, double alpha, double beta) {
     PN_PICK(pn_tiles, f64)[vecs - 1][rows](k, a, lda, b, ldb, c, ldc, alpha, beta);
 }
+
+/* One optimizer update over n elements: rule PN_SGD (s1 = v, NULL without momentum),
+ * PN_ADAM (s1 = m, s2 = v) or PN_RMSPROP (s1 = v). h holds the kernel's scalar
+ * arguments in double, in the kernel's own order (optim_kernels.h), each rounded
+ * once to T here. */
+enum { PN_SGD, PN_ADAM, PN_RMSPROP };
+#define PN_DEFINE_UPDATE(SUF, T)                                                                   \
+    static void pn_update_##SUF(int rule, long n, T *w, const T *g, T *s1, T *s2, const double *h) { \
+        if (rule == PN_SGD)                                                                        \
+            pn_sgd_##SUF(n, w, g, s1, (T)h[0], (T)h[1], (int)h[2], (T)h[3], (T)h[4]);              \
+        else if (rule == PN_ADAM)                                                                  \
+            pn_adam_##SUF(n, w, g, s1, s2, (T)h[0], (T)h[1], (T)h[2], (T)h[3], (T)h[4], (T)h[5],   \
+                          (T)h[6], (int)h[7], (T)h[8], (T)h[9], (T)h[10]);                        \
+        else                                                                                       \
+            pn_rmsprop_##SUF(n, w, g, s1, (T)h[0], (T)h[1], (T)h[2], (T)h[3], (T)h[4], (T)h[5]);   \
+    }
+PN_DEFINE_UPDATE(f32, float)
+PN_DEFINE_UPDATE(f64, double)
 
 #endif
