@@ -3,11 +3,19 @@
 OpenMP is detected by compiling and linking a tiny program with ``-fopenmp``;
 where that fails the core builds serial (``pyneuro.openmp_enabled()`` says so).
 No ``-march=native``: SIMD kernels carry their own target attributes and are
-chosen at run time (csrc/gemm_microkernel.h), so a wheel runs on any x86-64.
+chosen at run time (csrc/cpu_dispatch.h), so a wheel runs on any x86-64.
+
+The Cython directives are set here and nowhere else (CYTHON_DIRECTIVES; no
+``# cython:`` line in csrc/): kernels run without bounds checks because every
+wrapper checks its arrays first (DESIGN.md, rule 1).
 
 Environment knobs (for developers, not for users):
   PYNEURO_NO_OPENMP=1   build serial even where OpenMP works
   PYNEURO_SANITIZE=1    build with -fsanitize=address (see README, "AddressSanitizer")
+  PYNEURO_DEBUG=1       build a bounds-checked debug core: boundscheck, wraparound and
+                        initializedcheck on, -O1 -g. Slow; run the test suite on it now
+                        and then. Switching between it and the release core needs a full
+                        rebuild: ``python setup.py build_ext --inplace --force``.
 """
 import os
 import shutil
@@ -15,9 +23,19 @@ import sys
 import tempfile
 
 import numpy
-from Cython.Build import cythonize
+from Cython.Distutils import build_ext
 from setuptools import Extension, setup
-from setuptools.command.build_ext import build_ext
+
+DEBUG = bool(os.environ.get("PYNEURO_DEBUG"))
+
+CYTHON_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
 
 OPENMP_PROBE = r"""
 #include <omp.h>
@@ -50,6 +68,8 @@ def openmp_flags(compiler):
 
 
 class BuildExt(build_ext):
+    """Cython's build_ext (it cythonizes per extension, honouring --force) plus OpenMP."""
+
     def build_extensions(self):
         omp = openmp_flags(self.compiler)
         self.announce(f"pyneuro: OpenMP {'enabled ' + ' '.join(omp) if omp else 'not found: serial build'}", level=2)
@@ -60,7 +80,8 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-compile_args = ["-O3", "-fno-math-errno", "-Wno-unused-function", "-Wno-unreachable-code"]
+compile_args = ["-O1", "-g"] if DEBUG else ["-O3"]
+compile_args += ["-fno-math-errno", "-Wno-unused-function", "-Wno-unreachable-code"]
 link_args = []
 if os.environ.get("PYNEURO_SANITIZE"):
     compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
@@ -77,18 +98,7 @@ extensions = [
         depends=[os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith((".pxi", ".h"))],
     )
 ]
+for ext in extensions:
+    ext.cython_directives = CYTHON_DIRECTIVES
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives={
-            "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-            "initializedcheck": False,
-            "embedsignature": True,
-        },
-    ),
-    cmdclass={"build_ext": BuildExt},
-)
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

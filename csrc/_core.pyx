@@ -1,4 +1,3 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """pyneuro._core — the compiled core: every loop that touches numbers.
 
 One extension built from one file per kind of math (included below), so the
@@ -7,14 +6,31 @@ kernels share inline helpers, one thread setting and one OpenMP runtime.
 The ``def`` functions here are the kernels' Python-facing wrappers: they check
 dtypes, contiguity and shapes in O(1) (labels in the same pass that reads
 them) and raise TypeError/ValueError naming what was expected and what was
-given; the ``cdef ... nogil`` kernels behind them run without bounds checks.
+given; the ``cdef ... nogil`` kernels behind them run without bounds checks
+(the Cython directives are set in setup.py only) and release the GIL.
 Only pyneuro's own Python code is meant to call this module.
 """
-include "common.pxi"
-include "activations.pxi"
-include "gemm.pxi"
-include "dense.pxi"
-include "network.pxi"
-include "losses.pxi"
-include "optim.pxi"
-include "arrays.pxi"
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+# Each file uses only those above it (its "uses:" line says which); the lowest first.
+include "scalar_math.pxi"    # f_exp, f_log, … (libm per dtype) and the logistic σ
+include "threads.pxi"        # the thread count, fork safety, per-thread work buffers (runtime.h)
+include "cpu_dispatch.pxi"   # which ISA's SIMD kernels run (cpu_dispatch.h)
+include "checks.pxi"         # the O(1) boundary checks every wrapper uses
+include "reduce.pxi"         # ordered sums, row max and Σ e^(z − max); argmax_rows, all_finite
+include "activations.pxi"    # A = f(Z), delta = dA ⊙ f′(Z)
+include "gemm.pxi"           # C = α·op(A)·op(B) + β·C, with a bias+activation epilogue
+include "dense.pxi"          # the dense layer: Z = X·W + b, A = f(Z) and its gradients
+include "dense_chain.pxi"    # the compiled prediction chain of dense layers (DenseChain)
+include "losses.pxi"         # loss values and delta = ∂L/∂Z
+include "optim.pxi"          # SGD / Adam / RMSprop steps, the global gradient norm
+include "gather.pxi"         # out[i] = X[idx[i]]: a shuffled batch
+include "dropout.pxi"        # the inverted-dropout mask
+include "elementwise.pxi"    # out = A ⊙ B

@@ -1,17 +1,24 @@
 # activations.pxi — f and f' for every activation.
 #
 #   forward   A = f(Z)                         (elementwise, softmax row-wise)
-#   backward  dZ = G ⊙ f'(Z)                   (G = ∂L/∂A; softmax: dZ = A ⊙ (G − ⟨G, A⟩_row))
+#   backward  delta = dA ⊙ f'(Z)              (dA = ∂L/∂A, delta = ∂L/∂Z;
+#                                               softmax: delta = A ⊙ (dA − ⟨dA, A⟩_row))
+#   Z, A, dA, delta: B×n, one float dtype.
 #
 #   identity    f(z) = z                                f' = 1
 #   relu        f(z) = max(z, 0)                        f' = [z > 0]
 #   leaky_relu  f(z) = z if z > 0 else α·z              f' = 1 or α
 #   elu         f(z) = z if z > 0 else α·(eᶻ − 1)       f' = 1 or α·eᶻ
-#   sigmoid     f(z) = 1 / (1 + e⁻ᶻ)  (via e^{−|z|}: no overflow for |z| ≫ 0)   f' = f·(1 − f)
+#   sigmoid     f(z) = σ(z) = 1 / (1 + e⁻ᶻ)  (scalar_math.pxi: no overflow)   f' = f·(1 − f)
 #   tanh        f(z) = tanh z                           f' = 1 − f²
 #   gelu        f(z) = z·Φ(z) = ½ z (1 + erf(z/√2))     (exact erf form, not the tanh approximation)
 #               f' = Φ(z) + z·φ(z),  φ(z) = e^{−z²/2}/√(2π)
 #   softmax     f(z)_j = e^{z_j − max z} / Σ_k e^{z_k − max z}   (row-wise)
+#
+# Threads: rows are split over threads (static schedule). Each element is computed by one
+# thread from its own row only, softmax's sums run over the row in order, so the result
+# does not depend on the thread count.
+# uses: scalar_math (f_exp …, sigmoid), reduce (row_max, sum_exp_shifted), threads, checks.
 
 cdef enum:
     ACT_IDENTITY = 0
@@ -31,28 +38,13 @@ cdef double INV_SQRT2 = 0.70710678118654752440
 cdef double INV_SQRT_2PI = 0.39894228040143267794
 
 
-cdef inline floating sigmoid(floating z) noexcept nogil:
-    cdef floating e
-    if z >= 0:
-        return 1 / (1 + f_exp(-z))
-    e = f_exp(z)
-    return e / (1 + e)
-
-
 cdef inline void softmax_row(const floating *Z, floating *A, Py_ssize_t n) noexcept nogil:
-    """A = exp(Z − max Z) / Σ exp(Z − max Z) for one row of n (n = 0: nothing)."""
+    """A = exp(Z − max Z) / Σ exp(Z − max Z) for one row of n (n = 0: nothing; A may be Z)."""
     cdef Py_ssize_t j
-    cdef floating zmax, s = 0
+    cdef floating s
     if n <= 0:
         return
-    zmax = Z[0]
-    for j in range(1, n):
-        if Z[j] > zmax:
-            zmax = Z[j]
-    for j in range(n):
-        A[j] = f_exp(Z[j] - zmax)
-        s += A[j]
-    s = 1 / s
+    s = 1 / sum_exp_shifted(Z, row_max(Z, n), A, n)
     for j in range(n):
         A[j] *= s
 
@@ -90,55 +82,57 @@ cdef inline void act_forward(int act, floating alpha, const floating *Z, floatin
 
 
 cdef inline void act_backward(int act, floating alpha, const floating *Z, const floating *A,
-                              const floating *G, floating *dZ, Py_ssize_t n) noexcept nogil:
-    """dZ[j] = G[j] · f'(Z[j]) for one row of n (A = f(Z); dZ may alias G)."""
+                              const floating *dA, floating *delta, Py_ssize_t n) noexcept nogil:
+    """delta[j] = dA[j] · f'(Z[j]) for one row of n (A = f(Z); delta may alias dA)."""
     cdef Py_ssize_t j
     cdef floating z, s
     if act == ACT_IDENTITY:
-        if dZ != G:
+        if delta != dA:
             for j in range(n):
-                dZ[j] = G[j]
+                delta[j] = dA[j]
     elif act == ACT_RELU:
         for j in range(n):
-            dZ[j] = G[j] if Z[j] > 0 else 0
+            delta[j] = dA[j] if Z[j] > 0 else 0
     elif act == ACT_LEAKY_RELU:
         for j in range(n):
-            dZ[j] = G[j] if Z[j] > 0 else alpha * G[j]
+            delta[j] = dA[j] if Z[j] > 0 else alpha * dA[j]
     elif act == ACT_ELU:
         for j in range(n):
-            dZ[j] = G[j] if Z[j] > 0 else G[j] * alpha * f_exp(Z[j])
+            delta[j] = dA[j] if Z[j] > 0 else dA[j] * alpha * f_exp(Z[j])
     elif act == ACT_SIGMOID:
         for j in range(n):
-            dZ[j] = G[j] * A[j] * (1 - A[j])
+            delta[j] = dA[j] * A[j] * (1 - A[j])
     elif act == ACT_TANH:
         for j in range(n):
-            dZ[j] = G[j] * (1 - A[j] * A[j])
+            delta[j] = dA[j] * (1 - A[j] * A[j])
     elif act == ACT_GELU:
         for j in range(n):
             z = Z[j]
-            dZ[j] = G[j] * (<floating>0.5 * (1 + f_erf(z * <floating>INV_SQRT2))
-                            + z * <floating>INV_SQRT_2PI * f_exp(<floating>-0.5 * z * z))
+            delta[j] = dA[j] * (<floating>0.5 * (1 + f_erf(z * <floating>INV_SQRT2))
+                                + z * <floating>INV_SQRT_2PI * f_exp(<floating>-0.5 * z * z))
     elif act == ACT_SOFTMAX:
         s = 0
         for j in range(n):
-            s += G[j] * A[j]
+            s += dA[j] * A[j]
         for j in range(n):
-            dZ[j] = A[j] * (G[j] - s)
+            delta[j] = A[j] * (dA[j] - s)
 
 
 cdef void _activation_forward(int act, floating alpha, const floating[:, ::1] Z,
-                              floating[:, ::1] A, int nt) noexcept nogil:
+                              floating[:, ::1] A, int nt):
     cdef Py_ssize_t i, n = Z.shape[1]
-    for i in prange(Z.shape[0], num_threads=nt, schedule="static"):
-        act_forward(act, alpha, &Z[i, 0], &A[i, 0], n)
+    with nogil:
+        for i in prange(Z.shape[0], num_threads=nt, schedule="static"):
+            act_forward(act, alpha, &Z[i, 0], &A[i, 0], n)
 
 
 cdef void _activation_backward(int act, floating alpha, const floating[:, ::1] Z,
-                               const floating[:, ::1] A, const floating[:, ::1] G,
-                               floating[:, ::1] dZ, int nt) noexcept nogil:
+                               const floating[:, ::1] A, const floating[:, ::1] dA,
+                               floating[:, ::1] delta, int nt):
     cdef Py_ssize_t i, n = Z.shape[1]
-    for i in prange(Z.shape[0], num_threads=nt, schedule="static"):
-        act_backward(act, alpha, &Z[i, 0], &A[i, 0], &G[i, 0], &dZ[i, 0], n)
+    with nogil:
+        for i in prange(Z.shape[0], num_threads=nt, schedule="static"):
+            act_backward(act, alpha, &Z[i, 0], &A[i, 0], &dA[i, 0], &delta[i, 0], n)
 
 
 cdef int _act_code(object act) except -1:
@@ -166,17 +160,17 @@ def activation_forward(act, double alpha, Z, A):
         _activation_forward[double](code, alpha, Z, A, _nthreads_for(Z.size))
 
 
-def activation_backward(act, double alpha, Z, A, G, dZ):
-    """dZ = G ⊙ f'(Z) row by row, given A = f(Z); all (B, n) of one dtype (dZ may be G)."""
+def activation_backward(act, double alpha, Z, A, dA, delta):
+    """delta = dA ⊙ f'(Z) row by row, given A = f(Z); all (B, n) of one dtype (delta may be dA)."""
     cdef int code = _act_code(act)
-    for name, a, w in (("Z", Z, False), ("A", A, False), ("G", G, False), ("dZ", dZ, True)):
+    for name, a, w in (("Z", Z, False), ("A", A, False), ("dA", dA, False), ("delta", delta, True)):
         _float_array(name, a, 2, w)
-    _same_dtype("activation_backward", ["Z", "A", "G", "dZ"], [Z, A, G, dZ])
-    for name, a in (("A", A), ("G", G), ("dZ", dZ)):
+    _same_dtype("activation_backward", ["Z", "A", "dA", "delta"], [Z, A, dA, delta])
+    for name, a in (("A", A), ("dA", dA), ("delta", delta)):
         _shape(name, a, Z.shape)
     if Z.shape[0] == 0 or Z.shape[1] == 0:
         return
     if Z.dtype == F32:
-        _activation_backward[float](code, <float>alpha, Z, A, G, dZ, _nthreads_for(Z.size))
+        _activation_backward[float](code, <float>alpha, Z, A, dA, delta, _nthreads_for(Z.size))
     else:
-        _activation_backward[double](code, alpha, Z, A, G, dZ, _nthreads_for(Z.size))
+        _activation_backward[double](code, alpha, Z, A, dA, delta, _nthreads_for(Z.size))

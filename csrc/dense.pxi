@@ -3,15 +3,20 @@
 #   forward   Z = X·W + b,  A = f(Z)            X: B×n, W: n×m, b: m, Z, A: B×m
 #             (bias and f applied in the GEMM epilogue while each tile is in cache;
 #              softmax needs whole rows, so it runs as a second pass)
-#   backward  δ = G ⊙ f'(Z)  (activation_backward)
-#             ∂L/∂W = Xᵀ·δ      ∂L/∂b = Σ_batch δ      ∂L/∂X = δ·Wᵀ
+#   backward  delta = dA ⊙ f'(Z)  (activation_backward; delta = ∂L/∂Z: B×m)
+#             dW = Xᵀ·delta      db = Σ_batch delta      dX = delta·Wᵀ
+#
+# Threads: the products are gemm's (each element of C summed over K in one fixed order,
+# whatever the split); db's tasks own blocks of columns and add the rows in order
+# 0..B−1. So every result is the same on any number of threads.
+# uses: gemm, activations (ACT_*, softmax_row), threads, checks.
 
 cdef enum:
     COLSUM_BLOCK = 64   # columns per task of the bias gradient
 
 
-cdef void colsum(const floating *D, Py_ssize_t B, Py_ssize_t m, floating *db, int nt) noexcept nogil:
-    """db[j] = Σ_i D[i, j]: tasks own blocks of columns and sum rows in order 0..B-1,
+cdef void colsum(const floating *delta, Py_ssize_t B, Py_ssize_t m, floating *db, int nt) noexcept nogil:
+    """db[j] = Σ_i delta[i, j]: tasks own blocks of columns and sum rows in order 0..B-1,
     so the result does not depend on the thread count."""
     cdef Py_ssize_t blk, i, j, j0, j1
     for blk in prange((m + COLSUM_BLOCK - 1) // COLSUM_BLOCK, num_threads=nt, schedule="static"):
@@ -21,7 +26,7 @@ cdef void colsum(const floating *D, Py_ssize_t B, Py_ssize_t m, floating *db, in
             db[j] = 0
         for i in range(B):
             for j in range(j0, j1):
-                db[j] += D[i * m + j]
+                db[j] += delta[i * m + j]
 
 
 cdef int dense_layer(Py_ssize_t B, Py_ssize_t n, Py_ssize_t m, const floating *X, const floating *W,
@@ -86,18 +91,18 @@ def dense_forward(X, W, b, Z, A, act="identity", double alpha=0.0):
 
 
 cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
-                          const floating[:, ::1] D, floating[:, ::1] dW, floating[::1] db,
+                          const floating[:, ::1] delta, floating[:, ::1] dW, floating[::1] db,
                           floating[:, ::1] dX) except *:
     cdef Py_ssize_t B = X.shape[0], n = X.shape[1], m = W.shape[1]
     cdef int err = 0, nt = _nthreads()
     cdef floating *pdX = &dX[0, 0] if dX is not None and n else NULL
     with nogil:
         if n:
-            err = gemm(True, False, n, m, B, <floating>1, &X[0, 0], n, &D[0, 0], m, <floating>0,
+            err = gemm(True, False, n, m, B, <floating>1, &X[0, 0], n, &delta[0, 0], m, <floating>0,
                        &dW[0, 0], m, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
-        colsum(&D[0, 0], B, m, &db[0], _nthreads_for(B * m))
+        colsum(&delta[0, 0], B, m, &db[0], _nthreads_for(B * m))
         if pdX != NULL and not err:
-            err = gemm(False, True, B, n, m, <floating>1, &D[0, 0], m, &W[0, 0], m, <floating>0,
+            err = gemm(False, True, B, n, m, <floating>1, &delta[0, 0], m, &W[0, 0], m, <floating>0,
                        pdX, n, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
     if err:
         raise MemoryError("dense_backward: could not allocate GEMM work buffers")
@@ -134,25 +139,3 @@ def dense_backward(X, W, delta, dW, db, dX=None):
         _dense_backward[float](X, W, delta, dW, db, dX)
     else:
         _dense_backward[double](X, W, delta, dW, db, dX)
-
-
-cdef void _bias_grad(const floating[:, ::1] D, floating[::1] db):
-    with nogil:
-        colsum(&D[0, 0], D.shape[0], D.shape[1], &db[0], _nthreads_for(D.shape[0] * D.shape[1]))
-
-
-def bias_grad(delta, db):
-    """db[j] = Σ_i δ[i, j] (column sums over the batch); delta: (B, m), db: (m,)."""
-    _float_array("delta", delta, 2)
-    _float_array("db", db, 1, True)
-    _same_dtype("bias_grad", ["delta", "db"], [delta, db])
-    _shape("db", db, (delta.shape[1],))
-    if delta.shape[1] == 0:
-        return
-    if delta.shape[0] == 0:
-        db[...] = 0
-        return
-    if db.dtype == F32:
-        _bias_grad[float](delta, db)
-    else:
-        _bias_grad[double](delta, db)

@@ -27,26 +27,26 @@
 #   KC = 256: an NR×KC B panel (16 KiB) and an MR×KC A panel (6 KiB) fit L1 together
 #   MC = 144: the packed A block MC×KC is 144 KiB (f32) / 288 KiB (f64), inside L2
 #   NC = 4080: the packed B slice KC×NC is 4 MiB (f32) / 8 MiB (f64), in L3
+#
+# uses: activations (act_forward, ACT_*), threads (work buffers), cpu_dispatch (the
+# micro-kernels in use), checks; C headers gemm_microkernel.h (via cpu_dispatch.h), gemm_pack.h.
 
-cdef extern from "gemm_microkernel.h" nogil:
+cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels, the variant in use
     enum:
         PN_MR
         PN_NR_F32
         PN_NR_F64
+        PN_WIDE_VECS
     void pn_tile_f32(int rows, int vecs, long k, const float *a, long lda, const float *b,
                      long ldb, float *c, long ldc, float alpha, float beta)
     void pn_tile_f64(int rows, int vecs, long k, const double *a, long lda, const double *b,
                      long ldb, double *c, long ldc, double alpha, double beta)
-    float pn_fma_probe_f32(long n, float x)
-    double pn_fma_probe_f64(long n, double x)
     void pn_wide_f32(long k, const float *a, long lda, const float *b, long ldb, float *c,
                      long ldc, float alpha, float beta)
     void pn_wide_f64(long k, const double *a, long lda, const double *b, long ldb, double *c,
                      long ldc, double alpha, double beta)
-    enum:
-        PN_WIDE_VECS
-    int pn_gemm_isa
-    void pn_gemm_select(int isa)
+    float pn_fma_probe_f32(long n, float x)
+    double pn_fma_probe_f64(long n, double x)
 
 cdef extern from "gemm_pack.h" nogil:
     void pn_pack_a6_f32(long k, const float *A, long rs, float *dst)
@@ -62,26 +62,6 @@ cdef enum:
                                  # (a transposing pack: ~1.5 cycles, the kernel: 16 per cycle)
     MIN_TASK_FMA = 1 << 15       # below this many multiply-adds per thread, fewer threads win
     INPLACE_PANELS = 8           # an operand whose panels serve at most this many tiles is not packed
-
-
-def gemm_kernel():
-    """The micro-kernel in use: 'avx2' (AVX2+FMA) or 'generic' (any CPU)."""
-    return "avx2" if pn_gemm_isa == 1 else "generic"
-
-
-def set_gemm_kernel(name):
-    """Choose the GEMM micro-kernel: 'auto' (best this CPU supports), 'avx2' or 'generic'.
-    'avx2' on a CPU without AVX2+FMA raises ValueError."""
-    if name == "auto":
-        pn_gemm_select(1 if pn_cpu_has_avx2_fma() else 0)
-    elif name == "avx2":
-        if not pn_cpu_has_avx2_fma():
-            raise ValueError("set_gemm_kernel: 'avx2' asked for, but this CPU lacks AVX2+FMA")
-        pn_gemm_select(1)
-    elif name == "generic":
-        pn_gemm_select(0)
-    else:
-        raise ValueError(f"set_gemm_kernel: expected 'auto', 'avx2' or 'generic', got {name!r}")
 
 
 cdef double _probe_sink = 0
@@ -390,16 +370,3 @@ def gemm_into(A, B, C, bint trans_a=False, bint trans_b=False, double alpha=1.0,
     else:
         _gemm_arrays[double](trans_a, trans_b, M, N, KA, alpha, A, B, beta, C)
     return C
-
-
-def _select_kernel_from_environment():
-    """PYNEURO_GEMM_KERNEL=generic|avx2|auto picks the micro-kernel at import (default auto)."""
-    import os
-    name = os.environ.get("PYNEURO_GEMM_KERNEL", "auto")
-    try:
-        set_gemm_kernel(name)
-    except ValueError as e:
-        raise ValueError(f"PYNEURO_GEMM_KERNEL={name!r}: {e}") from None
-
-
-_select_kernel_from_environment()

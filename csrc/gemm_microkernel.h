@@ -12,12 +12,21 @@
  *
  * One source, two element types, two instruction sets: GCC vector extensions
  * (two 32-byte vectors per tile row, 12 accumulators in registers) compiled once
- * with AVX2+FMA enabled and once for the baseline ISA; pn_gemm_select picks one
- * at run time. pn_fma_probe runs the same instruction mix without memory traffic,
- * to measure the machine's peak.
+ * with AVX2+FMA enabled and once for the baseline ISA; which one runs is
+ * cpu_dispatch.h's choice (it includes this file). The FMA probe runs the same
+ * instruction mix without memory traffic, to measure the machine's peak.
+ *
+ * Defined here, per element type and ISA, SUF = f32_generic, f64_generic, f32_avx2, f64_avx2:
+ *   pn_tiles_SUF[VECS − 1][ROWS]   the tile kernels, ROWS = 1..MR, VECS = 1, 2
+ *   pn_wide_SUF                    a one-row tile PN_WIDE_VECS vectors wide
+ *   pn_fma_probe_SUF               the FMA probe
  */
 #ifndef PYNEURO_GEMM_MICROKERNEL_H
 #define PYNEURO_GEMM_MICROKERNEL_H
+
+#ifndef PN_HAVE_AVX2_KERNEL
+#error "include cpu_dispatch.h: it says which instruction sets to build the kernels for"
+#endif
 
 #include <string.h>
 
@@ -66,7 +75,7 @@
 
 /* Every tile shape a product needs: ROWS = 1..MR (the last row panel of M) times
  * VECS = 1, 2 (a last column panel of at most NR/2 needs one vector), gathered in
- * a table NAME[VECS − 1][ROWS]. A short tile does only the arithmetic it keeps. */
+ * a table pn_tiles_SUF[VECS − 1][ROWS]. A short tile does only the arithmetic it keeps. */
 #define PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, V)                                     \
     PN_DEFINE_MICROKERNEL(NAME##_1x##V, T, ATTR, 1, V)                              \
     PN_DEFINE_MICROKERNEL(NAME##_2x##V, T, ATTR, 2, V)                              \
@@ -77,18 +86,18 @@
 #define PN_KERNEL_ROWS(NAME, V) \
     {0, NAME##_1x##V, NAME##_2x##V, NAME##_3x##V, NAME##_4x##V, NAME##_5x##V, NAME##_6x##V}
 /* and for a product of one row (a single sample through a layer), a 1-row tile
- * eight vectors wide, so eight FMA chains hide the FMA latency: NAME_wide. */
-#define PN_DEFINE_KERNEL_TABLE(NAME, T, ATTR)                                       \
-    PN_DEFINE_MICROKERNEL(NAME##_wide, T, ATTR, 1, PN_WIDE_VECS)                    \
-    PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, 1)                                         \
-    PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, 2)                                         \
-    static void (*const NAME[2][PN_MR + 1])(long, const T *, long, const T *, long, T *, long, T, T) = { \
-        PN_KERNEL_ROWS(NAME, 1), PN_KERNEL_ROWS(NAME, 2)};
+ * eight vectors wide, so eight FMA chains hide the FMA latency: pn_wide_SUF. */
+#define PN_DEFINE_KERNEL_TABLE(SUF, T, ATTR)                                        \
+    PN_DEFINE_MICROKERNEL(pn_wide_##SUF, T, ATTR, 1, PN_WIDE_VECS)                  \
+    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 1)                                \
+    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 2)                                \
+    static void (*const pn_tiles_##SUF[2][PN_MR + 1])(long, const T *, long, const T *, long, T *, long, T, T) = { \
+        PN_KERNEL_ROWS(pn_tile_##SUF, 1), PN_KERNEL_ROWS(pn_tile_##SUF, 2)};
 
 /* n iterations of 12 independent FMA chains, as in the micro-kernel; returns a
  * value that depends on all of them (IEEE rounding forbids folding the loop). */
-#define PN_DEFINE_FMA_PROBE(NAME, T, ATTR)                                          \
-    ATTR static T NAME(long n, T x) {                                               \
+#define PN_DEFINE_FMA_PROBE(SUF, T, ATTR)                                           \
+    ATTR static T pn_fma_probe_##SUF(long n, T x) {                                 \
         typedef T vec __attribute__((vector_size(32)));                             \
         vec acc[12], m = x - (vec){0}, s = (vec){0};                                \
         for (int i = 0; i < 12; i++) acc[i] = (x + i) - (vec){0};                   \
@@ -100,62 +109,15 @@
         return s[0];                                                                \
     }
 
-PN_DEFINE_KERNEL_TABLE(pn_kernels_f32_generic, float, )
-PN_DEFINE_KERNEL_TABLE(pn_kernels_f64_generic, double, )
-PN_DEFINE_FMA_PROBE(pn_fma_probe_f32_generic, float, )
-PN_DEFINE_FMA_PROBE(pn_fma_probe_f64_generic, double, )
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#define PN_HAVE_AVX2_KERNEL 1
-#define PN_AVX2 __attribute__((target("avx2,fma")))
-PN_DEFINE_KERNEL_TABLE(pn_kernels_f32_avx2, float, PN_AVX2)
-PN_DEFINE_KERNEL_TABLE(pn_kernels_f64_avx2, double, PN_AVX2)
-PN_DEFINE_FMA_PROBE(pn_fma_probe_f32_avx2, float, PN_AVX2)
-PN_DEFINE_FMA_PROBE(pn_fma_probe_f64_avx2, double, PN_AVX2)
-#else
-#define PN_HAVE_AVX2_KERNEL 0
-#define pn_kernels_f32_avx2 pn_kernels_f32_generic
-#define pn_kernels_f64_avx2 pn_kernels_f64_generic
-#define pn_kernels_f32_avx2_wide pn_kernels_f32_generic_wide
-#define pn_kernels_f64_avx2_wide pn_kernels_f64_generic_wide
-#define pn_fma_probe_f32_avx2 pn_fma_probe_f32_generic
-#define pn_fma_probe_f64_avx2 pn_fma_probe_f64_generic
+PN_DEFINE_KERNEL_TABLE(f32_generic, float, )
+PN_DEFINE_KERNEL_TABLE(f64_generic, double, )
+PN_DEFINE_FMA_PROBE(f32_generic, float, )
+PN_DEFINE_FMA_PROBE(f64_generic, double, )
+#if PN_HAVE_AVX2_KERNEL
+PN_DEFINE_KERNEL_TABLE(f32_avx2, float, PN_AVX2)
+PN_DEFINE_KERNEL_TABLE(f64_avx2, double, PN_AVX2)
+PN_DEFINE_FMA_PROBE(f32_avx2, float, PN_AVX2)
+PN_DEFINE_FMA_PROBE(f64_avx2, double, PN_AVX2)
 #endif
-
-typedef void (*const pn_kernel_row_f32_t[PN_MR + 1])(long, const float *, long, const float *, long,
-                                                     float *, long, float, float);
-typedef void (*const pn_kernel_row_f64_t[PN_MR + 1])(long, const double *, long, const double *, long,
-                                                     double *, long, double, double);
-
-/* The kernels in use: chosen by pn_gemm_select (0 = generic, 1 = AVX2+FMA). */
-static const pn_kernel_row_f32_t *pn_kernels_f32 = pn_kernels_f32_generic;
-static const pn_kernel_row_f64_t *pn_kernels_f64 = pn_kernels_f64_generic;
-static float (*pn_fma_probe_f32)(long, float) = pn_fma_probe_f32_generic;
-static double (*pn_fma_probe_f64)(long, double) = pn_fma_probe_f64_generic;
-static void (*pn_wide_f32)(long, const float *, long, const float *, long, float *, long, float, float) =
-    pn_kernels_f32_generic_wide;
-static void (*pn_wide_f64)(long, const double *, long, const double *, long, double *, long, double, double) =
-    pn_kernels_f64_generic_wide;
-static int pn_gemm_isa = 0;
-
-static void pn_gemm_select(int isa) {
-    pn_gemm_isa = (isa == 1 && PN_HAVE_AVX2_KERNEL) ? 1 : 0;
-    pn_kernels_f32 = pn_gemm_isa ? pn_kernels_f32_avx2 : pn_kernels_f32_generic;
-    pn_kernels_f64 = pn_gemm_isa ? pn_kernels_f64_avx2 : pn_kernels_f64_generic;
-    pn_wide_f32 = pn_gemm_isa ? pn_kernels_f32_avx2_wide : pn_kernels_f32_generic_wide;
-    pn_wide_f64 = pn_gemm_isa ? pn_kernels_f64_avx2_wide : pn_kernels_f64_generic_wide;
-    pn_fma_probe_f32 = pn_gemm_isa ? pn_fma_probe_f32_avx2 : pn_fma_probe_f32_generic;
-    pn_fma_probe_f64 = pn_gemm_isa ? pn_fma_probe_f64_avx2 : pn_fma_probe_f64_generic;
-}
-
-/* One tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} vectors of the panel b. */
-static inline void pn_tile_f32(int rows, int vecs, long k, const float *a, long lda,
-                               const float *b, long ldb, float *c, long ldc, float alpha, float beta) {
-    pn_kernels_f32[vecs - 1][rows](k, a, lda, b, ldb, c, ldc, alpha, beta);
-}
-static inline void pn_tile_f64(int rows, int vecs, long k, const double *a, long lda,
-                               const double *b, long ldb, double *c, long ldc, double alpha, double beta) {
-    pn_kernels_f64[vecs - 1][rows](k, a, lda, b, ldb, c, ldc, alpha, beta);
-}
 
 #endif

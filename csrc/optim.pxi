@@ -8,71 +8,54 @@
 #             m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
 #             w ← w − η·(m / (1−β₁ᵗ)) / (√(v / (1−β₂ᵗ)) + ε)
 #   RMSprop   g ← g + λ·w;  v ← ρv + (1−ρ)g²;  w ← w − η·g / (√v + ε)
-# Elementwise, so any split over threads gives the same result. The loops themselves are
-# in optim_kernels.h, built for the baseline ISA and for AVX2+FMA (picked with the GEMM's).
+# w, g, v, m: flat vectors of one length and float dtype. Threads take chunks of
+# UPDATE_CHUNK elements; the updates are elementwise, so any split over threads gives the
+# same result. The loops themselves are in optim_kernels.h, built for the baseline ISA and
+# for AVX2+FMA (cpu_dispatch.h picks the variant, together with the GEMM's).
 #
-# Global gradient norm for clipping: ‖g‖₂ = √(Σ g²), summed over fixed chunks in order.
+# Global gradient norm for clipping: ‖g‖₂ = √(Σ g²), summed in float64 over chunks of
+# NORM_CHUNK elements (fixed by the length alone), the chunk sums added in order.
+# uses: reduce (sum_in_order), threads (work buffers), cpu_dispatch (pn_update_T: the variant
+# in use), checks.
 
 cdef enum:
     NORM_CHUNK = 16384
     UPDATE_CHUNK = 8192    # elements per task of an update
 
 
-cdef extern from "optim_kernels.h" nogil:
-    void pn_sgd_f32(long n, float *w, const float *g, float *v, float lr, float mu, int nesterov,
-                    float wd, float s)
-    void pn_sgd_f64(long n, double *w, const double *g, double *v, double lr, double mu, int nesterov,
-                    double wd, double s)
-    void pn_adam_f32(long n, float *w, const float *g, float *m, float *v, float lr, float b1, float b2,
-                     float omb1, float omb2, float eps, float wd, int decoupled, float c1, float c2, float s)
-    void pn_adam_f64(long n, double *w, const double *g, double *m, double *v, double lr, double b1,
-                     double b2, double omb1, double omb2, double eps, double wd, int decoupled, double c1,
-                     double c2, double s)
-    void pn_rmsprop_f32(long n, float *w, const float *g, float *v, float lr, float rho, float omrho,
-                        float eps, float wd, float s)
-    void pn_rmsprop_f64(long n, double *w, const double *g, double *v, double lr, double rho,
-                        double omrho, double eps, double wd, double s)
+cdef extern from "cpu_dispatch.h" nogil:   # optim_kernels.h's updates, the variant in use
+    enum:
+        PN_SGD
+        PN_ADAM
+        PN_RMSPROP
+    void pn_update_f32(int rule, long n, float *w, const float *g, float *s1, float *s2, const double *h)
+    void pn_update_f64(int rule, long n, double *w, const double *g, double *s1, double *s2, const double *h)
 
 
-cdef void _sgd(floating[::1] w, const floating[::1] g, floating[::1] v, floating lr,
-               floating mu, bint nesterov, floating wd, floating s) noexcept nogil:
-    """The update in chunks over the threads (optim_kernels.h: SIMD per ISA)."""
+cdef void _update(int rule, floating[::1] w, const floating[::1] g, floating[::1] s1, floating[::1] s2,
+                  const double *h):
+    """w and its state s1 (and s2; either may be None) updated by `rule` in chunks of
+    UPDATE_CHUNK elements over the threads; h: the kernel's scalars (cpu_dispatch.h)."""
     cdef Py_ssize_t n = w.shape[0], c, i0, k
-    cdef floating *pv = &v[0] if mu != 0 else NULL
-    for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
-        i0 = c * UPDATE_CHUNK
-        k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
-        if floating is float:
-            pn_sgd_f32(k, &w[i0], &g[i0], pv + i0 if pv != NULL else NULL, lr, mu, nesterov, wd, s)
-        else:
-            pn_sgd_f64(k, &w[i0], &g[i0], pv + i0 if pv != NULL else NULL, lr, mu, nesterov, wd, s)
+    cdef floating *p1 = &s1[0] if s1 is not None and n else NULL
+    cdef floating *p2 = &s2[0] if s2 is not None and n else NULL
+    with nogil:
+        for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
+            i0 = c * UPDATE_CHUNK
+            k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
+            if floating is float:
+                pn_update_f32(rule, k, &w[i0], &g[i0], p1 + i0 if p1 != NULL else NULL,
+                              p2 + i0 if p2 != NULL else NULL, h)
+            else:
+                pn_update_f64(rule, k, &w[i0], &g[i0], p1 + i0 if p1 != NULL else NULL,
+                              p2 + i0 if p2 != NULL else NULL, h)
 
 
-cdef void _adam(floating[::1] w, const floating[::1] g, floating[::1] m, floating[::1] v,
-                floating lr, floating b1, floating b2, floating omb1, floating omb2, floating eps,
-                floating wd, bint decoupled, floating c1, floating c2, floating s) noexcept nogil:
-    """c1 = 1/(1−β₁ᵗ), c2 = 1/(1−β₂ᵗ): the bias corrections; omb = 1−β formed in double
-    (1 − float32(0.9999) is 1.7e-4 off 1e-4)."""
-    cdef Py_ssize_t n = w.shape[0], c, i0, k
-    for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
-        i0 = c * UPDATE_CHUNK
-        k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
-        if floating is float:
-            pn_adam_f32(k, &w[i0], &g[i0], &m[i0], &v[i0], lr, b1, b2, omb1, omb2, eps, wd, decoupled, c1, c2, s)
-        else:
-            pn_adam_f64(k, &w[i0], &g[i0], &m[i0], &v[i0], lr, b1, b2, omb1, omb2, eps, wd, decoupled, c1, c2, s)
-
-
-cdef void _rmsprop(floating[::1] w, const floating[::1] g, floating[::1] v, floating lr,
-                   floating rho, floating omrho, floating eps, floating wd, floating s) noexcept nogil:
-    cdef Py_ssize_t n = w.shape[0], c, i0, k
-    for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
-        i0 = c * UPDATE_CHUNK
-        k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
-        if floating is float:
-            pn_rmsprop_f32(k, &w[i0], &g[i0], &v[i0], lr, rho, omrho, eps, wd, s)
-        else:
-            pn_rmsprop_f64(k, &w[i0], &g[i0], &v[i0], lr, rho, omrho, eps, wd, s)
+cdef void _step(int rule, w, g, s1, s2, const double *h) except *:
+    if w.dtype == F32:
+        _update[float](rule, w, g, s1, s2, h)
+    else:
+        _update[double](rule, w, g, s1, s2, h)
 
 
 cdef double sumsq_range(const floating *g, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
@@ -100,20 +83,6 @@ cdef double _sumsq(const floating[::1] g) except? -1:
     return total
 
 
-cdef _check_vectors(str where, list names, list arrays, int n_inputs=1):
-    for k, (name, a) in enumerate(zip(names, arrays)):
-        _float_array(name, a, 1, not 1 <= k <= n_inputs)  # arrays 1..n_inputs are only read
-    _same_dtype(where, names, arrays)
-    for name, a in zip(names[1:], arrays[1:]):
-        _shape(name, a, arrays[0].shape)
-
-
-def _check_hyper(str where, **values):
-    for name, value in values.items():
-        if not np.isfinite(value):
-            raise ValueError(f"{where}: {name} must be finite, got {value}")
-
-
 def sgd_step(w, g, v, double lr, double momentum=0.0, bint nesterov=False,
              double weight_decay=0.0, double grad_scale=1.0):
     """One SGD step in place on w (and velocity v; v may be None when momentum is 0)."""
@@ -122,11 +91,10 @@ def sgd_step(w, g, v, double lr, double momentum=0.0, bint nesterov=False,
         _check_vectors("sgd_step", ["w", "g", "v"], [w, g, v])
     else:
         _check_vectors("sgd_step", ["w", "g"], [w, g])
-        v = w  # unused when μ = 0
-    if w.dtype == F32:
-        _sgd[float](w, g, v, lr, momentum, nesterov, weight_decay, grad_scale)
-    else:
-        _sgd[double](w, g, v, lr, momentum, nesterov, weight_decay, grad_scale)
+        v = None  # no velocity when μ = 0
+    cdef double h[5]
+    h[:] = [lr, momentum, nesterov, weight_decay, grad_scale]   # pn_sgd's lr, mu, nesterov, wd, s
+    _step(PN_SGD, w, g, v, None, h)
 
 
 def adam_step(w, g, m, v, long t, double lr, double beta1=0.9, double beta2=0.999,
@@ -137,14 +105,11 @@ def adam_step(w, g, m, v, long t, double lr, double beta1=0.9, double beta2=0.99
     if t < 1:
         raise ValueError(f"adam_step: step t counts from 1, got {t}")
     _check_vectors("adam_step", ["w", "g", "m", "v"], [w, g, m, v])
-    c1 = 1.0 / (1.0 - beta1 ** t)
-    c2 = 1.0 / (1.0 - beta2 ** t)
-    if w.dtype == F32:
-        _adam[float](w, g, m, v, lr, beta1, beta2, 1.0 - beta1, 1.0 - beta2, eps, weight_decay,
-                     decoupled, c1, c2, grad_scale)
-    else:
-        _adam[double](w, g, m, v, lr, beta1, beta2, 1.0 - beta1, 1.0 - beta2, eps, weight_decay,
-                      decoupled, c1, c2, grad_scale)
+    c1 = 1.0 / (1.0 - beta1 ** t)   # the bias corrections 1/(1−βᵗ); 1 − β formed in double
+    c2 = 1.0 / (1.0 - beta2 ** t)   # (1 − float32(0.9999) is 1.7e-4 off 1e-4)
+    cdef double h[11]
+    h[:] = [lr, beta1, beta2, 1.0 - beta1, 1.0 - beta2, eps, weight_decay, decoupled, c1, c2, grad_scale]
+    _step(PN_ADAM, w, g, m, v, h)
 
 
 def rmsprop_step(w, g, v, double lr, double rho=0.9, double eps=1e-8, double weight_decay=0.0,
@@ -152,10 +117,9 @@ def rmsprop_step(w, g, v, double lr, double rho=0.9, double eps=1e-8, double wei
     """One RMSprop step in place on w and the running mean square v."""
     _check_hyper("rmsprop_step", lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, grad_scale=grad_scale)
     _check_vectors("rmsprop_step", ["w", "g", "v"], [w, g, v])
-    if w.dtype == F32:
-        _rmsprop[float](w, g, v, lr, rho, 1.0 - rho, eps, weight_decay, grad_scale)
-    else:
-        _rmsprop[double](w, g, v, lr, rho, 1.0 - rho, eps, weight_decay, grad_scale)
+    cdef double h[6]
+    h[:] = [lr, rho, 1.0 - rho, eps, weight_decay, grad_scale]
+    _step(PN_RMSPROP, w, g, v, None, h)
 
 
 def global_norm(g):

@@ -1,6 +1,7 @@
 /* optim_kernels.h — the optimizer updates over a slice of the flat parameter vector,
- * built for the baseline ISA and for AVX2+FMA; the GEMM's choice (pn_gemm_isa,
- * gemm_microkernel.h) picks the variant. The formulas (g̃ = s·g, λ weight decay):
+ * built for the baseline ISA and for AVX2+FMA (pn_sgd_SUF, pn_adam_SUF, pn_rmsprop_SUF,
+ * SUF = f32_generic, f64_generic, f32_avx2, f64_avx2); cpu_dispatch.h, which includes
+ * this file, picks the variant. The formulas (g̃ = s·g, λ weight decay):
  *   SGD      g̃ += λw;  v = μv + g̃;  w −= η·(nesterov ? g̃ + μv : v)      (μ = 0: w −= η·g̃)
  *   Adam     decoupled ? w −= ηλw : g̃ += λw;  m = β₁m + (1−β₁)g̃;  v = β₂v + (1−β₂)g̃²;
  *            w −= η·(m·c₁) / (√(v·c₂) + ε)          c₁, c₂: bias corrections 1/(1−βᵗ)
@@ -11,7 +12,10 @@
 #define PYNEURO_OPTIM_KERNELS_H
 
 #include <math.h>
-#include "gemm_microkernel.h"
+
+#ifndef PN_HAVE_AVX2_KERNEL
+#error "include cpu_dispatch.h: it says which instruction sets to build the kernels for"
+#endif
 
 #define PN_DEFINE_OPTIM(SUF, T, SQRT, ATTR)                                                   \
     ATTR static void pn_sgd_##SUF(long n, T *restrict w, const T *restrict g, T *restrict v, \
@@ -52,17 +56,6 @@ PN_DEFINE_OPTIM(f64_generic, double, sqrt, )
 #if PN_HAVE_AVX2_KERNEL
 PN_DEFINE_OPTIM(f32_avx2, float, sqrtf, PN_AVX2)
 PN_DEFINE_OPTIM(f64_avx2, double, sqrt, PN_AVX2)
-#define PN_OPTIM_PICK(NAME, SUF) (pn_gemm_isa ? NAME##_##SUF##_avx2 : NAME##_##SUF##_generic)
-#else
-#define PN_OPTIM_PICK(NAME, SUF) NAME##_##SUF##_generic
 #endif
-
-/* The variant in use, for each update and element type. */
-#define pn_sgd_f32 PN_OPTIM_PICK(pn_sgd, f32)
-#define pn_sgd_f64 PN_OPTIM_PICK(pn_sgd, f64)
-#define pn_adam_f32 PN_OPTIM_PICK(pn_adam, f32)
-#define pn_adam_f64 PN_OPTIM_PICK(pn_adam, f64)
-#define pn_rmsprop_f32 PN_OPTIM_PICK(pn_rmsprop, f32)
-#define pn_rmsprop_f64 PN_OPTIM_PICK(pn_rmsprop, f64)
 
 #endif

@@ -1,5 +1,6 @@
 /* runtime.h — what the kernels need from the machine: OpenMP (or its absence),
- * per-thread work buffers that live across calls, and CPU feature detection.
+ * per-thread work buffers that live across calls, and fork safety. (The CPU's
+ * features and the choice of SIMD kernels are cpu_dispatch.h's.)
  */
 #ifndef PYNEURO_RUNTIME_H
 #define PYNEURO_RUNTIME_H
@@ -25,10 +26,10 @@ static int pn_omp_max_threads(void) { return 1; }
  * Returns NULL when memory is exhausted.
  */
 enum {                      /* the slots, one per kind of buffer */
-    PN_WS_PACK_A,           /* GEMM: packed A block          (gemm.pxi)    */
-    PN_WS_PACK_B,           /* GEMM: packed B slab           (gemm.pxi)    */
-    PN_WS_NORM,             /* per-chunk sums of ‖g‖²        (optim.pxi)   */
-    PN_WS_CHAIN,            /* DenseChain's activations      (network.pxi) */
+    PN_WS_PACK_A,           /* GEMM: packed A block          (gemm.pxi)        */
+    PN_WS_PACK_B,           /* GEMM: packed B slab           (gemm.pxi)        */
+    PN_WS_NORM,             /* per-chunk sums of ‖g‖²        (optim.pxi)       */
+    PN_WS_CHAIN,            /* DenseChain's activations      (dense_chain.pxi) */
     PN_WORKSPACE_SLOTS
 };
 
@@ -76,15 +77,5 @@ static void *pn_workspace(int slot, size_t bytes) {
 static volatile int pn_forked = 0;
 static void pn_mark_forked(void) { pn_forked = 1; }
 static void pn_watch_fork(void) { pthread_atfork(NULL, NULL, pn_mark_forked); }
-
-/* ---- CPU features ---------------------------------------------------------- */
-static int pn_cpu_has_avx2_fma(void) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
 
 #endif

@@ -34,8 +34,6 @@ def call(rng, name):
         return lambda a: _core.dense_forward(*a, act, 0.1), [f(B, n), f(n, m), f(m), f(B, m), f(B, m)], {3, 4}
     if name == "dense_backward":
         return lambda a: _core.dense_backward(*a), [f(B, n), f(n, m), f(B, m), f(n, m), f(m), f(B, n)], {3, 4, 5}
-    if name == "bias_grad":
-        return lambda a: _core.bias_grad(*a), [f(B, m), f(m)], {1}
     if name == "activation_forward":
         act = str(rng.choice(ACTS))
         return lambda a: _core.activation_forward(act, 0.2, *a), [f(B, m), f(B, m)], {1}
@@ -109,7 +107,7 @@ def mutate(rng, a, is_output):
 
 def main(seed, count):
     rng = np.random.default_rng(seed)
-    names = ["gemm_into", "dense_forward", "dense_backward", "bias_grad", "activation_forward",
+    names = ["gemm_into", "dense_forward", "dense_backward", "activation_forward",
              "activation_backward", "softmax_cross_entropy", "pointwise_loss", "sgd_step", "adam_step",
              "rmsprop_step", "global_norm", "gather_rows", "dropout_mask", "multiply", "argmax_rows",
              "all_finite", "DenseChain"]

@@ -1,4 +1,5 @@
-"""gather_rows, dropout_mask, multiply, argmax_rows (csrc/arrays.pxi) against NumPy.
+"""gather_rows, dropout_mask, multiply, argmax_rows (csrc/gather.pxi, dropout.pxi,
+elementwise.pxi, reduce.pxi) against NumPy.
 All four are exact (copies, one comparison, one rounded product), so equality is exact."""
 import numpy as np
 import pytest

@@ -51,7 +51,7 @@ def targets(rng, kind, shape, dtype):
 def run_loss(fn, Z, *args, **kw):
     """Call a loss with and without dZ; both values must agree. Returns (L, dZ)."""
     dZ = np.full_like(Z, np.nan)
-    loss = fn(Z, *args, dZ=dZ, **kw)
+    loss = fn(Z, *args, delta=dZ, **kw)
     assert isinstance(loss, float)
     assert fn(Z, *args, **kw) == loss
     return loss, dZ
@@ -124,7 +124,7 @@ def test_cross_entropy_finite_differences(rng, targets_kind):
 def test_pointwise_matches_numpy(rng, kind, delta, B, m, dtype):
     Z = (2 * rng.standard_normal((B, m))).astype(dtype)
     Y = targets(rng, kind, (B, m), dtype)
-    loss, dZ = run_loss(lambda *a, **k: _core.pointwise_loss(kind, *a, **k), Z, Y, delta=delta)
+    loss, dZ = run_loss(lambda *a, **k: _core.pointwise_loss(kind, *a, **k), Z, Y, huber_delta=delta)
     ref_loss, ref_dZ = pointwise_ref(kind, Z, Y, delta)
     assert_close(loss, ref_loss, dtype, "L")
     assert_scaled_close(dZ, ref_dZ, np.maximum(np.abs(ref_dZ), 1 / Z.size), dtype, "dZ")
@@ -137,8 +137,8 @@ def test_pointwise_finite_differences(rng, kind, delta):
     kinks = {"mae": (0.0,), "huber": (-delta, delta)}.get(kind, ())
     Z = Y + away_from(rng, Y.shape, kinks=kinks, margin=0.05, low=-3 * delta, high=3 * delta)
     dZ = np.empty_like(Z)
-    _core.pointwise_loss(kind, Z, Y, dZ, delta=delta)
-    numeric = numeric_grad(lambda: _core.pointwise_loss(kind, Z, Y, delta=delta), Z)
+    _core.pointwise_loss(kind, Z, Y, dZ, huber_delta=delta)
+    numeric = numeric_grad(lambda: _core.pointwise_loss(kind, Z, Y, huber_delta=delta), Z)
     assert rel_err(dZ, numeric) < 1e-6
 
 
@@ -170,6 +170,6 @@ def test_huber_is_mse_like_inside_and_mae_like_outside():
     Z = np.array([[0.5, -0.5, 3.0, -3.0]])
     Y = np.zeros_like(Z)
     dZ = np.empty_like(Z)
-    loss = _core.pointwise_loss("huber", Z, Y, dZ, delta=1.0)
+    loss = _core.pointwise_loss("huber", Z, Y, dZ, huber_delta=1.0)
     assert loss == pytest.approx((0.125 + 0.125 + 2.5 + 2.5) / 4, rel=1e-15)
     assert dZ.tolist() == [[0.125, -0.125, 0.25, -0.25]]

@@ -78,12 +78,6 @@ def _dense_backward(rng, dt):
     return [dW, db, dX]
 
 
-def _bias_grad(rng, dt):
-    db = np.empty(300, dt)
-    _core.bias_grad(rng.standard_normal((1000, 300)).astype(dt), db)
-    return [db]
-
-
 def _activation(act):
     def run(rng, dt):
         Z, G = (rng.standard_normal((1000, 67)).astype(dt) for _ in range(2))
@@ -107,7 +101,7 @@ def _pointwise(kind):
     def run(rng, dt):
         Z, Y = rng.standard_normal((6000, 7)).astype(dt), rng.uniform(0, 1, (6000, 7)).astype(dt)
         dZ = np.empty_like(Z)
-        return [_core.pointwise_loss(kind, Z, Y, dZ, delta=0.5), dZ]
+        return [_core.pointwise_loss(kind, Z, Y, dZ, huber_delta=0.5), dZ]
     return run
 
 
@@ -180,7 +174,6 @@ KERNELS = {
     **{f"dense_forward_{a}": _dense_forward(a) for a in sorted(_core.ACTIVATIONS)},
     "dense_backward": _dense_backward,
     "dense_chain": _dense_chain,
-    "bias_grad": _bias_grad,
     **{f"activation_{a}": _activation(a) for a in sorted(_core.ACTIVATIONS)},
     "cross_entropy_labels": _cross_entropy("labels"),
     "cross_entropy_probabilities": _cross_entropy("probabilities"),

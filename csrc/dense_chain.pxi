@@ -1,6 +1,8 @@
-# network.pxi — the forward pass of a chain of dense layers in one call.
+# dense_chain.pxi — the compiled prediction chain: the forward pass of L dense layers
+# in one call (DenseChain).
 #
 #   A₀ = X,   A_l = f_l(A_{l−1}·W_l + b_l)   for l = 1..L,   out = A_L
+#   X: B×n₀, W_l: n_{l−1}×n_l, b_l: n_l, out: B×n_L, one float dtype
 #
 # Prediction runs the whole chain inside one nogil call: the per-layer Python
 # calls (checks, buffer lookups) would otherwise cost more than a single
@@ -9,8 +11,10 @@
 # and runs as a second pass). The buffers are the calling thread's workspace
 # (runtime.h, up to CHAIN_WORKSPACE_MAX), reused from call to call, so one chain
 # can serve several Python threads at once and a warm call allocates nothing.
-# The arithmetic is exactly dense_forward's, so the result is bitwise the same as
-# running the layers one by one.
+# Threads and determinism are dense_layer's: the arithmetic is exactly
+# dense_forward's, so the result is bitwise the same as running the layers one by
+# one, on any number of threads.
+# uses: dense (dense_layer), activations (_act_code), threads, checks.
 
 from libc.stdlib cimport malloc, free
 

@@ -1,0 +1,82 @@
+# threads.pxi — how many threads a kernel runs on, and each thread's work buffers.
+#
+#   _nthreads()          the setting: set_num_threads(n), else OpenMP's (OMP_NUM_THREADS,
+#                        threadpoolctl), 1 without OpenMP and in a child of fork
+#   _nthreads_for(work)  1 below PARALLEL_MIN_WORK elements, else _nthreads()
+#   pn_workspace(slot, bytes)   the calling thread's buffer for that slot, kept across calls
+#
+# Results never depend on the thread count: every kernel splits its reductions in a
+# way fixed by the sizes alone (DESIGN.md, rule 3); this number only sets the speed.
+# uses: nothing (runtime.h underneath).
+
+cdef extern from "runtime.h" nogil:
+    int pn_openmp_enabled()
+    int pn_omp_max_threads()
+    int pn_forked
+    void pn_watch_fork()
+    enum:
+        PN_WS_PACK_A
+        PN_WS_PACK_B
+        PN_WS_NORM
+        PN_WS_CHAIN
+    void *pn_workspace(int slot, size_t nbytes)
+
+
+# One process-wide setting. 0 means "follow OpenMP": OMP_NUM_THREADS and
+# threadpoolctl's limits, as omp_get_max_threads() reports them.
+cdef int _user_threads = 0
+
+
+def openmp_enabled():
+    """True when the core was built with OpenMP (kernels can use several threads)."""
+    return bool(pn_openmp_enabled())
+
+
+def set_num_threads(n):
+    """Set the number of threads every kernel uses (process-wide). Results do not depend on it.
+
+    Parameters
+    ----------
+    n : int or None
+        Threads (≥ 1); None returns to the default: OpenMP's, i.e. OMP_NUM_THREADS or
+        threadpoolctl's limit, else all cores.
+    """
+    global _user_threads
+    if n is None:
+        _user_threads = 0
+        return
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: n must be a positive int or None, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _user_threads = <int>min(n, 1 << 16)
+
+
+def _threads_chosen():
+    """Whether set_num_threads chose a thread count (pyneuro.distributed respects it)."""
+    return _user_threads > 0
+
+
+def get_num_threads():
+    """The number of threads the kernels use now (1 when built without OpenMP, and in a
+    process made by fork, where GNU OpenMP's thread pool cannot be used)."""
+    return _nthreads()
+
+
+cdef enum:
+    PARALLEL_MIN_WORK = 32768   # elements: below this a kernel runs on one thread (a fork-join
+                                # costs more than the work; on a busy machine, much more)
+
+
+cdef inline int _nthreads_for(Py_ssize_t work) noexcept nogil:
+    """Threads for an elementwise or row kernel over `work` elements."""
+    return 1 if work < PARALLEL_MIN_WORK else _nthreads()
+
+
+cdef inline int _nthreads() noexcept nogil:
+    if not pn_openmp_enabled() or pn_forked:   # a child of fork: one thread (runtime.h)
+        return 1
+    return _user_threads if _user_threads > 0 else pn_omp_max_threads()
+
+
+pn_watch_fork()
