@@ -11,7 +11,8 @@
 #       mse    ℓ = r²                                                         ∂ℓ/∂z = 2r
 #       mae    ℓ = |r|                                                        ∂ℓ/∂z = sign r
 #       huber  ℓ = ½r² if |r| ≤ δ else δ(|r| − ½δ)   (δ: huber_delta)         ∂ℓ/∂z = clip(r, −δ, δ)
-#       L = (1/N) Σ ℓ,   ∂L/∂Z = ∂ℓ/∂z / N
+#       L = (s/N) Σ ℓ,   ∂L/∂Z = s·∂ℓ/∂z / N      (s = scale: 1 for the mean; m/2 for mse makes
+#                                                 the textbook's C = 1/2B Σ_i ‖r_i‖²)
 # Threads: the rows are cut into chunks (chunk_rows: their count depends on B alone),
 # one task per chunk; each chunk's sum lands in its own slot and the slots are added
 # in order (sum_in_order), so the value is the same for any thread count. delta is
@@ -145,18 +146,18 @@ cdef double _ce_probs(const floating[:, ::1] Z, const floating[:, ::1] T, floati
 
 
 cdef double _pointwise(int kind, floating huber_delta, const floating[:, ::1] Z,
-                       const floating[:, ::1] Y, floating[:, ::1] delta):
+                       const floating[:, ::1] Y, floating[:, ::1] delta, double scale):
     cdef Py_ssize_t B = Z.shape[0], m = Z.shape[1], chunk = chunk_rows(B), c
     cdef Py_ssize_t nchunks = (B + chunk - 1) // chunk
     cdef double partial[MAX_CHUNKS]
     cdef int nt = _nthreads_for(B * m)
     cdef floating *pdelta = &delta[0, 0] if delta is not None else NULL
-    cdef floating inv_n = <floating>1 / (B * m)
+    cdef floating inv_n = <floating>scale / (B * m)
     with nogil:
         for c in prange(nchunks, num_threads=nt, schedule="static"):
             partial[c] = pointwise_rows(kind, huber_delta, &Z[0, 0], &Y[0, 0], pdelta, c * chunk * m,
                                         min(B, (c + 1) * chunk) * m, inv_n)
-    return sum_in_order(partial, nchunks) / (B * m)
+    return scale * sum_in_order(partial, nchunks) / (B * m)
 
 
 cdef _check_loss_args(str where, Z, delta):
@@ -192,10 +193,12 @@ def softmax_cross_entropy(Z, y, delta=None):
     return _ce_probs[double](Z, y, delta)
 
 
-def pointwise_loss(str kind, Z, Y, delta=None, double huber_delta=1.0):
-    """Mean of an elementwise loss over all elements of Z (B, m) against targets Y (B, m):
-    kind in 'binary_cross_entropy' (Z are logits), 'mse', 'mae', 'huber' (δ = huber_delta).
-    Writes ∂L/∂Z into delta when given. Returns L."""
+def pointwise_loss(str kind, Z, Y, delta=None, double huber_delta=1.0, double scale=1.0):
+    """scale × the mean of an elementwise loss over all elements of Z (B, m) against targets
+    Y (B, m): kind in 'binary_cross_entropy' (Z are logits), 'mse', 'mae', 'huber'
+    (δ = huber_delta). Writes ∂L/∂Z into delta when given. Returns L."""
+    if not (scale > 0 and scale < float("inf")):
+        raise ValueError(f"pointwise_loss: scale must be finite and > 0, got {scale}")
     if kind not in POINTWISE_LOSSES:
         raise ValueError(f"pointwise_loss: expected kind in {sorted(POINTWISE_LOSSES)}, got {kind!r}")
     if kind == "huber" and not huber_delta > 0:
@@ -205,5 +208,5 @@ def pointwise_loss(str kind, Z, Y, delta=None, double huber_delta=1.0):
     _same_dtype(kind, ["Z", "Y"], [Z, Y])
     _shape("Y", Y, Z.shape)
     if Z.dtype == F32:
-        return _pointwise[float](POINTWISE_LOSSES[kind], <float>huber_delta, Z, Y, delta)
-    return _pointwise[double](POINTWISE_LOSSES[kind], huber_delta, Z, Y, delta)
+        return _pointwise[float](POINTWISE_LOSSES[kind], <float>huber_delta, Z, Y, delta, scale)
+    return _pointwise[double](POINTWISE_LOSSES[kind], huber_delta, Z, Y, delta, scale)

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from .losses import MSE
+
 # training defaults per data set (flags left unset take these)
 DEFAULTS = {
     "digits": {"hidden": [256, 128], "activation": "relu", "optimizer": "adam", "lr": 2e-3,
@@ -50,6 +52,21 @@ def _int_at_least(minimum: int):
 
 _positive_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
+
+
+def _neuron(text: str) -> tuple[int, int]:
+    layer, _, j = text.partition(":")
+    try:
+        return _nonneg_int(layer), _nonneg_int(j)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected LAYER:NEURON as two integers >= 0, e.g. 0:5, got {text!r}") from None
+
+
+def _image_flags(p) -> None:
+    p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                   help="images: invert grey levels (auto: when the border is light)")
+    p.add_argument("--image-shape", type=_positive_int, nargs=2, default=None, metavar=("H", "W"),
+                   help="the input image's rows and columns (default: the model's info, else a square)")
 
 
 def _positive_float(text: str) -> float:
@@ -106,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu"],
                        help="activation of the hidden layers")
     train.add_argument("--dropout", type=float, default=0.0, help="dropout probability after each hidden layer")
+    train.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse"],
+                       help="cross_entropy: softmax on logits; mse: squared error against one-hot "
+                            "targets (the essay's quadratic cost; see --mse-reduction)")
+    train.add_argument("--mse-reduction", default="mean", choices=sorted(MSE.REDUCTIONS),
+                       help="mse: mean over all outputs; sum_outputs: Σ_j (a_j − y_j)² per sample; "
+                            "half_sum_outputs: the textbook's C = 1/2n Σ ||y − a||², for which eta = 3 works")
+    train.add_argument("--output-activation", default=None, choices=["none", "sigmoid", "softmax"],
+                       help="activation of the output layer (default: none for cross_entropy, sigmoid for mse)")
     train.add_argument("--optimizer", default=None, choices=["sgd", "adam", "adamw", "rmsprop"], help="optimizer")
     train.add_argument("--lr", type=_positive_float, default=None, help="base learning rate")
     train.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd only)")
@@ -140,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="a file written by pyneuro train --save (or Sequential.save)")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy files or images")
     predict.add_argument("--top", type=_positive_int, default=3, help="how many classes to list")
-    predict.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
-                         help="images: invert grey levels (auto: when the border is light)")
+    _image_flags(predict)
 
     def model_command(name, help, description):
         p = sub.add_parser(name, help=help, description=description, formatter_class=fmt)
@@ -152,10 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
                              "Evaluate a saved model on a data set's test part (default: the data set "
                              "it was trained on).")
     _data_flags(evaluate)
-    show = model_command("show", "draw a model's first-layer weights (and its confusion matrix)",
-                         "Draw what each first-layer neuron responds to, and optionally the confusion "
-                         "matrix on a data set's test part (needs matplotlib).")
-    show.add_argument("--out", required=True, metavar="PNG", help="picture of the first-layer weights")
+    show = model_command("show", "draw a model at work: weights, activations, one neuron, saliency",
+                         "Without --input: what each first-layer neuron responds to (its weights as an "
+                         "image). With --input: the network's activations on that input, layer by layer "
+                         "(the strongest contributions as lines, the output's probabilities), or with "
+                         "--neuron one neuron's weighted sum and activation in numbers; --saliency adds "
+                         "dL/dx over the input. --confusion draws the confusion matrix on a data set's "
+                         "test part (needs matplotlib).")
+    show.add_argument("--out", required=True, metavar="PNG",
+                      help="the picture: first-layer weights, or with --input the activations (or the neuron)")
+    show.add_argument("--input", metavar="FILE", default=None,
+                      help="one input: an image (PNG/JPEG, needs Pillow) or a .npy sample")
+    show.add_argument("--neuron", type=_neuron, default=None, metavar="L:J",
+                      help="with --input: draw neuron J of layer L (numbered as in the model's summary)")
+    show.add_argument("--saliency", metavar="PNG", default=None,
+                      help="with --input: draw dL/dx (which pixels move the loss) over the input")
+    show.add_argument("--label", type=_nonneg_int, default=None,
+                      help="--saliency: the class whose loss is differentiated (default: the predicted one)")
+    _image_flags(show)
     show.add_argument("--neurons", type=_positive_int, default=64, help="how many neurons to draw")
     show.add_argument("--confusion", metavar="PNG", default=None, help="also draw the confusion matrix here")
     _data_flags(show)
@@ -201,7 +239,8 @@ def load_data(dataset: str, data_dir, dtype: str, test_size: float, split_seed: 
         X_train, y_train, X_test, y_test = load(data_dir, dtype=dtype)
         side = int(round(np.sqrt(X_train.shape[1])))
         shape = [side, side] if side * side == X_train.shape[1] else None
-        info = {"dataset": dataset, "image_shape": shape, "pixel_max": 255}
+        info = {"dataset": dataset, "data_dir": os.path.abspath(data_dir or pn.datasets.default_data_dir()),
+                "image_shape": shape, "pixel_max": 255}
     info["background"] = "dark"   # ink is the high value in both, as in MNIST
     info["classes"] = int(max(y_train.max(), y_test.max())) + 1
     return X_train, y_train, X_test, y_test, info
@@ -234,21 +273,25 @@ def train(args) -> dict:
     for key, value in DEFAULTS[dataset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.output_activation is None:
+        args.output_activation = "sigmoid" if args.loss == "mse" else "none"
     X_train, y_train, X_test, y_test, info = load_data(dataset, args.data_dir, args.dtype, *_split(args, {}))
     model = pn.Sequential.mlp(X_train.shape[1], args.hidden, info["classes"], args.activation, args.dropout,
-                              seed=args.seed, dtype=args.dtype)
+                              seed=args.seed, dtype=args.dtype,
+                              output_activation=None if args.output_activation == "none" else args.output_activation)
+    loss = MSE(args.mse_reduction) if args.loss == "mse" else pn.CrossEntropy()
     opt_args = {"lr": args.lr, "weight_decay": args.weight_decay, "schedule": _schedule(args.schedule, args.epochs)}
     if args.optimizer == "sgd":
         opt_args["momentum"] = args.momentum
     optimizer = pn.optimizers.get_optimizer(args.optimizer, **opt_args)
-    trainer = pn.Trainer(model, loss="cross_entropy", optimizer=optimizer, batch_size=args.batch_size,
+    trainer = pn.Trainer(model, loss=loss, optimizer=optimizer, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed, verbose=0 if args.quiet else 1,
                          distributed=args.distributed)
     if not trainer.is_root:        # other ranks train silently and write nothing
         args.quiet, args.save, args.plot, args.checkpoint = True, None, None, None
     model.info = {**info, "training": {k: getattr(args, k) for k in (
-        "hidden", "activation", "dropout", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-        "batch_size", "epochs", "validation_split", "seed", "dtype")}}
+        "hidden", "activation", "dropout", "loss", "mse_reduction", "output_activation", "optimizer", "lr",
+        "momentum", "weight_decay", "schedule", "batch_size", "epochs", "validation_split", "seed", "dtype")}}
     if not args.quiet:
         ranks = f", {trainer.dist.size} MPI ranks" if args.distributed else ""
         print(f"pyneuro {pn.__version__}: {dataset}, {X_train.shape[0]} training / {X_test.shape[0]} test "
@@ -256,6 +299,7 @@ def train(args) -> dict:
         model.summary()
     callbacks: list[pn.Callback] = [pn.ModelCheckpoint(args.checkpoint, save_best_only=False)] if args.checkpoint else []
     t_fit = time.perf_counter()
+    y_train, y_test = (loss.targets_from_labels(y, model.n_out, model.dtype) for y in (y_train, y_test))
     history = trainer.fit(X_train, y_train, validation_split=args.validation_split, callbacks=callbacks)
     fit_time = time.perf_counter() - t_fit
     result = trainer.evaluate(X_test, y_test)
@@ -275,11 +319,16 @@ def train(args) -> dict:
 
 
 def _model_data(model, args):
-    """The test part of args.dataset, defaulting to the data set the model was trained on."""
+    """The test part of the data set named by the flags, else of the one the model records
+    in its info (name and folder), else of the bundled digits for a 64-input model."""
     info = model.info
-    dataset = args.dataset or info.get("dataset") or "digits"
-    _, _, X, y, _ = load_data(dataset, args.data_dir, model.dtype.name,
-                              *_split(args, info if dataset == info.get("dataset") else {}))
+    dataset = args.dataset or info.get("dataset") or ("digits" if model.n_in == 64 else None)
+    if dataset not in DATASETS:
+        raise ValueError(f"{args.model}: the model records no data set it was trained on; "
+                         "name one with --dataset (and --data-dir)")
+    own = dataset == info.get("dataset")
+    data_dir = args.data_dir or (info.get("data_dir") if own else None)
+    _, _, X, y, _ = load_data(dataset, data_dir, model.dtype.name, *_split(args, info if own else {}))
     return dataset, X, y
 
 
@@ -289,12 +338,14 @@ def evaluate(args) -> dict:
     from .metrics import classes_from_outputs, confusion_matrix
     model = pn.load(args.model)
     dataset, X, y = _model_data(model, args)
-    logits = model.predict(X)
-    loss = get_loss("cross_entropy")
-    value = loss(logits, loss.prepare_targets(y, X.shape[0], model.n_out, model.dtype, "y"))
-    cm = confusion_matrix(y, classes_from_outputs(logits), model.n_out)
+    Z = model.predict(X)
+    loss = get_loss(model.loss or "cross_entropy")     # the model's own (files before 0.2: cross-entropy)
+    value = loss(Z, loss.prepare_targets(loss.targets_from_labels(y, model.n_out, model.dtype),
+                                         X.shape[0], model.n_out, model.dtype, "y"))
+    cm = confusion_matrix(y, classes_from_outputs(Z, threshold=model.decision_threshold()), model.n_out)
     acc = float(np.trace(cm)) / len(y)
-    print(f"{args.model} on the {dataset} test set ({len(y)} samples): loss {value:.4f}  accuracy {acc:.4f}")
+    print(f"{args.model} on the {dataset} test set ({len(y)} samples): {loss.name} loss {value:.4f}  "
+          f"accuracy {acc:.4f}")
     print("confusion matrix (rows: true class, columns: predicted class)")
     width = max(len(str(cm.max())), len(str(model.n_out - 1))) + 1
     print(" " * 6 + "".join(f"{j:>{width}}" for j in range(model.n_out)))
@@ -303,16 +354,17 @@ def evaluate(args) -> dict:
     return {"loss": value, "accuracy": acc, "confusion": cm}
 
 
-def _input_info(model, model_path) -> dict:
+def _input_info(model, model_path, image_shape=None) -> dict:
     """What predict and show read from the model's info, checked: image_shape ([rows, cols],
-    rows·cols = the input width, or absent), pixel_max (a positive number, default 1),
-    background ('dark', 'light' or absent)."""
-    info, n_in = model.info, model.n_in
-    shape = info.get("image_shape")
-    if shape is not None and not (isinstance(shape, list) and len(shape) == 2
-                                  and all(type(v) is int and v >= 1 for v in shape) and shape[0] * shape[1] == n_in):
-        raise ValueError(f"{model_path}: damaged info: image_shape should be [rows, cols] with rows x cols = "
-                         f"{n_in} (the input width), got {shape!r:.60}")
+    rows·cols = the input width: the --image-shape flag, else the info's, else a square input
+    width's), pixel_max (a positive number, default 1), background ('dark', 'light' or absent)."""
+    info = model.info
+    try:
+        shape: list | None = list(model.image_shape(image_shape))
+    except ValueError as e:
+        if image_shape is not None or info.get("image_shape") is not None:
+            raise ValueError(f"{model_path}: {e}") from None
+        shape = None        # not an image model: .npy inputs only (images say so when given)
     pixel_max = info.get("pixel_max", 1)
     try:
         ok = type(pixel_max) in (int, float) and 0 < float(pixel_max) < float("inf")
@@ -388,7 +440,8 @@ def _read_inputs(path: str, model, invert: str, info: dict | None = None):
         return labels, np.ascontiguousarray(a)
     shape = info["image_shape"]
     if not shape:
-        raise ValueError(f"{path}: this model was not trained on images (its info has no image shape)")
+        raise ValueError(f"{path}: the model's {n_in} inputs are no square image and its info records no "
+                         "image shape: give it with --image-shape H W")
     grey = _read_image(path, shape)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]).mean()
     if invert == "yes" or (invert == "auto" and border > 0.5 and info["background"] == "dark"):
@@ -399,7 +452,7 @@ def _read_inputs(path: str, model, invert: str, info: dict | None = None):
 def predict(args) -> list:
     import pyneuro as pn
     model = pn.load(args.model)
-    info = _input_info(model, args.model)
+    info = _input_info(model, args.model, args.image_shape)
     results = []
     for path in args.inputs:
         labels, X = _read_inputs(path, model, args.invert, info)
@@ -414,14 +467,36 @@ def predict(args) -> list:
 def show(args) -> None:
     import pyneuro as pn
     from .metrics import confusion_matrix
+    from .network_plots import plot_network, plot_neuron, plot_saliency
     from .plots import plot_confusion, plot_weights
     model = pn.load(args.model)
-    first = next((layer for layer in model.layers if isinstance(layer, pn.Dense)), None)
-    shape = _input_info(model, args.model)["image_shape"]
-    if first is None or not shape:
-        raise ValueError(f"{args.model}: no first Dense layer on image inputs to draw")
-    plot_weights(first.W, shape, args.out, n=args.neurons)
-    print(f"first-layer weights of {min(args.neurons, first.n_out)} neurons written to {args.out}")
+    info = _input_info(model, args.model, args.image_shape)
+    shape = info["image_shape"]
+    if args.input:
+        _, X = _read_inputs(args.input, model, args.invert, info)
+        if X.shape[0] != 1:
+            raise ValueError(f"{args.input}: holds {X.shape[0]} samples; --input takes one")
+        if args.neuron:
+            layer, j = args.neuron
+            numbers = plot_neuron(model, X[0], layer, j, args.out, shape)
+            print(f"neuron {j} of layer {layer} on {args.input}: z = {numbers['z']:.4f}, "
+                  f"a = {numbers['activation']}(z) = {numbers['a']:.4f}; drawn to {args.out}")
+        else:
+            plot_network(model, X[0], args.out, shape)
+            print(f"the network's activations on {args.input} drawn to {args.out}")
+        if args.saliency:
+            target = int(model.predict_classes(X)[0]) if args.label is None else args.label
+            plot_saliency(model, X[0], target, args.saliency, shape)
+            print(f"∂L/∂x for class {target} drawn to {args.saliency}")
+    else:
+        if args.neuron or args.saliency:
+            raise ValueError("--neuron and --saliency draw one input: give it with --input")
+        first = next((layer for layer in model.layers if isinstance(layer, pn.Dense)), None)
+        if first is None or not shape:
+            raise ValueError(f"{args.model}: no first Dense layer on image inputs to draw "
+                             "(--image-shape H W gives the image shape)")
+        plot_weights(first.W, shape, args.out, n=args.neurons)
+        print(f"first-layer weights of {min(args.neurons, first.n_out)} neurons written to {args.out}")
     if args.confusion:
         dataset, X, y = _model_data(model, args)
         cm = confusion_matrix(y, model.predict_classes(X), model.n_out)

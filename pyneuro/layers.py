@@ -315,21 +315,28 @@ class Dropout(Layer):
         return dX
 
 
-def inference_plan(layers) -> list[tuple]:
-    """The inference pass of a stack of layers as steps (Layer.inference), each activation
-    layer folded into a linear Dense just before it: A = f(X·W + b) is one step.
-    ValueError names a layer that has no inference form."""
-    steps: list[tuple] = []
+def inference_steps(layers) -> list[tuple[int, tuple]]:
+    """The inference pass of a stack of layers as (i, step) pairs, layer i being the one
+    whose output is the step's output. Steps are Layer.inference()'s — ("dense", W, b, act,
+    alpha) or ("act", act, alpha) — with an activation layer folded into a linear Dense just
+    before it (A = f(X·W + b) is one step), no-op layers left out, and ("opaque", layer) for
+    a layer without an inference form (a custom layer: it runs as it is)."""
+    steps: list[tuple[int, tuple]] = []
     for i, layer in enumerate(layers):
         own = layer.inference()
-        if own is None:
-            raise ValueError(f"layer {i} ({type(layer).__name__}) has no inference form")
-        for step in own:
-            if step[0] == "act" and steps and steps[-1][0] == "dense" and steps[-1][3] == "identity":
-                steps[-1] = steps[-1][:3] + step[1:]
+        for step in [("opaque", layer)] if own is None else own:
+            last = steps[-1][1] if steps else None
+            if step[0] == "act" and last is not None and last[0] == "dense" and last[3] == "identity":
+                steps[-1] = (i, last[:3] + step[1:])
             else:
-                steps.append(step)
+                steps.append((i, step))
     return steps
+
+
+def inference_plan(layers) -> list[tuple]:
+    """The steps of inference_steps, without the layer indices. The compiled prediction
+    chain runs them when all are dense; the ONNX exporter writes them."""
+    return [step for _, step in inference_steps(layers)]
 
 
 LAYERS = {cls.__name__: cls for cls in (Dense, Identity, ReLU, LeakyReLU, ELU, Sigmoid, Tanh, GELU,

@@ -38,6 +38,14 @@ class Loss:
     def __call__(self, Z, y) -> float:
         return self.value_and_grad(Z, y, None)
 
+    def targets_from_labels(self, labels: np.ndarray, n_outputs: int, dtype) -> np.ndarray:
+        """This loss's targets for integer class labels: one-hot rows (a 0/1 column for one
+        output); cross-entropy takes the labels themselves."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if n_outputs == 1:
+            return labels.reshape(-1, 1).astype(dtype)
+        return np.ascontiguousarray(np.eye(n_outputs, dtype=dtype)[labels])
+
     def reports_accuracy(self, n_outputs: int) -> bool:
         """Whether a model of n_outputs trained on this loss predicts one class per row."""
         return self.classifier
@@ -78,6 +86,9 @@ class CrossEntropy(Loss):
     def output_kind(self, final_activation):
         return "class_logits"
 
+    def targets_from_labels(self, labels, n_outputs, dtype):
+        return np.asarray(labels, dtype=np.int64)
+
 
 class _Pointwise(Loss):
     kind = ""
@@ -113,8 +124,36 @@ class BinaryCrossEntropy(_Pointwise):
 
 
 class MSE(_Pointwise):
-    """Mean squared error, mean over all elements."""
+    """Squared error r² (r = z − y), reduced over a batch of B rows of m outputs as
+
+        'mean'              L = 1/(B·m) Σ_i Σ_j r_ij²     (PyTorch's and Keras's MSE)
+        'sum_outputs'       L = 1/B Σ_i ‖r_i‖²
+        'half_sum_outputs'  L = 1/(2B) Σ_i ‖r_i‖²         (the textbook's quadratic cost
+                                                            C = 1/2n Σ_x ‖y(x) − a(x)‖²)
+
+    The reductions differ by a constant factor (m, m/2), which scales the gradient and so
+    the learning rate that works: the textbook's η = 3 is meant for 'half_sum_outputs'.
+
+    Parameters
+    ----------
+    reduction : {'mean', 'sum_outputs', 'half_sum_outputs'}
+    """
     kind = "mse"
+    REDUCTIONS = {"mean": None, "sum_outputs": 1.0, "half_sum_outputs": 0.5}   # per-sample factor
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in self.REDUCTIONS:
+            raise ValueError(f"MSE reduction: expected one of {sorted(self.REDUCTIONS)}, got {reduction!r}")
+        self.reduction = reduction
+
+    def value_and_grad(self, Z, y, delta):
+        factor = self.REDUCTIONS[self.reduction]
+        scale = 1.0 if factor is None else factor * Z.shape[1]   # mean over elements × m·factor
+        return _core.pointwise_loss(self.kind, Z, y, delta, self.huber_delta, scale)
+
+    def config(self):
+        return {} if self.reduction == "mean" else {"reduction": self.reduction}
 
 
 class MAE(_Pointwise):

@@ -15,8 +15,8 @@ import numpy as np
 from . import _core
 from ._validation import as_dtype, as_generator, check_features, check_float, check_int
 from .io import json_fault, read_file, write_file
-from .layers import LAYERS, Dense, Dropout, Layer, inference_plan
-from .losses import OUTPUT_KINDS, Loss, get_loss
+from .layers import LAYERS, Dense, Dropout, Layer, inference_plan, inference_steps
+from .losses import LOSSES, OUTPUT_KINDS, Loss, get_loss
 from .metrics import classes_from_outputs
 
 
@@ -86,10 +86,7 @@ class Sequential:
     def _dense_chain(self):
         """The inference pass as one compiled call (_core.DenseChain) when every step of
         layers.inference_plan is a Dense (activation fused); None for any other stack."""
-        try:
-            steps = inference_plan(self.layers)
-        except ValueError:
-            return None
+        steps = inference_plan(self.layers)
         if not steps or any(step[0] != "dense" for step in steps):
             return None
         return _core.DenseChain(*([step[k] for step in steps] for k in range(1, 5)))
@@ -115,11 +112,60 @@ class Sequential:
     def final_activation(self) -> str | None:
         """The activation the last step applies ('identity' for a linear output; None when
         a layer without an inference form ends the model)."""
-        try:
-            last = inference_plan(self.layers)[-1]
-        except (ValueError, IndexError):
-            return None
-        return last[3] if last[0] == "dense" else last[1]
+        steps = inference_plan(self.layers)
+        last = steps[-1] if steps else ("act", "identity")     # no-op layers alone: the identity
+        return last[3] if last[0] == "dense" else last[1] if last[0] == "act" else None
+
+    def image_shape(self, shape=None) -> tuple[int, int]:
+        """The (height, width) of the images the model reads (the pictures, the draw-a-digit
+        page and image inputs use it).
+
+        Parameters
+        ----------
+        shape : pair of int, optional
+            Given by the user (``--image-shape H W``); must agree with the model's info if
+            that has one.
+
+        Returns
+        -------
+        tuple of int
+            From `shape`, else ``info["image_shape"]``, else a square input width (784 → 28×28,
+            64 → 8×8).
+
+        Raises
+        ------
+        ValueError
+            When the shape does not hold n_in pixels, disagrees with the info, or cannot be
+            known (a non-square input width and no shape in the info).
+        """
+        known = self.info.get("image_shape")
+        for what, value in (("--image-shape", shape), ("the model's info image_shape", known)):
+            if value is None:
+                continue
+            rule = f"{what} should be [rows, cols] with rows x cols = {self.n_in} (the input width)"
+            if (not isinstance(value, (list, tuple)) or len(value) != 2
+                    or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)):
+                raise ValueError(f"{rule}: two positive integers, got {value!r:.60}")
+            if value[0] * value[1] != self.n_in:
+                raise ValueError(f"{rule}: {value[0]}x{value[1]} holds {value[0] * value[1]} pixels")
+        if shape is not None and known is not None and list(shape) != list(known):
+            raise ValueError(f"--image-shape {shape[0]} {shape[1]} disagrees with the model's info "
+                             f"({known[0]}x{known[1]}); leave the flag out")
+        chosen = shape if shape is not None else known
+        if chosen is not None:
+            return int(chosen[0]), int(chosen[1])
+        side = math.isqrt(self.n_in)
+        if side * side != self.n_in:
+            raise ValueError(f"the model takes {self.n_in} inputs, not a square image, and its info has no "
+                             "image_shape; pass --image-shape H W")
+        return side, side
+
+    def shown_layers(self) -> list[int]:
+        """The layers whose outputs make the network's activation pattern, by index (into
+        layers and activations()): one per step of layers.inference_steps — no-op layers
+        (Dropout, Identity) left out, a linear Dense and the activation layer after it shown
+        once, as the activation's output. The last is the output layer."""
+        return [i for i, _ in inference_steps(self.layers)]
 
     def output_kind(self) -> str:
         """What the outputs are (losses.OUTPUT_KINDS): as recorded by training, else read
@@ -340,9 +386,9 @@ class Sequential:
 
     @classmethod
     def mlp(cls, n_in: int, hidden, n_out: int, activation: str = "relu", dropout: float = 0.0,
-            seed=None, dtype="float32") -> "Sequential":
+            seed=None, dtype="float32", output_activation: str | None = None) -> "Sequential":
         """A multilayer perceptron: Dense(activation) [+ Dropout] per hidden width, then a
-        linear Dense output (logits).
+        Dense output, linear (logits) unless output_activation is given.
 
         Parameters
         ----------
@@ -356,6 +402,9 @@ class Sequential:
             Dropout rate after each hidden layer (0: none).
         seed, dtype
             As for Sequential.
+        output_activation : str, optional
+            The output layer's activation ('sigmoid' for the textbook's network trained on
+            mse); None: linear outputs (logits for cross_entropy).
         """
         layers: list[Layer] = []
         for width in hidden:
@@ -363,7 +412,7 @@ class Sequential:
             if dropout:
                 layers.append(Dropout(dropout))
             n_in = width
-        layers.append(Dense(n_in, n_out))
+        layers.append(Dense(n_in, n_out, activation=output_activation))
         return cls(layers, seed=seed, dtype=dtype)
 
     def summary(self, print_fn=print) -> str:
@@ -398,9 +447,30 @@ class Sequential:
 
 # ---- the model in a file: its description, rebuilt and checked ----------------------
 def model_document(model: Sequential) -> dict:
-    """The architecture as JSON: dtype, input width, each layer's type and config."""
-    return {"dtype": model.dtype.name, "input_dim": model.n_in,
-            "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]}
+    """The architecture as JSON: dtype, input width, each layer's type and config, and once
+    trained the loss and what the outputs are."""
+    doc = {"dtype": model.dtype.name, "input_dim": model.n_in,
+           "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]}
+    if model.loss is not None:
+        doc.update(loss={"name": model.loss.name, "config": model.loss.config()}, output=model.output)
+    return doc
+
+
+def _trained_on(doc: dict, path: str) -> tuple[Loss | None, str | None]:
+    """(loss, output kind) a model document records; (None, None) for a model never trained
+    (and files written before pyneuro recorded them)."""
+    if "loss" not in doc:
+        return None, None
+    try:
+        spec, output = doc["loss"], doc["output"]
+        if not (isinstance(spec, dict) and spec.get("name") in LOSSES and isinstance(spec.get("config"), dict)):
+            raise ValueError(f"loss should be {{'name': one of {sorted(LOSSES)}, 'config': {{...}}}}, "
+                             f"got {spec!r:.80}")
+        if output not in OUTPUT_KINDS:
+            raise ValueError(f"output should be one of {OUTPUT_KINDS}, got {output!r:.80}")
+        return LOSSES[spec["name"]](**spec["config"]), output
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: damaged model description ({type(e).__name__}: {e})") from None
 
 
 def check_info(info, where: str = "info") -> dict:
@@ -472,6 +542,7 @@ def model_from(doc, params, info, path="<model>") -> Sequential:
             layer.__dict__.pop("init_params", None)
     model.params[...] = params
     model.info = info or {}
+    model.loss, model.output = _trained_on(doc, path)
     return model
 
 

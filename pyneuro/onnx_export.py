@@ -1,6 +1,6 @@
 """ONNX export (the optional `onnx` extra): a Sequential as a standard ONNX graph.
 
-(the steps of layers.inference_plan, which the compiled prediction chain runs too)
+(the steps of layers.inference_steps, which the compiled prediction chain runs too)
     Dense       Y = MatMul(X, W) + b, then its activation
     relu, sigmoid, tanh, softmax (last axis)   Relu, Sigmoid, Tanh, Softmax
     leaky_relu(α), elu(α)                      LeakyRelu(alpha), Elu(alpha)
@@ -17,7 +17,7 @@ import numpy as np
 
 from ._version import __version__
 from .io import atomic_write
-from .layers import inference_plan
+from .layers import inference_steps
 
 OPSET = 17
 
@@ -66,12 +66,10 @@ def to_onnx_bytes(model) -> bytes:
             raise ValueError(f"to_onnx: no ONNX form for activation {act!r}")
         return y
 
-    try:
-        steps = inference_plan(model.layers)
-    except ValueError as e:
-        raise ValueError(f"to_onnx: {e}") from None
     x = "input"
-    for i, step in enumerate(steps):
+    for i, step in inference_steps(model.layers):
+        if step[0] == "opaque":
+            raise ValueError(f"to_onnx: layer {i} ({type(step[1]).__name__}) has no ONNX form")
         if step[0] == "dense":
             _, W, b, act, alpha = step
             mm, z = fresh(f"dense{i}_matmul"), fresh(f"dense{i}")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import socket
 import sys
 import traceback
@@ -44,7 +43,6 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ._version import __version__
-from .layers import Activation, Dense
 from .model import Sequential
 
 MAX_BODY_BYTES = 1 << 20           # a POST body larger than this is refused unread (413)
@@ -56,80 +54,6 @@ JSON_TYPE = "application/json"
 # the page needs nothing from elsewhere; the blank data: favicon keeps browsers from asking for one
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
-
-
-def hidden_layers(model: Sequential) -> list[int]:
-    """The layers whose outputs are the network's hidden representations, by index.
-
-    Every layer's output except the output layer's, leaving out layers that change nothing at
-    inference (Dropout, Identity: their output is their input) and a linear Dense followed by
-    an activation layer (the activation layer's output stands for both).
-
-    Parameters
-    ----------
-    model : Sequential
-
-    Returns
-    -------
-    list of int
-        Indices into model.layers (and into model.activations(X)), in order.
-    """
-    shown: list[int] = []
-    for i, layer in enumerate(model.layers):
-        if layer.inference() == []:                      # a no-op at inference
-            continue
-        before = model.layers[shown[-1]] if shown else None
-        if isinstance(layer, Activation) and isinstance(before, Dense) and before.activation == "identity":
-            shown[-1] = i                                # f(X·W + b): one step, shown once
-        else:
-            shown.append(i)
-    return shown[:-1]
-
-
-def image_shape(model: Sequential, shape=None) -> tuple[int, int]:
-    """The (height, width) of the images the model reads.
-
-    Parameters
-    ----------
-    model : Sequential
-    shape : pair of int, optional
-        Given by the user (``--image-shape H W``); must agree with the model's info if that
-        has one.
-
-    Returns
-    -------
-    tuple of int
-        From `shape`, else ``model.info["image_shape"]``, else a square input width
-        (784 -> 28×28, 64 -> 8×8).
-
-    Raises
-    ------
-    ValueError
-        When the shape does not hold n_in pixels, disagrees with the model's info, or cannot
-        be known (a non-square input width and no shape in the info).
-    """
-    n_in = model.n_in
-    known = model.info.get("image_shape")
-    for what, value in (("--image-shape", shape), ("the model's info image_shape", known)):
-        if value is None:
-            continue
-        if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)):
-            raise ValueError(f"{what}: expected two positive integers H W, got {value!r}")
-        if value[0] * value[1] != n_in:
-            raise ValueError(f"{what} {value[0]}x{value[1]} holds {value[0] * value[1]} pixels; the model "
-                             f"takes {n_in} inputs")
-    if shape is not None and known is not None and list(shape) != list(known):
-        raise ValueError(f"--image-shape {shape[0]} {shape[1]} disagrees with the model's info "
-                         f"({known[0]}x{known[1]}); leave the flag out")
-    chosen = shape if shape is not None else known
-    if chosen is not None:
-        return int(chosen[0]), int(chosen[1])
-    side = math.isqrt(n_in)
-    if side * side != n_in:
-        raise ValueError(f"the model takes {n_in} inputs, not a square image, and its info has no image_shape; "
-                         "pass --image-shape H W")
-    return side, side
 
 
 class _RequestError(Exception):
@@ -164,13 +88,13 @@ class DigitPage:
             raise ValueError("this model's outputs are values (a regressor), not class probabilities: "
                              "there is no digit to show")
         self.model = model
-        self.shape = image_shape(model, shape)
+        self.shape = model.image_shape(shape)
         background = model.info.get("background", "dark")
         if background not in ("dark", "light"):
             raise ValueError(f"the model's info background: expected 'dark' or 'light', got {background!r}")
         self.background_known = "background" in model.info
         self.ink = "high" if background == "dark" else "low"
-        self.hidden = hidden_layers(model)
+        self.hidden = model.shown_layers()[:-1]   # every layer's pattern but the output's
         self.n_classes = 2 if model.n_out == 1 else model.n_out
         self.downsample = {(28, 28): "mnist", (8, 8): "uci-digits"}.get(self.shape, "fit")
 

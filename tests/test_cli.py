@@ -184,3 +184,46 @@ def test_an_unwritable_destination_is_refused_before_training(flag, tmp_path):
         proc = run("train", "--epochs", "1", flag, dest)
         one_line_error(proc, fragment)
         assert "epoch" not in proc.stdout and "Total params" not in proc.stdout, proc.stdout
+
+
+def test_show_draws_the_network_a_neuron_and_saliency_of_a_model_trained_in_python(tmp_path):
+    """A model saved from Python records no image shape: 64 inputs are read as 8x8."""
+    X, y = pn.datasets.load_digits()
+    model = pn.Sequential([pn.Dense(64, 20, "sigmoid"), pn.Dense(20, 10)], seed=0)
+    pn.Trainer(model, epochs=5, verbose=0, seed=0).fit(X, y)
+    model.save(tmp_path / "m.st")
+    np.save(tmp_path / "x.npy", X[7])
+    proc = run("show", tmp_path / "m.st", "--out", tmp_path / "w.png")
+    assert proc.returncode == 0 and is_png(tmp_path / "w.png"), proc.stderr
+    proc = run("show", tmp_path / "m.st", "--input", tmp_path / "x.npy", "--out", tmp_path / "net.png",
+               "--saliency", tmp_path / "sal.png")
+    assert proc.returncode == 0 and is_png(tmp_path / "net.png") and is_png(tmp_path / "sal.png"), proc.stderr
+    proc = run("show", tmp_path / "m.st", "--input", tmp_path / "x.npy", "--neuron", "0:3", "--out", tmp_path / "n.png")
+    assert proc.returncode == 0 and is_png(tmp_path / "n.png"), proc.stderr
+    z = float(re.search(r"z = (\S+),", proc.stdout).group(1))
+    Z, A = model.activations(X[7:8], pre_activation=True)[0]
+    assert abs(z - Z[0, 3]) < 1e-3 and f"a = sigmoid(z) = {A[0, 3]:.4f}" in proc.stdout, proc.stdout
+    proc = run("evaluate", tmp_path / "m.st")          # the digits, found from the input width
+    assert proc.returncode == 0 and "cross_entropy loss" in proc.stdout, proc.stderr
+    odd = pn.Sequential([pn.Dense(60, 3)], seed=0)
+    odd.save(tmp_path / "odd.st")
+    one_line_error(run("show", tmp_path / "odd.st", "--out", tmp_path / "o.png"), "--image-shape")
+    assert run("show", tmp_path / "odd.st", "--out", tmp_path / "o.png", "--image-shape", "6", "10").returncode == 0
+    one_line_error(run("evaluate", tmp_path / "odd.st"), "--dataset")
+    one_line_error(run("show", tmp_path / "m.st", "--neuron", "0:3", "--out", tmp_path / "o.png"), "--input")
+
+
+def test_the_essays_network_trains_from_the_command_line(tmp_path):
+    """784-30-10 sigmoid with the quadratic cost and plain SGD, as the essay has it (here on
+    the 8x8 digits, 64-30-10); evaluate reports the model's own loss."""
+    proc = run("train", "--hidden", "30", "--activation", "sigmoid", "--loss", "mse", "--mse-reduction",
+               "half_sum_outputs", "--optimizer", "sgd", "--momentum", "0", "--lr", "3", "--batch-size", "10",
+               "--epochs", "15", "--schedule", "none", "--quiet", "--save", tmp_path / "essay.st")
+    assert proc.returncode == 0, proc.stderr
+    accuracy = float(re.search(r"test accuracy (\S+)", proc.stdout).group(1))
+    assert accuracy > 0.9, proc.stdout
+    model = pn.load(tmp_path / "essay.st")
+    assert model.output == "probabilities" and model.final_activation == "sigmoid"
+    proc = run("evaluate", tmp_path / "essay.st")
+    assert proc.returncode == 0 and "mse loss" in proc.stdout, proc.stderr
+    assert abs(float(re.search(r"accuracy (\S+)", proc.stdout).group(1)) - accuracy) < 1e-4

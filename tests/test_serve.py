@@ -22,7 +22,7 @@ import pytest
 
 import pyneuro as pn
 from pyneuro import _core
-from pyneuro.serve import MAX_BODY_BYTES, DigitPage, hidden_layers, image_shape, make_server
+from pyneuro.serve import MAX_BODY_BYTES, DigitPage, make_server
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS_INFO = {"image_shape": [8, 8], "pixel_max": 16, "background": "dark", "dataset": "digits"}
@@ -101,25 +101,25 @@ def raw(server, request: bytes):
     ([pn.Dense(4, 2)], []),
 ])
 def test_hidden_layers_are_the_outputs_a_reader_would_count(layers, shown):
-    assert hidden_layers(pn.Sequential(layers, seed=0)) == shown
+    assert pn.Sequential(layers, seed=0).shown_layers()[:-1] == shown
 
 
 def test_image_shape_from_info_flag_or_a_square_width():
     model = pn.Sequential.mlp(784, [8], 10, seed=0)
-    assert image_shape(model) == (28, 28)
+    assert model.image_shape() == (28, 28)
     model.info = {"image_shape": [14, 56]}
-    assert image_shape(model) == (14, 56)
-    assert image_shape(model, [14, 56]) == (14, 56)
+    assert model.image_shape() == (14, 56)
+    assert model.image_shape([14, 56]) == (14, 56)
     with pytest.raises(ValueError, match="disagrees with the model's info"):
-        image_shape(model, [28, 28])
+        model.image_shape([28, 28])
     odd = pn.Sequential.mlp(60, [8], 10, seed=0)
     with pytest.raises(ValueError, match="pass --image-shape H W"):
-        image_shape(odd)
-    assert image_shape(odd, (6, 10)) == (6, 10)
-    with pytest.raises(ValueError, match="holds 64 pixels; the model takes 60"):
-        image_shape(odd, (8, 8))
+        odd.image_shape()
+    assert odd.image_shape((6, 10)) == (6, 10)
+    with pytest.raises(ValueError, match="rows x cols = 60 .*8x8 holds 64 pixels"):
+        odd.image_shape((8, 8))
     with pytest.raises(ValueError, match="two positive integers"):
-        image_shape(odd, (0, 60))
+        odd.image_shape((0, 60))
 
 
 def test_a_regressor_or_an_unknown_background_is_refused():
@@ -286,7 +286,7 @@ def test_pyneuro_serve_refuses_what_it_cannot_show(tmp_path):
     odd = pn.Sequential.mlp(60, [8], 10, seed=0)
     odd.save(tmp_path / "odd.safetensors")
     for args, fragment in ((["--port", "0"], "pass --image-shape H W"),
-                           (["--image-shape", "7", "7"], "holds 49 pixels; the model takes 60"),
+                           (["--image-shape", "7", "7"], "7x7 holds 49 pixels"),
                            (["--image-shape", "6", "10", "--port", "70000"], "port: expected a whole number from 0 to 65535")):
         proc = subprocess.run([sys.executable, "-m", "pyneuro.cli", "serve", str(tmp_path / "odd.safetensors"), *args],
                               capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -473,7 +473,7 @@ def test_drawing_a_seven_shows_what_the_model_answers(browser, server, digits_mo
     A = model.activations(X)
     grids = browser.find_elements("css selector", "#layers canvas")
     assert len(grids) == 2
-    for i, layer in enumerate(hidden_layers(model)):
+    for i, layer in enumerate(model.shown_layers()[:-1]):
         a = A[layer][0]
         cells = layer_cells(browser, i, a.size)
         silent = np.all(cells == ZERO_COLOUR, axis=1)
