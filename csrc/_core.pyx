@@ -14,6 +14,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
+import os
+
 import numpy as np
 cimport numpy as cnp
 

@@ -9,13 +9,19 @@
 #include <string.h>
 #include <pthread.h>
 
+#include <limits.h>
+
+/* OpenMP's current maximum (OMP_NUM_THREADS, lowered by threadpoolctl through
+ * omp_set_num_threads) and its hard thread limit (OMP_THREAD_LIMIT). */
 #ifdef _OPENMP
 #include <omp.h>
 static int pn_openmp_enabled(void) { return 1; }
 static int pn_omp_max_threads(void) { return omp_get_max_threads(); }
+static int pn_omp_thread_limit(void) { return omp_get_thread_limit(); }
 #else
 static int pn_openmp_enabled(void) { return 0; }
 static int pn_omp_max_threads(void) { return 1; }
+static int pn_omp_thread_limit(void) { return INT_MAX; }
 #endif
 
 /* ---- per-thread work buffers -------------------------------------------------

@@ -1,7 +1,9 @@
 # threads.pxi — how many threads a kernel runs on, and each thread's work buffers.
 #
-#   _nthreads()          the setting: set_num_threads(n), else OpenMP's (OMP_NUM_THREADS,
-#                        threadpoolctl), 1 without OpenMP and in a child of fork
+#   _nthreads()          min(set_num_threads(n), OpenMP's current maximum): OMP_NUM_THREADS,
+#                        lowered by threadpoolctl, is a ceiling an embedding application sets
+#                        and pyneuro obeys whatever was called before; 1 without OpenMP and in
+#                        a child of fork
 #   _nthreads_for(work)  1 below PARALLEL_MIN_WORK elements, else _nthreads()
 #   pn_workspace(slot, bytes)   the calling thread's buffer for that slot, kept across calls
 #
@@ -12,6 +14,7 @@
 cdef extern from "runtime.h" nogil:
     int pn_openmp_enabled()
     int pn_omp_max_threads()
+    int pn_omp_thread_limit()
     int pn_forked
     void pn_watch_fork()
     enum:
@@ -23,8 +26,16 @@ cdef extern from "runtime.h" nogil:
 
 
 # One process-wide setting. 0 means "follow OpenMP": OMP_NUM_THREADS and
-# threadpoolctl's limits, as omp_get_max_threads() reports them.
+# threadpoolctl's limits, as omp_get_max_threads() reports them; a set number can only
+# choose fewer than that.
 cdef int _user_threads = 0
+
+
+def max_threads():
+    """The most threads set_num_threads accepts: OpenMP's thread limit, and 4 × the CPUs
+    this process may run on (more only oversubscribes them; far more exhausts the runtime)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return int(min(pn_omp_thread_limit(), 4 * cpus))
 
 
 def openmp_enabled():
@@ -38,8 +49,9 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int or None
-        Threads (≥ 1); None returns to the default: OpenMP's, i.e. OMP_NUM_THREADS or
-        threadpoolctl's limit, else all cores.
+        Threads, 1 ≤ n ≤ max_threads(); None returns to the default: OpenMP's, i.e.
+        OMP_NUM_THREADS or threadpoolctl's limit, else all cores. OpenMP's current maximum
+        stays a ceiling: under threadpool_limits(1) the kernels run on one thread.
     """
     global _user_threads
     if n is None:
@@ -49,7 +61,10 @@ def set_num_threads(n):
         raise TypeError(f"set_num_threads: n must be a positive int or None, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _user_threads = <int>min(n, 1 << 16)
+    if n > max_threads():
+        raise ValueError(f"set_num_threads: n must be <= {max_threads()} (OpenMP's thread limit and 4 x the "
+                         f"CPUs this process may use), got {n}")
+    _user_threads = <int>n
 
 
 def _threads_chosen():
@@ -76,7 +91,8 @@ cdef inline int _nthreads_for(Py_ssize_t work) noexcept nogil:
 cdef inline int _nthreads() noexcept nogil:
     if not pn_openmp_enabled() or pn_forked:   # a child of fork: one thread (runtime.h)
         return 1
-    return _user_threads if _user_threads > 0 else pn_omp_max_threads()
+    cdef int ceiling = pn_omp_max_threads()
+    return _user_threads if 0 < _user_threads < ceiling else ceiling
 
 
 pn_watch_fork()

@@ -33,3 +33,15 @@ def gemm_kernel():
 
     yield use
     _core.set_gemm_kernel("auto")
+
+
+def pytest_configure(config):
+    """OpenMP's current maximum is a ceiling on pyneuro's threads (threadpoolctl lowers it to
+    limit an application); its default is the machine's cores. The tests check results on up
+    to 4 threads (and settings up to 7) on any machine, so the session raises that ceiling to
+    pyneuro's own cap (4 x the CPUs), through threadpoolctl as an application would."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:      # without it, thread counts above the cores run as the cores
+        return
+    config._pyneuro_threads = threadpool_limits(limits=_core.max_threads(), user_api="openmp")

@@ -167,6 +167,7 @@ def test_file_errors_are_one_line(args, fragment):
     (["--optimizer", "sgd", "--lr", "1e10", "--schedule", "none"], "loss became"),
     (["--hidden", "4000000000"], "out of memory"),
     (["--hidden", "8", "--batch-size", "4000000000"], None),       # clipped to the data, trains
+    (["--threads", "100000"], "set_num_threads: n must be <="),    # crashed inside OpenMP once
 ])
 def test_training_failures_the_user_caused_are_one_line(args, fragment):
     proc = run("train", "--epochs", "1", "--quiet", *args)

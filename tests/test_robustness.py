@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import pyneuro as pn
+from reference import KNOBS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -368,8 +369,7 @@ def test_kernels_survive_fuzzing_in_a_subprocess():
     exceptions, and a crash fails this test instead of killing the runner."""
     import fuzz_kernels
     from pyneuro import _core
-    knobs = {"gemm_kernel", "set_gemm_kernel", "get_num_threads", "set_num_threads", "openmp_enabled",
-             "fma_probe"}
+    knobs = KNOBS
     public = {n for n in dir(_core) if not n.startswith("_") and callable(getattr(_core, n))} - knobs
     covered = {n for n in public if f'"{n}"' in open(fuzz_kernels.__file__).read()}
     assert public == covered, public - covered

@@ -11,7 +11,7 @@ import pytest
 
 import pyneuro
 from pyneuro import _core
-from reference import DTYPES
+from reference import DTYPES, KNOBS
 
 needs_openmp = pytest.mark.skipif(not _core.openmp_enabled(), reason="built without OpenMP")
 THREADS = (1, 2, 3, 4)
@@ -207,8 +207,7 @@ def test_bitwise_identical_on_any_thread_count(num_threads, kernel, dtype):
 
 
 def test_every_kernel_has_a_determinism_case():
-    knobs = {"gemm_kernel", "set_gemm_kernel", "get_num_threads", "set_num_threads", "openmp_enabled",
-             "fma_probe", "all_finite"}
+    knobs = KNOBS | {"all_finite"}
     wrappers = {n for n in dir(_core) if not n.startswith("_") and callable(getattr(_core, n))} - knobs
     called = {n for run in KERNELS.values() for n in run.__code__.co_names}
     assert wrappers - called == set(), "a new kernel needs a case in KERNELS"
@@ -271,3 +270,46 @@ def test_kernels_release_the_gil(num_threads, make_work):
     assert seconds > 0.2, f"kernel took only {seconds:.3f} s: too short to show anything"
     _, free_rate = _count_while(lambda: time.sleep(seconds))
     assert rate > 0.3 * free_rate, f"counter ran at {rate / free_rate:.0%} of its free speed"
+
+
+# ---- limits the runtime and the embedding application set ---------------------------------
+def test_a_thread_count_the_runtime_cannot_honour_is_refused(num_threads):
+    """65536 threads were accepted once and the next parallel kernel crashed inside OpenMP."""
+    cap = _core.max_threads()
+    assert 4 <= cap <= 4 * (os.cpu_count() or 1)
+    for n in (cap + 1, 16384, 65536, 2**40):
+        with pytest.raises(ValueError, match=f"set_num_threads: n must be <= {cap}"):
+            _core.set_num_threads(n)
+    num_threads(cap)
+    A = np.ones((200, 200), np.float32)
+    np.testing.assert_array_equal(_core.gemm_into(A, A, np.empty_like(A)), np.full((200, 200), 200, np.float32))
+
+
+LIMITS = """
+import numpy as np, pyneuro as pn
+from threadpoolctl import threadpool_limits
+if not pn.openmp_enabled():
+    print("serial"); raise SystemExit
+pn.set_num_threads(2)                       # the library first, then the application's limit
+with threadpool_limits(1, user_api="openmp"):
+    first = pn.get_num_threads()
+after_first = pn.get_num_threads()
+pn.set_num_threads(None)
+with threadpool_limits(1, user_api="openmp"):
+    pn.set_num_threads(2)                   # the limit first, then the library asks for more
+    second = pn.get_num_threads()
+    pn.set_num_threads(1)
+    fewer = pn.get_num_threads()
+pn.set_num_threads(2)
+print(first, after_first, second, fewer, pn.get_num_threads())
+"""
+
+
+def test_an_applications_thread_limit_holds_in_both_orders():
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    proc = subprocess.run([sys.executable, "-c", LIMITS], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.strip() == "serial":
+        pytest.skip("built without OpenMP")
+    assert proc.stdout.split() == ["1", "2", "1", "1", "2"]
