@@ -315,18 +315,15 @@ def _check_zero_division(zero_division) -> float:
     return float(zero_division)
 
 
-def precision(y_true, y_pred, average: str = "binary", n_classes: int | None = None, pos_label: int = 1,
-              sample_weight=None, zero_division: float = 0.0) -> float:
-    """Of the samples predicted as a class, the fraction that are of it: P_c = tp_c / (tp_c + fp_c),
-    then averaged (see Notes).
-
+_PRF_PARAMETERS = """
     Parameters
     ----------
     y_true, y_pred : array-like of int, shape (n,)
     average : {'binary', 'macro', 'micro', 'weighted'}
-        'binary': P of class pos_label (labels 0 and 1 only); 'macro': the mean of P_c over
-        the classes; 'micro': Σ tp_c / Σ (tp_c + fp_c); 'weighted': the mean of P_c weighted
-        by each class's support (Σ w of its true samples).
+        'binary': the score of class pos_label (labels 0 and 1 only); 'macro': the mean of
+        the per-class scores; 'micro': the score of the summed counts Σ_c tp_c, Σ_c fp_c,
+        Σ_c fn_c; 'weighted': the mean weighted by each class's support (Σ w of its true
+        samples).
     n_classes : int, optional
         The classes 0 … n_classes−1 that 'macro' and 'weighted' average over; default (as
         scikit-learn) the classes found in y_true or y_pred.
@@ -334,67 +331,49 @@ def precision(y_true, y_pred, average: str = "binary", n_classes: int | None = N
         The positive class of 'binary'.
     sample_weight : array-like of shape (n,), optional
     zero_division : {0, 1, nan}
-        The value of 0/0 (a class never predicted).
+        The value of a score 0/0 (a class never predicted, or absent).
 
     Returns
     -------
     float
     """
+
+
+def _prf(score, y_true, y_pred, average, n_classes, pos_label, sample_weight, zero_division) -> float:
+    """score(tp, fp, fn) → (numerator, denominator), per class or summed, then averaged."""
     zd = _check_zero_division(zero_division)
     tp, fp, fn, support = _counts(y_true, y_pred, average, n_classes, pos_label, sample_weight)
-    return _averaged(_ratio(tp, tp + fp, zd), support, average)
+    num, den = score(tp, fp, fn)
+    return _averaged(_ratio(num, den, zd), support, average)
+
+
+def precision(y_true, y_pred, average: str = "binary", n_classes: int | None = None, pos_label: int = 1,
+              sample_weight=None, zero_division: float = 0.0) -> float:
+    return _prf(lambda tp, fp, fn: (tp, tp + fp), y_true, y_pred, average, n_classes, pos_label,
+                sample_weight, zero_division)
 
 
 def recall(y_true, y_pred, average: str = "binary", n_classes: int | None = None, pos_label: int = 1,
            sample_weight=None, zero_division: float = 0.0) -> float:
-    """Of the samples of a class, the fraction predicted as it: R_c = tp_c / (tp_c + fn_c),
-    averaged as in precision.
-
-    Parameters
-    ----------
-    y_true, y_pred : array-like of int, shape (n,)
-    average : {'binary', 'macro', 'micro', 'weighted'}
-        As in precision.
-    n_classes : int, optional
-        As in precision.
-    pos_label : {0, 1}
-    sample_weight : array-like of shape (n,), optional
-    zero_division : {0, 1, nan}
-        The value of 0/0 (a class absent from y_true).
-
-    Returns
-    -------
-    float
-    """
-    zd = _check_zero_division(zero_division)
-    tp, fp, fn, support = _counts(y_true, y_pred, average, n_classes, pos_label, sample_weight)
-    return _averaged(_ratio(tp, tp + fn, zd), support, average)
+    return _prf(lambda tp, fp, fn: (tp, tp + fn), y_true, y_pred, average, n_classes, pos_label,
+                sample_weight, zero_division)
 
 
 def f1(y_true, y_pred, average: str = "binary", n_classes: int | None = None, pos_label: int = 1,
        sample_weight=None, zero_division: float = 0.0) -> float:
-    """The harmonic mean of precision and recall: F1_c = 2 tp_c / (2 tp_c + fp_c + fn_c),
-    averaged as in precision ('micro': 2 Σ tp / (2 Σ tp + Σ fp + Σ fn)).
+    return _prf(lambda tp, fp, fn: (2 * tp, 2 * tp + fp + fn), y_true, y_pred, average, n_classes,
+                pos_label, sample_weight, zero_division)
 
-    Parameters
-    ----------
-    y_true, y_pred : array-like of int, shape (n,)
-    average : {'binary', 'macro', 'micro', 'weighted'}
-        As in precision.
-    n_classes : int, optional
-        As in precision.
-    pos_label : {0, 1}
-    sample_weight : array-like of shape (n,), optional
-    zero_division : {0, 1, nan}
-        The value of 0/0 (a class neither present nor predicted).
 
-    Returns
-    -------
-    float
-    """
-    zd = _check_zero_division(zero_division)
-    tp, fp, fn, support = _counts(y_true, y_pred, average, n_classes, pos_label, sample_weight)
-    return _averaged(_ratio(2 * tp, 2 * tp + fp + fn, zd), support, average)
+precision.__doc__ = """Of the samples predicted as a class, the fraction that are of it:
+    P_c = tp_c / (tp_c + fp_c), averaged.
+""" + _PRF_PARAMETERS
+recall.__doc__ = """Of the samples of a class, the fraction predicted as it:
+    R_c = tp_c / (tp_c + fn_c), averaged.
+""" + _PRF_PARAMETERS
+f1.__doc__ = """The harmonic mean of precision and recall:
+    F1_c = 2 P_c R_c / (P_c + R_c) = 2 tp_c / (2 tp_c + fp_c + fn_c), averaged.
+""" + _PRF_PARAMETERS
 
 
 def _binary_auc(positive: np.ndarray, s: np.ndarray, w: np.ndarray | None) -> float:
@@ -496,9 +475,7 @@ def _targets(y_true, y_pred, sample_weight):
         _weights(sample_weight, y_true.shape[0])
 
 
-def mse(y_true, y_pred, sample_weight=None) -> float:
-    """The mean squared error, Σ_i w_i (y_ij − ŷ_ij)² / Σ_i w_i, averaged over the outputs j.
-
+_ERROR_PARAMETERS = """
     Parameters
     ----------
     y_true, y_pred : array-like of shape (n,) or (n, m)
@@ -508,24 +485,26 @@ def mse(y_true, y_pred, sample_weight=None) -> float:
     -------
     float
     """
+
+
+def _mean_error(error, y_true, y_pred, sample_weight) -> float:
+    """Σ_i w_i error(y_ij − ŷ_ij) / Σ_i w_i, averaged over the outputs j."""
     y_true, y_pred, w = _targets(y_true, y_pred, sample_weight)
-    return float(np.mean(np.average((y_true - y_pred) ** 2, axis=0, weights=w)))
+    return float(np.mean(np.average(error(y_true - y_pred), axis=0, weights=w)))
+
+
+def mse(y_true, y_pred, sample_weight=None) -> float:
+    return _mean_error(np.square, y_true, y_pred, sample_weight)
 
 
 def mae(y_true, y_pred, sample_weight=None) -> float:
-    """The mean absolute error, Σ_i w_i |y_ij − ŷ_ij| / Σ_i w_i, averaged over the outputs j.
+    return _mean_error(np.abs, y_true, y_pred, sample_weight)
 
-    Parameters
-    ----------
-    y_true, y_pred : array-like of shape (n,) or (n, m)
-    sample_weight : array-like of shape (n,), optional
 
-    Returns
-    -------
-    float
-    """
-    y_true, y_pred, w = _targets(y_true, y_pred, sample_weight)
-    return float(np.mean(np.average(np.abs(y_true - y_pred), axis=0, weights=w)))
+mse.__doc__ = """The mean squared error, Σ_i w_i (y_ij − ŷ_ij)² / Σ_i w_i, averaged over the outputs j.
+""" + _ERROR_PARAMETERS
+mae.__doc__ = """The mean absolute error, Σ_i w_i |y_ij − ŷ_ij| / Σ_i w_i, averaged over the outputs j.
+""" + _ERROR_PARAMETERS
 
 
 def r2(y_true, y_pred, sample_weight=None) -> float:
