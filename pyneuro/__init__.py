@@ -4,10 +4,10 @@
     model = pn.Sequential([pn.Dense(64, 128, activation="relu"), pn.Dense(128, 10)], seed=0)
     trainer = pn.Trainer(model, loss="cross_entropy", optimizer=pn.Adam(lr=1e-3), epochs=30, seed=0)
 """
-from . import datasets
+from . import datasets, metrics
 from ._version import __version__
 from ._core import get_num_threads, openmp_enabled, set_num_threads
-from .callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint
+from .callbacks import Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
 from .layers import (ELU, GELU, Activation, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU,
                      Sigmoid, Softmax, Tanh)
 from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
@@ -34,9 +34,9 @@ def load(path) -> Sequential:
 
 
 __all__ = [
-    "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CrossEntropy",
+    "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CSVLogger", "CrossEntropy",
     "Dense", "DivergenceError", "Dropout", "EarlyStopping", "ELU", "ExponentialDecay", "GELU",
     "History", "Huber", "Identity", "LambdaCallback", "Layer", "LeakyReLU", "Loss", "MAE", "MSE",
     "Optimizer", "ReLU", "RMSprop", "SGD", "Sequential", "Sigmoid", "Softmax", "StepDecay", "Tanh",
-    "Trainer", "datasets", "get_num_threads", "load", "ModelCheckpoint", "openmp_enabled", "set_num_threads",
+    "Trainer", "datasets", "metrics", "get_num_threads", "load", "ModelCheckpoint", "openmp_enabled", "set_num_threads",
 ]

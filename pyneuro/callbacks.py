@@ -1,15 +1,20 @@
 """Callbacks: hooks the Trainer calls at the ends of batches, epochs and training.
 
 logs are dicts of floats: per batch {"loss", "accuracy"?}; per epoch the same plus
-"val_loss", "val_accuracy" when there is validation data.
+"val_loss", "val_accuracy" and "val_<metric>" when there is validation data. What a
+callback adds to an epoch's logs in on_epoch_end is kept in the History and printed.
 """
 from __future__ import annotations
 
+import csv
+import io
+import os
 from typing import Any
 
 import numpy as np
 
 from ._validation import check_float, check_int
+from .metrics import higher_is_better
 
 
 class History(dict):
@@ -52,9 +57,10 @@ class LambdaCallback(Callback):
 
 
 def _sign(monitor: str, mode: str) -> float:
-    """+1 when smaller values of `monitor` are better, −1 when larger ('auto': larger for accuracies)."""
+    """+1 when smaller values of `monitor` are better, −1 when larger ('auto': larger for
+    accuracies, precision, recall, F1, AUC and R², metrics.higher_is_better)."""
     if mode == "auto":
-        mode = "max" if "acc" in monitor else "min"
+        mode = "max" if higher_is_better(monitor) else "min"
     if mode not in ("min", "max"):
         raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
     return 1.0 if mode == "min" else -1.0
@@ -80,7 +86,7 @@ class EarlyStopping(Callback):
     min_delta : float
         The least change that counts as an improvement.
     mode : {'auto', 'min', 'max'}
-        'auto': 'max' for accuracies, else 'min'.
+        'auto': 'max' for accuracies, precision, recall, F1, AUC and R², else 'min'.
     restore_best : bool
         Put back the weights of the best epoch when training ends.
     """
@@ -145,3 +151,60 @@ class ModelCheckpoint(Callback):
             self.best = value
         if self.trainer.is_root:    # distributed: one rank writes
             self.trainer.save_checkpoint(self.path)
+
+
+class CSVLogger(Callback):
+    """Write one CSV line per epoch: the epoch (counted from 1, as printed) and every logged
+    value, a header line first. Each line is appended in one write to a file opened with
+    O_APPEND, so a reader (tail -f) never sees half a line. The columns are those of the
+    first epoch (put CSVLogger after callbacks that add values); a value that appears later
+    is an error, as a CSV file cannot grow a column; a value missing later is left empty.
+    Distributed, only the root rank writes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    append : bool
+        Continue an existing file (its header gives the columns) instead of starting anew.
+    """
+
+    def __init__(self, path, append: bool = False):
+        self.path = os.fspath(path)
+        self.append = bool(append)
+        self.columns: list[str] | None = None
+
+    def on_train_begin(self, logs):
+        self.columns = None
+        if not self.trainer.is_root:
+            return
+        if self.append and os.path.exists(self.path) and os.path.getsize(self.path):
+            with open(self.path, newline="") as f:
+                self.columns = next(csv.reader(f))[1:]
+        else:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            self.append = True     # a second fit continues the file
+
+    def on_epoch_end(self, epoch, logs):
+        if not self.trainer.is_root:
+            return
+        if self.columns is None:
+            self.columns = list(logs)
+            self._write(["epoch", *self.columns])
+        new = [k for k in logs if k not in self.columns]
+        if new:
+            raise ValueError(f"CSVLogger: {new[0]!r} was logged at epoch {epoch + 1} but is not a column of "
+                             f"{self.path} (columns {self.columns}, fixed at the first epoch); add the "
+                             "CSVLogger after the callbacks that log values, or start a new file")
+        self._write([epoch + 1, *(logs.get(k, "") for k in self.columns)])
+
+    def _write(self, row: list) -> None:
+        """One line, appended in one os.write (a line is whole or absent)."""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(row)
+        data = buf.getvalue().encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(f"CSVLogger: a short write to {self.path}")
+        finally:
+            os.close(fd)

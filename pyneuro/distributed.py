@@ -40,6 +40,9 @@ class OneProcess:
     def sum(self, array: np.ndarray) -> None:
         pass
 
+    def gather(self, array: np.ndarray) -> np.ndarray:
+        return array
+
     def combine_step(self, grads: np.ndarray, loss: float, correct: int | None, rows: int,
                      batch: int) -> tuple[float, int | None]:
         return loss, correct
@@ -101,6 +104,11 @@ class Distributed:
     def sum(self, array: np.ndarray) -> None:
         """Element-wise sum over the ranks, in place, on one contiguous buffer."""
         self.comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+
+    def gather(self, array: np.ndarray) -> np.ndarray:
+        """The ranks' row blocks of `array` stacked in rank order, on every rank (the rows of
+        a sharded set, as shard cut them)."""
+        return np.concatenate(self.comm.allgather(array))
 
     def combine_step(self, grads: np.ndarray, loss: float, correct: int | None, rows: int,
                      batch: int) -> tuple[float, int | None]:

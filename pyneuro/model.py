@@ -17,7 +17,7 @@ from ._validation import as_dtype, as_generator, check_features, check_float, ch
 from .io import json_fault, read_file, write_file
 from .layers import LAYERS, Dense, Dropout, Layer, inference_plan, inference_steps
 from .losses import LOSSES, OUTPUT_KINDS, Loss, get_loss
-from .metrics import classes_from_outputs
+from .metrics import classes_from_outputs, probabilities_from_outputs
 
 
 class Sequential:
@@ -231,10 +231,7 @@ class Sequential:
             When the outputs are values (a regressor): probabilities of nothing.
         """
         kind = self._probability_kind("predict_proba")
-        P = self.predict(X, batch_size)
-        if kind != "probabilities":
-            _core.activation_forward("softmax" if kind == "class_logits" else "sigmoid", 0.0, P, P)
-        return np.hstack([1 - P, P]) if self.n_out == 1 else P
+        return probabilities_from_outputs(self.predict(X, batch_size), kind)
 
     def _probability_kind(self, where: str) -> str:
         kind = self.output_kind()

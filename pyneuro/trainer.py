@@ -23,7 +23,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import Distributed, OneProcess
 from .layers import Softmax
 from .losses import Loss, get_loss
-from .metrics import count_correct
+from .metrics import Outputs, count_correct, metric
 from .model import Sequential
 from .optimizers import Adam, Optimizer, get_optimizer
 
@@ -90,11 +90,22 @@ class Trainer:
         0 silent, 1 progress bar (in a terminal) and a line per epoch, 2 a line per epoch.
     allow_nonfinite : bool
         Accept NaN/inf in the data.
+    metrics : list of str or callable, optional
+        Computed on the validation data at the end of every epoch (logged as 'val_<name>')
+        and by evaluate() (as '<name>'), not on the training data (which would need the
+        whole epoch's outputs; 'accuracy' is counted on the training batches anyway):
+        'accuracy', 'top_k_accuracy' (top 5) or 'top<k>_accuracy', 'precision', 'recall',
+        'f1' (binary for two classes, else macro-averaged), 'roc_auc' (one-vs-rest, macro
+        for several classes), 'log_loss', 'mse', 'mae', 'r2' (pyneuro.metrics), or functions
+        f(y_true, outputs) -> float logged under their __name__ (a classifier's true classes
+        and class probabilities, a regressor's targets and outputs). Outputs become classes
+        and probabilities as the model means them (Sequential.predict_proba). Default: none
+        for a classifier, ['r2', 'mae'] for a regressor.
     """
 
     def __init__(self, model: Sequential, loss="cross_entropy", optimizer: Optimizer | str | None = None,
                  batch_size: int = 32, epochs: int = 10, seed=None, verbose: int = 1,
-                 allow_nonfinite: bool = False, distributed=False):
+                 allow_nonfinite: bool = False, distributed=False, metrics=None):
         if not isinstance(model, Sequential):
             raise TypeError(f"model: expected a pyneuro Sequential, got {type(model).__name__}")
         self.model = model
@@ -107,6 +118,8 @@ class Trainer:
         # sigmoid/softmax output trained on one-hot targets with mse, the textbook's network)
         self._accuracy = self.loss.reports_accuracy(model.n_out) or outputs == "probabilities"
         self._threshold = 0.5 if outputs == "probabilities" else 0.0   # of a single output
+        self._outputs = outputs
+        self._metrics = self._named_metrics(metrics)
         self.optimizer = Adam() if optimizer is None else get_optimizer(optimizer)
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.epochs = check_int(epochs, "epochs", 0)
@@ -130,6 +143,22 @@ class Trainer:
         self.history = History()
         self.epoch = 0
         self._bufs: tuple | None = None   # (xb, yb, delta, pred) of the largest batch so far
+
+    def _named_metrics(self, metrics) -> dict:
+        """{logged name: function of metrics.Outputs} of the metrics asked for (or the default)."""
+        if metrics is None:
+            metrics = ["r2", "mae"] if self._outputs == "values" else []
+        if isinstance(metrics, (str, bytes)) or not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics: expected a list of names or callables, got {type(metrics).__name__}")
+        named: dict = {}
+        for m in metrics:
+            name, fn = metric(m, self._outputs, self._accuracy)
+            if name in named or name in ("loss", "time"):
+                raise ValueError(f"metrics: {name!r} is asked for twice, or is the name of a logged value")
+            named[name] = fn
+        if self._accuracy:
+            named.pop("accuracy", None)    # counted anyway, on training and validation data
+        return named
 
     @property
     def is_root(self) -> bool:
@@ -237,20 +266,31 @@ class Trainer:
                 if val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
                 logs["time"] = time.perf_counter() - t0
-                for k, v in logs.items():
-                    self.history.setdefault(k, []).append(v)
                 self.epoch += 1
-                if self.verbose:
-                    print(f"epoch {self.epoch:>3}  " + "  ".join(
-                        f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()), flush=True)
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs)
+                self._end_of_epoch(epoch, logs, callbacks)
                 interrupt.check()
                 if self.stop_training:
                     break
         for cb in callbacks:
             cb.on_train_end({})
         return self.history
+
+    def _end_of_epoch(self, epoch: int, logs: dict, callbacks) -> None:
+        """The callbacks' on_epoch_end, in order; what each logs (a callback may add values,
+        logs["val_auc"] = …) is kept in the history before the next one runs (a checkpoint
+        holds it), and the epoch's line is printed once all have run."""
+        recorded: set = set()
+        for cb in [*callbacks, None]:
+            for k, v in logs.items():
+                if k not in recorded:
+                    self.history.setdefault(k, []).append(v)
+                    recorded.add(k)
+            if cb is not None:
+                cb.on_epoch_end(epoch, logs)
+        if self.verbose:
+            print(f"epoch {self.epoch:>3}  " + "  ".join(
+                f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()
+                if isinstance(v, (int, float, np.number))), flush=True)
 
     def _train_epoch(self, X, y, rows, batch, callbacks, interrupt) -> dict:
         """One pass over a seeded permutation of `rows`, a step per batch; the epoch's logs."""
@@ -361,12 +401,14 @@ class Trainer:
 
     # ---- evaluation ------------------------------------------------------------------
     def _evaluate(self, X, y, rows=None, batch_size: int = 1024) -> dict:
-        """Mean loss (and accuracy) over X[rows]; distributed, each rank takes a shard and
-        the sums are added up, so every rank returns the same numbers."""
-        rows = np.arange(X.shape[0], dtype=np.int64) if rows is None else rows
-        n = rows.shape[0]
-        rows = self.dist.shard(rows)
+        """Mean loss (and accuracy) over X[rows], and the metrics; distributed, each rank takes
+        a shard, the sums are added up and the outputs gathered, so every rank returns the
+        same numbers."""
+        every = np.arange(X.shape[0], dtype=np.int64) if rows is None else rows
+        n = every.shape[0]
+        rows = self.dist.shard(every)
         sums = np.zeros(2)    # Σ loss·rows, Σ correct
+        Z_all = np.empty((rows.shape[0], self.model.n_out), self.model.dtype) if self._metrics else None
         for s in range(0, rows.shape[0], batch_size):
             idx = rows[s:s + batch_size]
             with self.model._lock:
@@ -374,14 +416,19 @@ class Trainer:
                 Z = self.model.forward(xb, training=False)
                 sums[0] += self.loss(Z, yb) * idx.shape[0]
                 sums[1] += self._correct(Z, yb, pred) or 0
+                if Z_all is not None:
+                    Z_all[s:s + idx.shape[0]] = Z
         self.dist.sum(sums)
         out = {"loss": float(sums[0]) / n}
         if self._accuracy:
             out["accuracy"] = int(sums[1]) / n
+        if Z_all is not None:
+            outputs = Outputs(self.dist.gather(Z_all), y[every], self._outputs, self._threshold)
+            out.update((name, fn(outputs)) for name, fn in self._metrics.items())
         return out
 
     def evaluate(self, X, y, batch_size: int = 1024) -> dict:
-        """Mean loss, and accuracy for classifiers, over (X, y).
+        """Mean loss, accuracy for classifiers, and the Trainer's metrics, over (X, y).
 
         Parameters
         ----------
@@ -392,7 +439,7 @@ class Trainer:
         Returns
         -------
         dict
-            {'loss': float, 'accuracy': float (classifiers only)}.
+            {'loss': float, 'accuracy': float (classifiers only), and one float per metric}.
         """
         X, y = self._data(X, y)
         return self._evaluate(X, y, None, check_int(batch_size, "batch_size", 1))
