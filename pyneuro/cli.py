@@ -406,7 +406,7 @@ def _read_image(path: str, shape) -> np.ndarray:
     except ImportError:
         raise ValueError(f"{path}: reading images needs Pillow: pip install 'pyneuro[image]'") from None
     from .io import open_regular
-    with open_regular(path, "image file") as (f, _):
+    with open_regular(path, "PNG or JPEG image") as (f, _):
         try:
             with Image.open(f) as im:          # lazy: only the header is read here
                 width, height = im.size
