@@ -7,13 +7,13 @@
 from . import datasets
 from ._version import __version__
 from ._core import get_num_threads, openmp_enabled, set_num_threads
-from .callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint
+from .callbacks import Callback, EarlyStopping, LambdaCallback, ModelCheckpoint, ReduceLROnPlateau
 from .layers import (ELU, GELU, Activation, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU,
                      Sigmoid, Softmax, Tanh)
 from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
 from .model import Sequential, load_model
-from .optimizers import (SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, RMSprop,
-                         StepDecay)
+from .optimizers import (SGD, Adam, AdamW, CosineDecay, CosineRestarts, ExponentialDecay, LinearWarmup,
+                         OneCycle, Optimizer, RMSprop, Schedule, StepDecay)
 from .trainer import DivergenceError, History, Trainer
 
 
@@ -34,7 +34,8 @@ def load(path) -> Sequential:
 
 
 __all__ = [
-    "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CrossEntropy",
+    "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CosineRestarts",
+    "CrossEntropy", "LinearWarmup", "OneCycle", "ReduceLROnPlateau", "Schedule",
     "Dense", "DivergenceError", "Dropout", "EarlyStopping", "ELU", "ExponentialDecay", "GELU",
     "History", "Huber", "Identity", "LambdaCallback", "Layer", "LeakyReLU", "Loss", "MAE", "MSE",
     "Optimizer", "ReLU", "RMSprop", "SGD", "Sequential", "Sigmoid", "Softmax", "StepDecay", "Tanh",
