@@ -7,13 +7,14 @@
 from . import datasets, metrics
 from ._version import __version__
 from ._core import get_num_threads, openmp_enabled, set_num_threads
-from .callbacks import Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
+from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint,
+                        ReduceLROnPlateau)
 from .layers import (ELU, GELU, Activation, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU,
                      Sigmoid, Softmax, Tanh)
 from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
 from .model import Sequential, load_model
-from .optimizers import (SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, RMSprop,
-                         StepDecay)
+from .optimizers import (SGD, Adam, AdamW, CosineDecay, CosineRestarts, ExponentialDecay, LinearWarmup,
+                         OneCycle, Optimizer, RMSprop, Schedule, StepDecay)
 from .trainer import DivergenceError, History, Trainer
 
 
@@ -34,7 +35,8 @@ def load(path) -> Sequential:
 
 
 __all__ = [
-    "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CSVLogger", "CrossEntropy",
+    "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CosineRestarts",
+    "CrossEntropy", "CSVLogger", "LinearWarmup", "OneCycle", "ReduceLROnPlateau", "Schedule",
     "Dense", "DivergenceError", "Dropout", "EarlyStopping", "ELU", "ExponentialDecay", "GELU",
     "History", "Huber", "Identity", "LambdaCallback", "Layer", "LeakyReLU", "Loss", "MAE", "MSE",
     "Optimizer", "ReLU", "RMSprop", "SGD", "Sequential", "Sigmoid", "Softmax", "StepDecay", "Tanh",

@@ -121,6 +121,62 @@ class EarlyStopping(Callback):
             self.trainer.model.set_weights(self.best_weights)
 
 
+class ReduceLROnPlateau(Callback):
+    """Multiply the optimizer's base learning rate by `factor` when `monitor` has not improved
+    by more than min_delta for `patience` epochs:
+        lr ← max(lr·factor, min_lr)
+    then `cooldown` epochs without counting (Keras' rule: the cooldown is counted down as each
+    epoch ends, before that epoch is judged, so the last cooldown epoch already counts).
+    It changes optimizer.lr, the base a schedule multiplies; the new lr is saved in
+    checkpoints, the callback's own counters are not.
+
+    Parameters
+    ----------
+    monitor : str
+        A logged value (default 'val_loss').
+    factor : float
+        In (0, 1).
+    patience : int
+        Epochs without improvement before a reduction.
+    min_lr : float
+        The lowest base learning rate it sets (≥ 0).
+    cooldown : int
+        Epochs after a reduction before counting again.
+    mode : {'auto', 'min', 'max'}
+    min_delta : float
+        The least change that counts as an improvement.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_lr: float = 0.0, cooldown: int = 0, mode: str = "auto", min_delta: float = 0.0):
+        self.monitor = monitor
+        self.factor = check_float(factor, "factor", 0.0, 1.0, low_open=True, high_open=True)
+        self.patience = check_int(patience, "patience", 0)
+        self.min_lr = check_float(min_lr, "min_lr", 0.0)
+        self.cooldown = check_int(cooldown, "cooldown", 0)
+        self.sign = _sign(monitor, mode)
+        self.min_delta = check_float(min_delta, "min_delta", 0.0)
+
+    def on_train_begin(self, logs):
+        self.best = np.inf
+        self.wait = self.cooling = 0
+
+    def on_epoch_end(self, epoch, logs):
+        value = self.sign * _logged(self, logs)
+        if self.cooling:
+            self.cooling -= 1
+            self.wait = 0
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+        elif not self.cooling:
+            self.wait += 1
+            if self.wait >= self.patience:
+                opt = self.trainer.optimizer
+                if opt.lr > self.min_lr:
+                    opt.lr = max(opt.lr * self.factor, self.min_lr) or opt.lr   # an lr stays > 0
+                self.cooling, self.wait = self.cooldown, 0
+
+
 class ModelCheckpoint(Callback):
     """Save a checkpoint at the end of an epoch: every epoch, or only when `monitor` improved.
     The file is a model file (pyneuro.load reads it) that also carries the optimizer state,

@@ -27,12 +27,27 @@ def _activation_name(activation) -> str:
 
 
 class Layer:
-    """Base class. Subclasses set n_in/n_out in build() and implement forward/backward."""
+    """Base class. Subclasses set n_in/n_out in build() and implement forward/backward.
+
+    `trainable` (default True): set it to False to freeze the layer: the optimizer then
+    never changes its parameters (nor their momentum or moments), from its next step on.
+    """
 
     def __init__(self):
         self.n_in = self.n_out = None
         self.dtype = None
         self._bufs: dict[str, np.ndarray] = {}
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the optimizer updates this layer's parameters (saved in the model file)."""
+        return self.__dict__.get("_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"trainable: expected True or False, got {value!r:.40}")
+        self._trainable = bool(value)
 
     # -- wiring (called by Sequential) ------------------------------------------
     def build(self, n_in: int, dtype: np.dtype) -> int:

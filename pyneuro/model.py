@@ -66,7 +66,10 @@ class Sequential:
         self.params = np.zeros(total, dtype=self.dtype)
         self.grads = np.zeros(total, dtype=self.dtype)
         off = 0
+        self._spans: list[tuple[int, int]] = []     # each layer's [start, stop) in params
+        self._runs: tuple[tuple, list[tuple[int, int]]] | None = None   # (trainable flags, runs)
         for layer, layer_sizes in zip(self.layers, sizes):
+            start = off
             views, gviews = {}, {}
             for name, shape in layer_sizes:
                 size = int(np.prod(shape))
@@ -74,6 +77,7 @@ class Sequential:
                 gviews[name] = self.grads[off:off + size].reshape(shape)
                 off += size
             layer.bind(views, gviews)
+            self._spans.append((start, off))
         rng = as_generator(seed)
         for layer in self.layers:
             layer.init_params(rng)
@@ -107,6 +111,26 @@ class Sequential:
             assert g is not None
             g = self.layers[i].backward(g, need_input_grad=input_grad or i > 0)
         return g
+
+    def trainable_ranges(self) -> list[tuple[int, int]]:
+        """The [start, stop) runs of `params` that training updates: those of the layers
+        whose `trainable` is True, adjacent ones merged (the optimizer asks at every step)."""
+        flags = tuple(layer.trainable for layer in self.layers)
+        if self._runs is None or self._runs[0] != flags:
+            runs: list[tuple[int, int]] = []
+            for trainable, (a, b) in zip(flags, self._spans):
+                if not trainable or a == b:
+                    continue
+                if runs and runs[-1][1] == a:
+                    runs[-1] = (runs[-1][0], b)
+                else:
+                    runs.append((a, b))
+            self._runs = (flags, runs)
+        return self._runs[1]
+
+    def count_trainable_params(self) -> int:
+        """How many parameters training updates (those of layers with trainable True)."""
+        return sum(b - a for a, b in self.trainable_ranges())
 
     @property
     def final_activation(self) -> str | None:
@@ -413,7 +437,8 @@ class Sequential:
         return cls(layers, seed=seed, dtype=dtype)
 
     def summary(self, print_fn=print) -> str:
-        """A table of layers, output shapes and parameter counts.
+        """A table of layers, output shapes and parameter counts ("frozen" marks a layer
+        whose trainable is False), with the trainable and non-trainable totals.
 
         Parameters
         ----------
@@ -427,12 +452,15 @@ class Sequential:
         rows = [("Layer", "Output shape", "Params")]
         for i, layer in enumerate(self.layers):
             n = sum(int(np.prod(s)) for _, s in layer.param_shapes())
-            rows.append((f"{i}: {layer!r}", f"(None, {layer.n_out})", f"{n:,}"))
+            frozen = "" if layer.trainable else " (frozen)"
+            rows.append((f"{i}: {layer!r}{frozen}", f"(None, {layer.n_out})", f"{n:,}"))
         w = [max(len(r[c]) for r in rows) for c in range(3)]
         line = "-" * (sum(w) + 4)
         text = [line, f"{rows[0][0]:<{w[0]}}  {rows[0][1]:<{w[1]}}  {rows[0][2]:>{w[2]}}", line]
         text += [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}" for a, b, c in rows[1:]]
-        text += [line, f"Total params: {self.count_params():,}  (dtype {self.dtype}, input width {self.n_in})", line]
+        trainable = self.count_trainable_params()
+        text += [line, f"Total params: {self.count_params():,}  (dtype {self.dtype}, input width {self.n_in})",
+                 f"Trainable params: {trainable:,}", f"Non-trainable params: {self.count_params() - trainable:,}", line]
         out = "\n".join(text)
         if print_fn is not None:
             print_fn(out)
@@ -444,10 +472,12 @@ class Sequential:
 
 # ---- the model in a file: its description, rebuilt and checked ----------------------
 def model_document(model: Sequential) -> dict:
-    """The architecture as JSON: dtype, input width, each layer's type and config, and once
-    trained the loss and what the outputs are."""
+    """The architecture as JSON: dtype, input width, each layer's type and config ("trainable":
+    false for a frozen layer; absent means trainable, as in older files), and once trained
+    the loss and what the outputs are."""
     doc = {"dtype": model.dtype.name, "input_dim": model.n_in,
-           "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers]}
+           "layers": [{"type": type(layer).__name__, "config": layer.config(),
+                       **({} if layer.trainable else {"trainable": False})} for layer in model.layers]}
     if model.loss is not None:
         doc.update(loss={"name": model.loss.name, "config": model.loss.config()}, output=model.output)
     return doc
@@ -498,7 +528,11 @@ def _described_layers(doc, path: str) -> tuple[list[Layer], np.dtype, int, int]:
             cls = LAYERS.get(spec["type"])
             if cls is None:
                 raise ValueError(f"layer {i} has unknown type {spec['type']!r:.80}")
-            layers.append(cls(**spec["config"]))
+            made: Layer = cls(**spec["config"])
+            if not isinstance(spec.get("trainable", True), bool):
+                raise TypeError(f"layer {i}: trainable should be true or false, got {spec['trainable']!r:.40}")
+            made.trainable = spec.get("trainable", True)
+            layers.append(made)
         if doc["dtype"] not in ("float32", "float64"):
             raise ValueError(f"dtype should be 'float32' or 'float64', got {doc['dtype']!r:.80}")
         dtype = np.dtype(doc["dtype"])

@@ -72,6 +72,13 @@ class Trainer:
     Each step: gather a shuffled batch, forward, loss and ∂L/∂Z, backward, one
     optimizer update of the flat parameter vector.
 
+    Control from callbacks (pyneuro.callbacks): the optimizer reads `optimizer.lr` and its
+    schedule at every step, so a change in a callback acts at the next step; layers whose
+    `trainable` is False are not updated. `stop_training = True` set in on_epoch_end ends
+    training after that epoch; set in on_batch_end, after the current step: that partial
+    epoch still counts, and the History records its logs (means over the batches it ran,
+    and validation).
+
     Parameters
     ----------
     model : Sequential
@@ -138,7 +145,7 @@ class Trainer:
         self._split_seed = self.dist.bcast(self._split_seed)
         self.verbose = verbose if self.is_root else 0
         self.allow_nonfinite = bool(allow_nonfinite)
-        self.optimizer.bind(model.params, model.grads)
+        self.optimizer.bind(model.params, model.grads, model.trainable_ranges)
         self.stop_training = False
         self.history = History()
         self.epoch = 0
@@ -321,6 +328,8 @@ class Trainer:
                 if bar is not None:
                     bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
                     bar.update(1)
+                if self.stop_training:    # set in on_batch_end: the epoch ends after this step
+                    break
         finally:
             if bar is not None:
                 bar.close()

@@ -382,8 +382,11 @@ def test_checkpoint_document_that_is_no_object_is_refused(checkpoint_file, tmp_p
 
 
 def test_a_schedule_beyond_float_range_is_a_value_error():
-    """ExponentialDecay(1e300) overflowed Python's float (OverflowError) at the second epoch."""
-    opt = pn.Adam(schedule=pn.ExponentialDecay(1e300))
+    """ExponentialDecay(1e300) overflowed Python's float (OverflowError) at the second epoch:
+    a growing ExponentialDecay is refused when made; a callable that overflows, when used."""
+    with pytest.raises(ValueError, match="gamma"):
+        pn.ExponentialDecay(1e300)
+    opt = pn.Adam(schedule=lambda epoch: 1e300 ** epoch)
     opt.set_epoch(1)
     with pytest.raises(ValueError, match="learning-rate factor inf"):
         opt.set_epoch(2)
