@@ -119,7 +119,7 @@ def open_regular(path, what: str):
             kind = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a FIFO",
                     stat.S_ISSOCK: "a socket"}
             name = next((v for test, v in kind.items() if test(st.st_mode)), "not a regular file")
-            raise ValueError(f"{path}: expected the {what} as a regular file, got {name}")
+            raise ValueError(f"{path}: expected a {what}, got {name}")
         f = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
