@@ -109,7 +109,7 @@ def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, name: st
     if not np.isfinite(w).all() or (w < 0).any():
         raise ValueError(f"{name}: weights must be finite and >= 0")
     if n_samples and not (w > 0).any():
-        raise ValueError(f"{name}: at least one weight must be > 0")
+        raise ValueError(f"{name}: all weights are zero; at least one must be > 0")
     return w
 
 

@@ -343,7 +343,7 @@ class Trainer:
             per_row = class_weight_rows(class_weight, classes[rows], self.model.n_out)
             w[rows] *= per_row.astype(dtype)
         if not (w[rows] > 0).any():
-            raise ValueError("sample_weight/class_weight: every training row weighs 0")
+            raise ValueError("sample_weight/class_weight: the weights of all training rows are zero")
         return w
 
     def _train_epoch(self, X, y, rows, batch, callbacks, interrupt, w=None) -> dict:
