@@ -9,6 +9,7 @@ import pytest
 import pyneuro as pn
 from pyneuro import _core
 from pyneuro.losses import BinaryCrossEntropy
+from test_losses import elementwise_ref
 from reference import DTYPES, assert_close, away_from, f64, numeric_grad, rel_err, sigmoid_ref, softmax_ref
 
 POINTWISE = ["binary_cross_entropy", "mse", "mae", "huber"]
@@ -43,19 +44,11 @@ def torch_bce_with_logits(z, y, w=None, pos_weight=None):
 
 
 def pointwise_ref(kind, Z, Y, w, delta=1.0):
-    z, y = f64(Z), f64(Y)
-    r = z - y
+    """Σ_i w_i Σ_j ℓ_ij / (m Σ_i w_i) and its gradient."""
     if kind == "binary_cross_entropy":
         return torch_bce_with_logits(Z, Y, w)
-    if kind == "mse":
-        ell, g = r * r, 2 * r
-    elif kind == "mae":
-        ell, g = np.abs(r), np.sign(r)
-    else:
-        small = np.abs(r) <= delta
-        ell = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
-        g = np.clip(r, -delta, delta)
-    scale = f64(w)[:, None] / (z.shape[1] * f64(w).sum())
+    ell, g = elementwise_ref(kind, Z, Y, delta)
+    scale = f64(w)[:, None] / (ell.shape[1] * f64(w).sum())
     return float(np.sum(ell * scale)), g * scale
 
 
