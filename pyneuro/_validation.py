@@ -94,6 +94,45 @@ def check_targets(y, n_samples: int, n_outputs: int, dtype: np.dtype, name: str 
     return y
 
 
+def check_sample_weight(sample_weight, n_samples: int, dtype: np.dtype, name: str = "sample_weight") -> np.ndarray:
+    """One weight per sample, finite and >= 0, not all 0, as a contiguous array of dtype."""
+    w = np.asarray(sample_weight) if isinstance(sample_weight, (list, tuple)) else sample_weight
+    if isinstance(w, numbers.Real) and not isinstance(w, bool):
+        w = np.full(n_samples, float(w))    # a number: the same weight for every sample
+    if not isinstance(w, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array of weights, got {type(w).__name__}")
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected real weights, got dtype {w.dtype}")
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(f"{name}: expected shape ({n_samples},) (one weight per sample), got {w.shape}")
+    w = np.ascontiguousarray(w, dtype=dtype)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{name}: weights must be finite and >= 0")
+    if n_samples and not (w > 0).any():
+        raise ValueError(f"{name}: all weights are zero; at least one must be > 0")
+    return w
+
+
+def class_weight_rows(class_weight, classes: np.ndarray, n_classes: int, name: str = "class_weight") -> np.ndarray:
+    """Each sample's weight from its class: class_weight is a dict {class: weight} (classes
+    left out weigh 1) or 'balanced', weight_c = n_samples / (n_classes · count_c)
+    (scikit-learn's formula; n_classes counts the classes present). Returns float64 (n,)."""
+    counts = np.bincount(classes, minlength=n_classes)
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        present = counts > 0
+        per_class = np.zeros(n_classes)
+        per_class[present] = classes.shape[0] / (present.sum() * counts[present])
+    elif isinstance(class_weight, dict):
+        per_class = np.ones(n_classes)
+        for c, v in class_weight.items():
+            if isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= int(c) < n_classes:
+                raise ValueError(f"{name}: keys must be classes in [0, {n_classes - 1}], got {c!r}")
+            per_class[int(c)] = check_float(v, f"{name}[{c}]", 0.0)
+    else:
+        raise TypeError(f"{name}: expected a dict {{class: weight}} or 'balanced', got {class_weight!r}")
+    return per_class[classes]
+
+
 def check_int(value, name: str, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")

@@ -2,8 +2,13 @@
 
     cross_entropy         softmax fused in: Z are logits, targets are integer labels
                           (or class probabilities); L = mean_i [lse(Z_i) − Z_{i,y_i}]
-    binary_cross_entropy  sigmoid fused in: Z are logits, targets in [0, 1]
+    binary_cross_entropy  sigmoid fused in: Z are logits, targets in [0, 1]; pos_weight p
+                          weighs the positive term: ℓ = −[p·y log σ(z) + (1−y) log(1−σ(z))]
     mse, mae, huber(δ)    regression, mean over all elements
+
+Sample weights w (one per row, >= 0) turn every mean into a weighted mean:
+L = Σ_i w_i ℓ_i / Σ_i w_i for cross-entropy, L = Σ_i w_i Σ_j ℓ_ij / (m Σ_i w_i) for the
+elementwise losses (a row's weight applies to each of its m outputs); Σ_i w_i = 0 gives 0.
 """
 from __future__ import annotations
 
@@ -31,12 +36,14 @@ class Loss:
         """Validate user targets once (at the boundary) and return them ready for the kernel."""
         return check_targets(y, n_samples, n_outputs, dtype, name)
 
-    def value_and_grad(self, Z: np.ndarray, y: np.ndarray, delta: np.ndarray | None) -> float:
-        """L(Z, y), writing δ = ∂L/∂Z into delta unless it is None."""
+    def value_and_grad(self, Z: np.ndarray, y: np.ndarray, delta: np.ndarray | None,
+                       w: np.ndarray | None = None) -> float:
+        """L(Z, y), writing δ = ∂L/∂Z into delta unless it is None; with sample weights w (B,)
+        of Z's dtype, the weighted mean (see the module's docstring)."""
         raise NotImplementedError
 
-    def __call__(self, Z, y) -> float:
-        return self.value_and_grad(Z, y, None)
+    def __call__(self, Z, y, w=None) -> float:
+        return self.value_and_grad(Z, y, None, w)
 
     def targets_from_labels(self, labels: np.ndarray, n_outputs: int, dtype) -> np.ndarray:
         """This loss's targets for integer class labels: one-hot rows (a 0/1 column for one
@@ -45,6 +52,10 @@ class Loss:
         if n_outputs == 1:
             return labels.reshape(-1, 1).astype(dtype)
         return np.ascontiguousarray(np.eye(n_outputs, dtype=dtype)[labels])
+
+    def classes_of(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Each row's class (int64), for class_weight; only a classifier's targets have one."""
+        raise ValueError(f"class_weight: {self.name} targets are not classes; use sample_weight")
 
     def reports_accuracy(self, n_outputs: int) -> bool:
         """Whether a model of n_outputs trained on this loss predicts one class per row."""
@@ -80,11 +91,17 @@ class CrossEntropy(Loss):
             return y
         return check_labels(y, n_samples, n_outputs, name)
 
-    def value_and_grad(self, Z, y, delta):
-        return _core.softmax_cross_entropy(Z, y, delta)
+    def value_and_grad(self, Z, y, delta, w=None):
+        return _core.softmax_cross_entropy(Z, y, delta, w)
 
     def output_kind(self, final_activation):
         return "class_logits"
+
+    def classes_of(self, y, n_outputs):
+        if y.ndim != 1:
+            raise ValueError("class_weight: needs integer class labels, got class probabilities "
+                             "(weigh the rows with sample_weight)")
+        return y
 
     def targets_from_labels(self, labels, n_outputs, dtype):
         return np.asarray(labels, dtype=np.int64)
@@ -100,15 +117,54 @@ class _Pointwise(Loss):
     def name(self):
         return self.kind
 
-    def value_and_grad(self, Z, y, delta):
-        return _core.pointwise_loss(self.kind, Z, y, delta, self.huber_delta)
+    def value_and_grad(self, Z, y, delta, w=None):
+        return _core.pointwise_loss(self.kind, Z, y, delta, self.huber_delta, 1.0, w)
 
 
 class BinaryCrossEntropy(_Pointwise):
-    """ℓ = −[y log σ(z) + (1−y) log(1−σ(z))] on logits z, computed stably; targets in [0, 1]."""
+    """Binary cross-entropy on logits z, computed stably; targets y in [0, 1]:
+
+        ℓ = −[p·y·log σ(z) + (1 − y)·log(1 − σ(z))],   ∂ℓ/∂z = (1 + (p − 1)·y)·σ(z) − p·y
+
+    with p = 1 unless pos_weight is given (PyTorch's BCEWithLogitsLoss(pos_weight=p)).
+
+    Parameters
+    ----------
+    pos_weight : float or sequence of float, optional
+        p ≥ 0 for every output (a number) or one per output (length m, the model's outputs).
+        p > 1 raises recall on the positive class; for an imbalanced problem
+        p = n_negative / n_positive balances the two terms.
+    """
 
     kind = "binary_cross_entropy"
     classifier = True
+
+    def __init__(self, pos_weight=None):
+        super().__init__()
+        self.pos_weight = None
+        if pos_weight is not None:
+            p = np.asarray(pos_weight, dtype=np.float64)
+            if p.ndim > 1 or p.size == 0 or not np.isfinite(p).all() or (p < 0).any():
+                raise ValueError(f"pos_weight: expected a number or a 1-d sequence of finite numbers "
+                                 f">= 0, got {pos_weight!r}")
+            self.pos_weight = float(p) if p.ndim == 0 else [float(v) for v in p]
+
+    def _pos_weight(self, Z):
+        """pos_weight as the kernel takes it: (m,) of Z's dtype, or None."""
+        if self.pos_weight is None:
+            return None
+        p = np.asarray(self.pos_weight, dtype=Z.dtype)
+        if p.ndim == 0:
+            return np.full(Z.shape[1], p, dtype=Z.dtype)
+        if p.shape[0] != Z.shape[1]:
+            raise ValueError(f"pos_weight: expected one weight per output ({Z.shape[1]}), got {p.shape[0]}")
+        return p
+
+    def value_and_grad(self, Z, y, delta, w=None):
+        return _core.pointwise_loss(self.kind, Z, y, delta, 1.0, 1.0, w, self._pos_weight(Z))
+
+    def config(self):
+        return {} if self.pos_weight is None else {"pos_weight": self.pos_weight}
 
     def prepare_targets(self, y, n_samples, n_outputs, dtype, name="y"):
         y = check_targets(y, n_samples, n_outputs, dtype, name)
@@ -118,6 +174,12 @@ class BinaryCrossEntropy(_Pointwise):
 
     def reports_accuracy(self, n_outputs):
         return n_outputs == 1   # several outputs are several labels, not one class
+
+    def classes_of(self, y, n_outputs):
+        if n_outputs != 1 or ((y != 0) & (y != 1)).any():
+            raise ValueError("class_weight: binary_cross_entropy needs one output with 0/1 targets "
+                             "(several outputs: use pos_weight or sample_weight)")
+        return y[:, 0].astype(np.int64)
 
     def output_kind(self, final_activation):
         return "binary_logits"
@@ -147,10 +209,10 @@ class MSE(_Pointwise):
             raise ValueError(f"MSE reduction: expected one of {sorted(self.REDUCTIONS)}, got {reduction!r}")
         self.reduction = reduction
 
-    def value_and_grad(self, Z, y, delta):
+    def value_and_grad(self, Z, y, delta, w=None):
         factor = self.REDUCTIONS[self.reduction]
         scale = 1.0 if factor is None else factor * Z.shape[1]   # mean over elements × m·factor
-        return _core.pointwise_loss(self.kind, Z, y, delta, self.huber_delta, scale)
+        return _core.pointwise_loss(self.kind, Z, y, delta, self.huber_delta, scale, w)
 
     def config(self):
         return {} if self.reduction == "mean" else {"reduction": self.reduction}

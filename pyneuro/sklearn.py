@@ -10,6 +10,8 @@ warm_start, verbose) plus pyneuro's own (dtype, threads, dropout).
 
     loss       classifier: softmax cross-entropy; regressor: ½·mean squared error
     alpha      L2 penalty α/(2·batch)·‖W‖², i.e. weight decay λ = α / batch size
+    weights    fit/partial_fit(sample_weight=w): each batch minimises the weighted mean loss
+               Σ_i w_i ℓ_i / Σ_i w_i (pyneuro.Trainer.fit); the validation score is unweighted
     stopping   after max_iter epochs, or when the monitored value (training loss, or the
                validation score with early_stopping) has not improved by tol for
                n_iter_no_change epochs
@@ -21,7 +23,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _core
 from ._validation import check_float, check_int
@@ -122,13 +124,15 @@ class _BaseMLP(BaseEstimator):
                        allow_nonfinite=True)   # validate_data has refused NaN/inf already: no second scan
 
     # ---- fitting ------------------------------------------------------------------------
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, incremental, sample_weight=None):
         sizes = self._check_params()
         if self.threads is not None:
             _core.set_num_threads(self.threads)
         first = not (incremental or self.warm_start) or not hasattr(self, "model_")
         X, y = validate_data(self, X, y, reset=first, dtype=[np.float64, np.float32],
                              multi_output=self._multi_output, y_numeric=not self._classifier)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         X = np.ascontiguousarray(X, dtype=self.dtype)
         Y = self._encode(y, first)
         if first:
@@ -154,7 +158,7 @@ class _BaseMLP(BaseEstimator):
             callbacks.append(_StopWhenFlat(key, self.tol, self.n_iter_no_change))
         done = trainer.history.epochs
         history = trainer.fit(X, Y, epochs=1 if incremental else self.max_iter, validation_split=split,
-                              callbacks=callbacks)
+                              callbacks=callbacks, sample_weight=sample_weight)
         self.loss_curve_ += [float(v) for v in history["loss"][done:]]
         if split:
             # scikit-learn's: accuracy for a classifier; for a regressor, −MSE (not R²)
@@ -171,9 +175,17 @@ class _BaseMLP(BaseEstimator):
         self.intercepts_ = [layer.b for layer in self.model_.layers if isinstance(layer, Dense)]
         return self
 
-    def fit(self, X, y):
-        """Train for up to max_iter epochs (from scratch unless warm_start). Returns self."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X, y, sample_weight=None):
+        """Train for up to max_iter epochs (from scratch unless warm_start). Returns self.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like
+        sample_weight : array-like of shape (n_samples,), optional
+            w_i ≥ 0 per sample (not all 0); the loss is Σ_i w_i ℓ_i / Σ_i w_i per batch.
+        """
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     def _forward(self, X):
         check_is_fitted(self, "model_")
@@ -216,13 +228,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._n_out = max(len(self.classes_), 2)
         return self._encoder.transform(y).astype(np.int64)   # refuses labels not seen at first
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y). The first call needs `classes` (all labels that will appear)."""
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over (X, y), weighted by sample_weight as in fit. The first call needs
+        `classes` (all labels that will appear)."""
         if not hasattr(self, "model_"):
             if classes is None:
                 raise ValueError("partial_fit: the first call needs classes= (every label that will appear)")
             self._encoder = LabelEncoder().fit(np.asarray(classes))
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, softmax of the network's outputs: shape (n_samples, n_classes)."""
@@ -268,9 +281,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise ValueError(f"y has {Y.shape[1]} targets, the model was fitted with {self._n_out}")
         return np.ascontiguousarray(Y)
 
-    def partial_fit(self, X, y):
-        """One epoch over (X, y); the first call builds the model."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), weighted by sample_weight as in fit; the first call builds
+        the model."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _core
 from ._validation import as_generator, check_features, check_float, check_int
+from ._validation import check_sample_weight, class_weight_rows
 from .callbacks import Callback, History
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import Distributed, OneProcess
@@ -150,6 +151,7 @@ class Trainer:
         self.history = History()
         self.epoch = 0
         self._bufs: tuple | None = None   # (xb, yb, delta, pred) of the largest batch so far
+        self._wbuf: np.ndarray | None = None   # a batch's sample weights
 
     def _named_metrics(self, metrics) -> dict:
         """{logged name: function of metrics.Outputs} of the metrics asked for (or the default)."""
@@ -198,16 +200,27 @@ class Trainer:
             _core.gather_rows(y, idx, yb)
         return xb, yb, delta, pred
 
-    def _gradient(self, X, y, idx) -> tuple[float, int | None]:
+    def _weights_of(self, w, idx):
+        """The batch's sample weights (a reused buffer), or None when training is unweighted."""
+        if w is None:
+            return None
+        if self._wbuf is None or self._wbuf.shape[0] < idx.shape[0]:
+            self._wbuf = np.empty(idx.shape[0], w.dtype)
+        return np.take(w, idx, out=self._wbuf[:idx.shape[0]])
+
+    def _gradient(self, X, y, idx, w=None) -> tuple[float, int | None]:
         """Forward and backward over the batch rows idx: fills model.grads with ∂L/∂θ of the
-        batch's mean loss; returns (loss, correct). Each rank takes its shard of the rows and
-        the shards' gradients are combined (pyneuro/distributed.py; one process: all rows)."""
+        batch's mean loss (weighted mean Σ w_i ℓ_i / Σ w_i with sample weights w); returns
+        (loss, correct). Each rank takes its shard of the rows and the shards' gradients are
+        combined (pyneuro/distributed.py; one process: all rows)."""
         rows = self.dist.shard(idx)
         loss, correct = 0.0, None
         if rows.shape[0]:
             xb, yb, delta, pred = self._gather(X, y, rows)
             Z = self.model.forward(xb, training=True)
-            loss = self.loss.value_and_grad(Z, yb, delta)
+            wb = self._weights_of(w, rows)
+            loss = (self.loss.value_and_grad(Z, yb, delta) if wb is None
+                    else self.loss.value_and_grad(Z, yb, delta, wb))
             correct = self._correct(Z, yb, pred)
             self.model.backward(delta)
         else:                                   # more ranks than rows in this batch
@@ -221,8 +234,16 @@ class Trainer:
 
     # ---- training ----------------------------------------------------------------
     def fit(self, X, y, validation_data=None, validation_split: float = 0.0,
-            callbacks: list[Callback] | None = None, epochs: int | None = None) -> History:
+            callbacks: list[Callback] | None = None, epochs: int | None = None,
+            sample_weight=None, class_weight=None) -> History:
         """Train, epoch after epoch.
+
+        With sample_weight and/or class_weight each row i weighs w_i = sample_weight_i ·
+        class_weight[y_i]: a step minimises its batch's weighted mean loss
+        L = Σ_i w_i ℓ_i / Σ_i w_i (pyneuro.losses; a batch whose weights are all 0 gives 0 and
+        no gradient), the logged batch 'loss' is that weighted mean, and the epoch's 'loss' is
+        Σ_batches L_b W_b / Σ_batches W_b (W_b = Σ_{i in b} w_i), the weighted mean over the
+        epoch's rows. 'accuracy' and the validation values stay unweighted.
 
         Parameters
         ----------
@@ -235,6 +256,13 @@ class Trainer:
         callbacks : list of Callback, optional
         epochs : int, optional
             How many epochs (default: the Trainer's, less those a checkpoint already ran).
+        sample_weight : array-like of shape (n_samples,) or float, optional
+            w_i ≥ 0 per row (finite, not all 0), gathered with the rows into each batch.
+        class_weight : dict {class: weight} or 'balanced', optional
+            Classifiers trained on integer labels (cross_entropy) or one 0/1 output
+            (binary_cross_entropy): row i weighs class_weight[y_i] (classes left out: 1);
+            'balanced' is scikit-learn's n_samples / (n_classes · bincount(y)) over the
+            training rows. Multiplies sample_weight. Given to fit only, not to the Trainer.
 
         Returns
         -------
@@ -245,19 +273,22 @@ class Trainer:
             raise RuntimeError("fit is already running on this Trainer's model (in another thread); "
                                "one model trains in one fit at a time")
         try:
-            return self._fit(X, y, validation_data, validation_split, callbacks, epochs)
+            return self._fit(X, y, validation_data, validation_split, callbacks, epochs, sample_weight,
+                             class_weight)
         except Exception as error:   # one rank's failure stops the job instead of hanging the others
             self.dist.abort(error)
             raise
         finally:
             self.model._fit_lock.release()
 
-    def _fit(self, X, y, validation_data, validation_split, callbacks, epochs) -> History:
+    def _fit(self, X, y, validation_data, validation_split, callbacks, epochs, sample_weight=None,
+             class_weight=None) -> History:
         X, y = self._data(X, y)
+        rows, val = self._split(X, y, validation_data, validation_split)
+        w = self._row_weights(y, rows, sample_weight, class_weight)
         self.model._trained_on(self.loss)
         self.dist.broadcast(self.model.params)   # every rank starts from rank 0's weights
         epochs = self._epochs_to_run(epochs)
-        rows, val = self._split(X, y, validation_data, validation_split)
         batch = self._batch_size_for(rows.shape[0])
         callbacks = self._attach(callbacks)
         self.stop_training = False
@@ -269,7 +300,7 @@ class Trainer:
                 self.optimizer.set_epoch(epoch)
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch, {})
-                logs = self._train_epoch(X, y, rows, batch, callbacks, interrupt)
+                logs = self._train_epoch(X, y, rows, batch, callbacks, interrupt, w)
                 if val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
                 logs["time"] = time.perf_counter() - t0
@@ -299,25 +330,44 @@ class Trainer:
                 f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()
                 if isinstance(v, (int, float, np.number))), flush=True)
 
-    def _train_epoch(self, X, y, rows, batch, callbacks, interrupt) -> dict:
-        """One pass over a seeded permutation of `rows`, a step per batch; the epoch's logs."""
+    def _row_weights(self, y, rows, sample_weight, class_weight) -> np.ndarray | None:
+        """Each row's weight w_i = sample_weight_i · class_weight[y_i] (fit's docstring), or None."""
+        if sample_weight is None and class_weight is None:
+            return None
+        if self.dist.size > 1:
+            raise ValueError("sample_weight/class_weight: not supported in distributed training yet")
+        n, dtype = y.shape[0], self.model.dtype
+        w = np.ones(n, dtype) if sample_weight is None else check_sample_weight(sample_weight, n, dtype)
+        if class_weight is not None:
+            classes = self.loss.classes_of(y, self.model.n_out)
+            per_row = class_weight_rows(class_weight, classes[rows], self.model.n_out)
+            w[rows] *= per_row.astype(dtype)
+        if not (w[rows] > 0).any():
+            raise ValueError("sample_weight/class_weight: the weights of all training rows are zero")
+        return w
+
+    def _train_epoch(self, X, y, rows, batch, callbacks, interrupt, w=None) -> dict:
+        """One pass over a seeded permutation of `rows`, a step per batch; the epoch's logs
+        (its loss the mean over rows, weighted by w when given)."""
         perm = rows[self.rng.permutation(rows.shape[0])]
         n_batches = (rows.shape[0] + batch - 1) // batch
-        total_loss, total_correct, seen = 0.0, 0, 0
+        total_loss, total_correct, seen, weight = 0.0, 0, 0, 0.0
         bar = (_progress_bar(n_batches, f"epoch {self.epoch + 1}")
                if self.verbose == 1 and sys.stderr.isatty() else None)
         try:
             for b in range(n_batches):
                 idx = perm[b * batch:(b + 1) * batch]
                 with self.model._lock:    # a predict() from another thread waits for the whole step
-                    loss, correct = self._gradient(X, y, idx)
+                    loss, correct = self._gradient(X, y, idx, w)
                     if not np.isfinite(loss):
                         raise DivergenceError(f"loss became {loss} at epoch {self.epoch + 1}, batch {b + 1} "
                                               f"of {n_batches}; the model keeps the weights from before this "
                                               "batch (try a smaller learning rate or clip_norm)")
                     self.optimizer.step()
                 interrupt.check()         # Ctrl-C lands here, between whole steps
-                total_loss += loss * idx.shape[0]
+                W_b = idx.shape[0] if w is None else float(self._weights_of(w, idx).sum())
+                total_loss += loss * W_b
+                weight += W_b
                 seen += idx.shape[0]
                 logs = {"loss": loss}
                 if correct is not None:
@@ -326,14 +376,15 @@ class Trainer:
                 for cb in callbacks:
                     cb.on_batch_end(b, logs)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{total_loss / max(weight, 1e-300):.4f}", refresh=False)
                     bar.update(1)
                 if self.stop_training:    # set in on_batch_end: the epoch ends after this step
                     break
         finally:
             if bar is not None:
                 bar.close()
-        return {"loss": total_loss / seen, **({"accuracy": total_correct / seen} if self._accuracy else {})}
+        return {"loss": total_loss / weight if weight else 0.0,
+                **({"accuracy": total_correct / seen} if self._accuracy else {})}
 
     def _split(self, X, y, validation_data, validation_split) -> tuple:
         """(training rows, validation set (X, y, rows or None) or None)."""
@@ -409,26 +460,29 @@ class Trainer:
         return load_checkpoint(cls, path, schedule, verbose)
 
     # ---- evaluation ------------------------------------------------------------------
-    def _evaluate(self, X, y, rows=None, batch_size: int = 1024) -> dict:
-        """Mean loss (and accuracy) over X[rows], and the metrics; distributed, each rank takes
-        a shard, the sums are added up and the outputs gathered, so every rank returns the
-        same numbers."""
+    def _evaluate(self, X, y, rows=None, batch_size: int = 1024, w=None) -> dict:
+        """Mean loss (weighted by w when given) and accuracy over X[rows], and the metrics;
+        distributed, each rank takes a shard, the sums are added up and the outputs gathered,
+        so every rank returns the same numbers."""
         every = np.arange(X.shape[0], dtype=np.int64) if rows is None else rows
         n = every.shape[0]
         rows = self.dist.shard(every)
-        sums = np.zeros(2)    # Σ loss·rows, Σ correct
+        sums = np.zeros(3)    # Σ loss·W_b, Σ correct, Σ W_b (W_b: the batch's rows or weights)
         Z_all = np.empty((rows.shape[0], self.model.n_out), self.model.dtype) if self._metrics else None
         for s in range(0, rows.shape[0], batch_size):
             idx = rows[s:s + batch_size]
             with self.model._lock:
                 xb, yb, _, pred = self._gather(X, y, idx)
                 Z = self.model.forward(xb, training=False)
-                sums[0] += self.loss(Z, yb) * idx.shape[0]
+                wb = self._weights_of(w, idx)
+                W_b = idx.shape[0] if wb is None else float(wb.sum())
+                sums[0] += (self.loss(Z, yb) if wb is None else self.loss(Z, yb, wb)) * W_b
                 sums[1] += self._correct(Z, yb, pred) or 0
+                sums[2] += W_b
                 if Z_all is not None:
                     Z_all[s:s + idx.shape[0]] = Z
         self.dist.sum(sums)
-        out = {"loss": float(sums[0]) / n}
+        out = {"loss": float(sums[0]) / float(sums[2])}
         if self._accuracy:
             out["accuracy"] = int(sums[1]) / n
         if Z_all is not None:
@@ -436,14 +490,19 @@ class Trainer:
             out.update((name, fn(outputs)) for name, fn in self._metrics.items())
         return out
 
-    def evaluate(self, X, y, batch_size: int = 1024) -> dict:
+    def evaluate(self, X, y, batch_size: int = 1024, sample_weight=None) -> dict:
         """Mean loss, accuracy for classifiers, and the Trainer's metrics, over (X, y).
+
+        With sample_weight the loss is the weighted mean Σ_i w_i ℓ_i / Σ_i w_i over all rows
+        (batch by batch: Σ_b L_b W_b / Σ_b W_b); accuracy and metrics stay unweighted.
 
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_in)
         y : ndarray
         batch_size : int
+        sample_weight : array-like of shape (n_samples,), optional
+            w_i ≥ 0 per row, not all 0.
 
         Returns
         -------
@@ -451,4 +510,7 @@ class Trainer:
             {'loss': float, 'accuracy': float (classifiers only), and one float per metric}.
         """
         X, y = self._data(X, y)
-        return self._evaluate(X, y, None, check_int(batch_size, "batch_size", 1))
+        w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0], self.model.dtype)
+        if w is not None and self.dist.size > 1:
+            raise ValueError("sample_weight: not supported in distributed evaluation yet")
+        return self._evaluate(X, y, None, check_int(batch_size, "batch_size", 1), w)

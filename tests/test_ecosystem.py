@@ -17,7 +17,17 @@ from pyneuro.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 
 # ---- scikit-learn ----------------------------------------------------------------------------
-@parametrize_with_checks([MLPClassifier(max_iter=50, random_state=0), MLPRegressor(max_iter=50, random_state=0)])
+def _expected_failed_checks(estimator):
+    """scikit-learn runs its own MLP's weight-equivalence check with solver='lbfgs' (full
+    batch, deterministic); pyneuro trains by mini-batch SGD/Adam, where rows repeated k times
+    and a weight k give different batches, so the two fits agree only approximately
+    (test_sample_weight_integer_is_repeated_rows checks that)."""
+    return {"check_sample_weight_equivalence_on_dense_data":
+            "mini-batch training: integer weights equal repeated rows only approximately"}
+
+
+@parametrize_with_checks([MLPClassifier(max_iter=50, random_state=0), MLPRegressor(max_iter=50, random_state=0)],
+                         expected_failed_checks=_expected_failed_checks)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 

@@ -27,6 +27,12 @@ def ce_ref(Z, y):
 
 
 def pointwise_ref(kind, Z, Y, delta=1.0):
+    ell, g = elementwise_ref(kind, Z, Y, delta)
+    return float(ell.mean()), g / g.size
+
+
+def elementwise_ref(kind, Z, Y, delta=1.0):
+    """ℓ and ∂ℓ/∂z of every element."""
     z, y = f64(Z), f64(Y)
     r = z - y
     if kind == "binary_cross_entropy":
@@ -39,7 +45,7 @@ def pointwise_ref(kind, Z, Y, delta=1.0):
         small = np.abs(r) <= delta
         ell = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
         g = np.clip(r, -delta, delta)
-    return float(ell.mean()), g / r.size
+    return ell, g
 
 
 def targets(rng, kind, shape, dtype):
