@@ -627,7 +627,7 @@ def register_metric(fn=None, *, name: str | None = None, on: str = "classes", hi
         label = getattr(fn, "__name__", "") if name is None else name
         table = _BY_VALUE if on == "values" else _BY_CLASS
         other = _BY_CLASS if on == "values" else _BY_VALUE
-        if label in other:
+        if label in other and label not in _BUILTIN_METRICS:
             raise ValueError(f"register_metric: {label!r} is already registered on other outputs")
         register(table, _BUILTIN_METRICS, label, functools.update_wrapper(_ON[on](fn), fn), "metric")
         (_HIGHER_IS_BETTER if higher_is_better else _LOWER_IS_BETTER).add(label)
