@@ -15,6 +15,7 @@ import numpy as np
 
 from ._validation import check_float, check_int
 from .metrics import higher_is_better
+from .model import model_document
 
 
 class History(dict):
@@ -198,6 +199,11 @@ class ModelCheckpoint(Callback):
         self.save_best_only = bool(save_best_only)
         self.sign = _sign(monitor, mode)
         self.best = np.inf
+
+    def on_train_begin(self, logs):
+        """Refuse now, not after an epoch, a model no checkpoint could bring back (a custom
+        layer or loss that is not registered)."""
+        model_document(self.trainer.model, os.fspath(self.path))
 
     def on_epoch_end(self, epoch, logs):
         if self.save_best_only:

@@ -17,9 +17,10 @@ import numbers
 
 from . import _core
 from .callbacks import History
+from ._registry import load_hint
 from .io import read_file, write_file
 from .losses import LOSSES
-from .model import checked_for_saving, model_document, model_from_file
+from .model import checked_for_saving, loss_document, model_document, model_from_file
 from .optimizers import Adam, RMSprop, optimizer_from_description
 
 _MAX_COUNT = 2**62   # epochs, steps: far beyond any fit, and within the kernels' C long
@@ -31,13 +32,13 @@ def save_checkpoint(trainer, path) -> None:
     tensors = {"params": trainer.model.params}
     tensors.update({f"optimizer.{k}": v for k, v in opt.state_arrays().items()})
     doc = {"epoch": trainer.epoch, "end_epoch": trainer._end_epoch, "epochs": trainer.epochs,
-           "batch_size": trainer.batch_size, "loss": {"name": trainer.loss.name, "config": trainer.loss.config()},
+           "batch_size": trainer.batch_size, "loss": loss_document(trainer.loss, str(path)),
            "optimizer": opt.describe(), "step": opt.t,
            "rng": trainer.rng.bit_generator.state, "split_seed": trainer._split_seed,
            "allow_nonfinite": trainer.allow_nonfinite, "history": dict(trainer.history),
            "layer_rngs": [rng.bit_generator.state if (rng := getattr(layer, "rng", None)) is not None
                           else None for layer in trainer.model.layers]}
-    write_file(path, tensors, {"model": model_document(trainer.model),
+    write_file(path, tensors, {"model": model_document(trainer.model, str(path)),
                                "info": checked_for_saving(trainer.model, None, path), "checkpoint": doc})
 
 
@@ -89,7 +90,7 @@ def load_checkpoint(trainer_class, path, schedule=None, verbose: int = 1):
         if not (isinstance(loss_doc, dict) and loss_doc.get("name") in LOSSES
                 and isinstance(loss_doc.get("config"), dict)):
             raise ValueError(f"loss should be {{'name': one of {sorted(LOSSES)}, 'config': {{...}}}}, "
-                             f"got {loss_doc!r:.80}")
+                             f"got {loss_doc!r:.80} " + load_hint("loss"))
         if not isinstance(ck["allow_nonfinite"], bool):
             raise ValueError(f"allow_nonfinite should be true or false, got {ck['allow_nonfinite']!r:.40}")
         if not isinstance(ck["optimizer"], dict):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._registry import register
 from ._validation import check_float, check_int
 
 _DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
@@ -354,5 +355,44 @@ def inference_plan(layers) -> list[tuple]:
     return [step for _, step in inference_steps(layers)]
 
 
-LAYERS = {cls.__name__: cls for cls in (Dense, Identity, ReLU, LeakyReLU, ELU, Sigmoid, Tanh, GELU,
-                                        Softmax, Dropout)}
+LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (Dense, Identity, ReLU, LeakyReLU, ELU, Sigmoid,
+                                                                 Tanh, GELU, Softmax, Dropout)}
+_BUILTIN_LAYERS = frozenset(LAYERS)
+
+
+def register_layer(cls=None, *, name: str | None = None):
+    """Make a custom Layer subclass (a layer or an activation) one that model files can
+    name: Sequential.save, checkpoints and pickling write it, pyneuro.load rebuilds it as
+    ``cls(**layer.config())``. Usable as a decorator, with or without arguments.
+
+    Registration lasts for the process: import the module that registers the class before
+    loading a file that names it. A file naming an unregistered layer is refused when it
+    would be written, never written unreadable.
+
+    Parameters
+    ----------
+    cls : type, optional
+        The Layer subclass. Its config() must return the constructor arguments that rebuild
+        it, as JSON values (numbers, strings, lists, dicts).
+    name : str, optional
+        The name files record (default ``cls.__name__``); not a built-in layer's name.
+        Registering the same class again (a notebook cell run twice) is fine.
+
+    Returns
+    -------
+    type
+        `cls` itself (a decorator without `cls`).
+
+    Examples
+    --------
+    >>> @pn.register_layer
+    ... class Swish(pn.Layer):
+    ...     def forward(self, X, training=False): ...
+    ...     def backward(self, dA, need_input_grad=True): ...
+    """
+    def add(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Layer)):
+            raise TypeError(f"register_layer: expected a subclass of pyneuro.Layer, got {cls!r:.60}")
+        register(LAYERS, _BUILTIN_LAYERS, cls.__name__ if name is None else name, cls, "layer")
+        return cls
+    return add if cls is None else add(cls)

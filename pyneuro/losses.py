@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._registry import register
 from ._validation import check_float, check_labels, check_targets
 
 
@@ -27,7 +28,25 @@ OUTPUT_KINDS = ("class_logits", "binary_logits", "probabilities", "values")
 
 
 class Loss:
-    """Base class. `classifier` says whether predictions are classes (accuracy is reported)."""
+    """Base class of the losses; subclass it (and register it, register_loss) for your own.
+
+    A subclass implements value_and_grad; what its targets mean is said by a few attributes
+    and methods, whose defaults fit a regression loss on real targets:
+
+    ``name``
+        The name files record (register_loss sets it; default the class name).
+    ``classifier``
+        False (default): targets are real values and no accuracy is counted. True: each
+        target row names a class (an integer label, or a one-hot / probability row), so
+        accuracy is counted on training and validation data, from the argmax of the
+        outputs (a single output: its sign as a logit, or ½ after a sigmoid).
+    ``prepare_targets``
+        Validates targets once; default: real targets of shape (n, n_outputs) (or (n,) for
+        one output). Override it to take integer labels.
+    ``reports_accuracy(n_outputs)``, ``output_kind(final_activation)``,
+    ``targets_from_labels(labels, n_outputs, dtype)``, ``config()``
+        See each method; config() must return the constructor arguments (JSON values).
+    """
 
     name = ""
     classifier = False
@@ -58,16 +77,32 @@ class Loss:
         raise ValueError(f"class_weight: {self.name} targets are not classes; use sample_weight")
 
     def reports_accuracy(self, n_outputs: int) -> bool:
-        """Whether a model of n_outputs trained on this loss predicts one class per row."""
+        """Whether a model of n_outputs trained on this loss predicts one class per row
+        (default: `classifier`)."""
         return self.classifier
+
+    def accuracy_note(self, n_outputs: int) -> str:
+        """Why a model of n_outputs trained on this loss gets no accuracy (when
+        reports_accuracy says so); the Trainer says it once."""
+        if self.classifier:
+            return f"{n_outputs} outputs of {self.name} are several labels, not one class per row"
+        if type(self).__module__ == __name__:
+            return f"{self.name} is a regression loss"
+        return (f"{type(self).__name__} is not a classification loss: set {type(self).__name__}.classifier "
+                "= True if its targets are classes")
 
     def output_kind(self, final_activation: str | None) -> str:
         """What the outputs of a model trained on this loss are (OUTPUT_KINDS), given the
-        activation of its last layer: a regression loss on sigmoid/softmax outputs trains
-        probabilities (the textbook's quadratic cost), on anything else values."""
-        return "probabilities" if final_activation in ("sigmoid", "softmax") else "values"
+        activation of its last layer: on sigmoid/softmax outputs probabilities (for a
+        regression loss, the textbook's quadratic cost), else class logits for a
+        `classifier` and values for a regression loss. Override it for other outputs
+        (a single binary logit: 'binary_logits')."""
+        if final_activation in ("sigmoid", "softmax"):
+            return "probabilities"
+        return "class_logits" if self.classifier else "values"
 
     def config(self) -> dict:
+        """The constructor arguments that rebuild this loss (JSON values); default none."""
         return {}
 
     def __repr__(self):
@@ -241,8 +276,42 @@ class Huber(_Pointwise):
         return {"delta": self.huber_delta}
 
 
-LOSSES = {"cross_entropy": CrossEntropy, "binary_cross_entropy": BinaryCrossEntropy,
-          "mse": MSE, "mae": MAE, "huber": Huber}
+LOSSES: dict[str, type[Loss]] = {"cross_entropy": CrossEntropy, "binary_cross_entropy": BinaryCrossEntropy,
+                                 "mse": MSE, "mae": MAE, "huber": Huber}
+_BUILTIN_LOSSES = frozenset(LOSSES)
+
+
+def register_loss(cls=None, *, name: str | None = None):
+    """Make a custom Loss subclass one that files can name: checkpoints and saved trained
+    models record it, Trainer.from_checkpoint and pyneuro.load rebuild it as
+    ``cls(**loss.config())``, and Trainer(loss=name) finds it. Usable as a decorator,
+    with or without arguments.
+
+    Registration lasts for the process: import the module that registers the class before
+    loading a file that names it. Saving with an unregistered loss is refused.
+
+    Parameters
+    ----------
+    cls : type, optional
+        The Loss subclass (set its `classifier` to True when targets are classes).
+    name : str, optional
+        The name files record (default: the class's own `name`, else its ``__name__``);
+        not a built-in loss's name. It becomes ``cls.name``.
+
+    Returns
+    -------
+    type
+        `cls` itself (a decorator without `cls`).
+    """
+    def add(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Loss)):
+            raise TypeError(f"register_loss: expected a subclass of pyneuro.Loss, got {cls!r:.60}")
+        own = cls.__dict__.get("name")
+        chosen = name or (own if isinstance(own, str) and own else cls.__name__)
+        register(LOSSES, _BUILTIN_LOSSES, chosen, cls, "loss")
+        cls.name = chosen
+        return cls
+    return add if cls is None else add(cls)
 
 
 def get_loss(loss) -> Loss:

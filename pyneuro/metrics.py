@@ -12,12 +12,14 @@ vectorised NumPy: a loop runs over classes at most, never over samples.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable
 
 import numpy as np
 
 from . import _core
+from ._registry import register
 
 def classes_from_outputs(Z: np.ndarray, out: np.ndarray | None = None, threshold: float = 0.0) -> np.ndarray:
     """The class each row of a network output stands for: argmax_j Z_ij (the first of
@@ -584,8 +586,54 @@ _BY_VALUE: dict[str, Callable[[Outputs], float]] = {
     "r2": lambda o: r2(o.y, o.Z),
 }
 METRIC_NAMES = (*_BY_CLASS, "top_k_accuracy", "top<k>_accuracy", *_BY_VALUE)
+_BUILTIN_METRICS = frozenset(METRIC_NAMES)
 _TOP_K = re.compile(r"top(\d+|_k)_accuracy")
 _HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2", "auc"}
+_LOWER_IS_BETTER: set[str] = set()
+_ON = {"classes": lambda fn: lambda o: float(fn(o.labels, o.classes)),
+       "probabilities": lambda fn: lambda o: float(fn(o.labels, o.proba)),
+       "values": lambda fn: lambda o: float(fn(o.y, o.Z))}
+
+
+def register_metric(fn=None, *, name: str | None = None, on: str = "classes", higher_is_better: bool = True):
+    """Make a function a metric Trainer(metrics=[name]) computes by name, and one whose
+    direction callbacks (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau) know. Usable as
+    a decorator, with or without arguments. Registration lasts for the process.
+
+    Parameters
+    ----------
+    fn : callable, optional
+        f(y_true, y) -> float.
+    name : str, optional
+        The logged name (default ``fn.__name__``); not a built-in metric's name.
+    on : {'classes', 'probabilities', 'values'}
+        What f takes: the true and the predicted classes (n,), the true classes and class
+        probabilities (n, C) (both for a classifier), or the targets and the outputs (n, m)
+        (a regressor).
+    higher_is_better : bool
+        Whether larger values are better (an accuracy; False for an error).
+
+    Returns
+    -------
+    callable
+        `fn` itself (a decorator without `fn`).
+    """
+    if on not in _ON:
+        raise ValueError(f"register_metric: on should be one of {sorted(_ON)}, got {on!r:.40}")
+
+    def add(fn):
+        if not callable(fn):
+            raise TypeError(f"register_metric: expected a function, got {fn!r:.60}")
+        label = getattr(fn, "__name__", "") if name is None else name
+        table = _BY_VALUE if on == "values" else _BY_CLASS
+        other = _BY_CLASS if on == "values" else _BY_VALUE
+        if label in other and label not in _BUILTIN_METRICS:
+            raise ValueError(f"register_metric: {label!r} is already registered on other outputs")
+        register(table, _BUILTIN_METRICS, label, functools.update_wrapper(_ON[on](fn), fn), "metric")
+        (_HIGHER_IS_BETTER if higher_is_better else _LOWER_IS_BETTER).add(label)
+        (_LOWER_IS_BETTER if higher_is_better else _HIGHER_IS_BETTER).discard(label)
+        return fn
+    return add if fn is None else add(fn)
 
 
 def higher_is_better(name: str) -> bool:
@@ -602,7 +650,8 @@ def higher_is_better(name: str) -> bool:
     bool
     """
     base = name[4:] if name.startswith("val_") else name
-    return base in _HIGHER_IS_BETTER or "acc" in base or base.endswith("_auc")
+    return base not in _LOWER_IS_BETTER and (base in _HIGHER_IS_BETTER or "acc" in base
+                                             or base.endswith("_auc"))
 
 
 def metric(name, kind: str, classifier: bool) -> tuple[str, Callable[[Outputs], float]]:
@@ -651,4 +700,5 @@ def metric(name, kind: str, classifier: bool) -> tuple[str, Callable[[Outputs], 
             raise ValueError(f"metrics: {name!r} compares outputs with real targets; this model's outputs are "
                              f"{kind}, not values: use 'log_loss', 'accuracy', ...")
         return name, _BY_VALUE[name]
-    raise ValueError(f"metrics: unknown metric {name!r}; expected one of {METRIC_NAMES} or a callable")
+    raise ValueError(f"metrics: unknown metric {name!r}; expected one of "
+                     f"{(*METRIC_NAMES, *(set(_BY_CLASS) | set(_BY_VALUE)) - _BUILTIN_METRICS)} or a callable")

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from . import _core
+from ._registry import load_hint, not_registered, registered_name
 from ._validation import as_dtype, as_generator, check_features, check_float, check_int
 from .io import json_fault, read_file, write_file
 from .layers import LAYERS, Dense, Dropout, Layer, inference_plan, inference_steps
@@ -382,7 +383,7 @@ class Sequential:
     def __reduce__(self):
         """Pickle support (joblib, scikit-learn): rebuilt from the architecture, the
         parameters and info, so the layers' views into one flat vector survive."""
-        return (model_from, (model_document(self), self.params, self.info))
+        return (model_from, (model_document(self, "pickle"), self.params, self.info))
 
     def count_params(self) -> int:
         return int(self.params.size)
@@ -448,6 +449,8 @@ class Sequential:
         Returns
         -------
         str
+            The table, as a str whose repr is the table itself; IPython and Jupyter show
+            it as a cell's result only when print_fn was None (it was printed already).
         """
         rows = [("Layer", "Output shape", "Params")]
         for i, layer in enumerate(self.layers):
@@ -461,26 +464,65 @@ class Sequential:
         trainable = self.count_trainable_params()
         text += [line, f"Total params: {self.count_params():,}  (dtype {self.dtype}, input width {self.n_in})",
                  f"Trainable params: {trainable:,}", f"Non-trainable params: {self.count_params() - trainable:,}", line]
-        out = "\n".join(text)
+        out = _Table("\n".join(text))
         if print_fn is not None:
-            print_fn(out)
+            print_fn(str(out))
+            out.shown = True
         return out
 
     def __repr__(self):
         return f"Sequential([{', '.join(map(repr, self.layers))}], dtype='{self.dtype}')"
 
 
+class _Table(str):
+    """A printed table: its repr is the table (not a string literal full of \\n), and as a
+    notebook cell's result it shows once (nothing more when it was printed already)."""
+
+    shown = False
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _ipython_display_(self) -> None:
+        if not self.shown:
+            print(self)
+
+
 # ---- the model in a file: its description, rebuilt and checked ----------------------
-def model_document(model: Sequential) -> dict:
-    """The architecture as JSON: dtype, input width, each layer's type and config ("trainable":
-    false for a frozen layer; absent means trainable, as in older files), and once trained
-    the loss and what the outputs are."""
-    doc = {"dtype": model.dtype.name, "input_dim": model.n_in,
-           "layers": [{"type": type(layer).__name__, "config": layer.config(),
-                       **({} if layer.trainable else {"trainable": False})} for layer in model.layers]}
+def model_document(model: Sequential, where: str = "save") -> dict:
+    """The architecture as JSON: dtype, input width, each layer's type (its registered name)
+    and config ("trainable": false for a frozen layer; absent means trainable, as in older
+    files), and once trained the loss and what the outputs are. A ValueError, naming
+    `where`, for what a file could not bring back: a layer or loss not registered, a config
+    that is not JSON."""
+    layers = []
+    for i, layer in enumerate(model.layers):
+        name = registered_name(LAYERS, type(layer))
+        if name is None:
+            raise not_registered(type(layer), "layer", f"{where}: layer {i}")
+        layers.append({"type": name, "config": _json_config(layer, where),
+                       **({} if layer.trainable else {"trainable": False})})
+    doc = {"dtype": model.dtype.name, "input_dim": model.n_in, "layers": layers}
     if model.loss is not None:
-        doc.update(loss={"name": model.loss.name, "config": model.loss.config()}, output=model.output)
+        doc.update(loss=loss_document(model.loss, where), output=model.output)
     return doc
+
+
+def loss_document(loss: Loss, where: str) -> dict:
+    """{'name', 'config'} of a loss, refused (ValueError) unless it is registered."""
+    if LOSSES.get(loss.name) is not type(loss):
+        raise not_registered(type(loss), "loss", where)
+    return {"name": loss.name, "config": _json_config(loss, where)}
+
+
+def _json_config(obj, where: str) -> dict:
+    """obj.config(), refused unless it is a dict a file keeps exactly."""
+    config = obj.config()
+    fault = json_fault(config, f"{type(obj).__name__}.config()") if isinstance(config, dict) else \
+        f"{type(obj).__name__}.config() should return a dict"
+    if fault:
+        raise ValueError(f"{where}: {fault}: a file could not rebuild it")
+    return config
 
 
 def _trained_on(doc: dict, path: str) -> tuple[Loss | None, str | None]:
@@ -492,7 +534,7 @@ def _trained_on(doc: dict, path: str) -> tuple[Loss | None, str | None]:
         spec, output = doc["loss"], doc["output"]
         if not (isinstance(spec, dict) and spec.get("name") in LOSSES and isinstance(spec.get("config"), dict)):
             raise ValueError(f"loss should be {{'name': one of {sorted(LOSSES)}, 'config': {{...}}}}, "
-                             f"got {spec!r:.80}")
+                             f"got {spec!r:.80} " + load_hint("loss"))
         if output not in OUTPUT_KINDS:
             raise ValueError(f"output should be one of {OUTPUT_KINDS}, got {output!r:.80}")
         return LOSSES[spec["name"]](**spec["config"]), output
@@ -527,7 +569,8 @@ def _described_layers(doc, path: str) -> tuple[list[Layer], np.dtype, int, int]:
                 raise TypeError(f"layer {i} should be {{'type': name, 'config': {{...}}}}, got {spec!r:.80}")
             cls = LAYERS.get(spec["type"])
             if cls is None:
-                raise ValueError(f"layer {i} has unknown type {spec['type']!r:.80}")
+                raise ValueError(f"layer {i} has unknown type {spec['type']!r:.80} "
+                                 + load_hint("layer"))
             made: Layer = cls(**spec["config"])
             if not isinstance(spec.get("trainable", True), bool):
                 raise TypeError(f"layer {i}: trainable should be true or false, got {spec['trainable']!r:.40}")
@@ -600,7 +643,7 @@ def save_model(model: Sequential, path, info: dict | None = None) -> None:
     """Write the model (architecture, dtype, parameters, `info`) to one safetensors file;
     refused (nothing written) when `info` is not a JSON object or a parameter is NaN/inf."""
     write_file(path, {"params": model.params},
-               {"model": model_document(model), "info": checked_for_saving(model, info, path)})
+               {"model": model_document(model, os.fspath(path)), "info": checked_for_saving(model, info, path)})
 
 
 def checked_for_saving(model: Sequential, info, path) -> dict:

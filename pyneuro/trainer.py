@@ -8,6 +8,7 @@ few scalars Python needs.
 """
 from __future__ import annotations
 
+import importlib.util
 import signal
 import sys
 import threading
@@ -29,9 +30,29 @@ from .model import Sequential
 from .optimizers import Adam, Optimizer, get_optimizer
 
 
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (whose stderr is no terminal, but shows a bar)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
 def _progress_bar(total: int, desc: str):
-    """A tqdm bar on stderr (tqdm is imported only when a bar is shown: it costs 40 ms)."""
-    from tqdm.auto import tqdm
+    """A tqdm bar, or None where nobody would see one: in a terminal, tqdm's text bar on
+    stderr; in a Jupyter kernel, tqdm's notebook widget where ipywidgets is installed, else
+    the text bar (the notebook redraws it in place). tqdm is imported only when a bar is
+    shown: it costs 40 ms."""
+    notebook = _in_notebook()
+    if not (notebook or sys.stderr.isatty()):
+        return None
+    if notebook and importlib.util.find_spec("ipywidgets") is not None:   # tqdm.notebook needs it
+        from tqdm.notebook import tqdm as widget
+        return widget(total=total, desc=desc, unit="batch", leave=False)
+    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr)
 
 
@@ -109,6 +130,13 @@ class Trainer:
         and class probabilities, a regressor's targets and outputs). Outputs become classes
         and probabilities as the model means them (Sequential.predict_proba). Default: none
         for a classifier, ['r2', 'mae'] for a regressor.
+
+    Attributes
+    ----------
+    accuracy_note : str or None
+        Why no accuracy is counted (a regression loss, a custom loss whose `classifier` is
+        False, several binary labels), added once to the first epoch line; None when
+        accuracy is counted.
     """
 
     def __init__(self, model: Sequential, loss="cross_entropy", optimizer: Optimizer | str | None = None,
@@ -126,6 +154,7 @@ class Trainer:
         # sigmoid/softmax output trained on one-hot targets with mse, the textbook's network)
         self._accuracy = self.loss.reports_accuracy(model.n_out) or outputs == "probabilities"
         self._threshold = 0.5 if outputs == "probabilities" else 0.0   # of a single output
+        self.accuracy_note = None if self._accuracy else f"no accuracy: {self.loss.accuracy_note(model.n_out)}"
         self._outputs = outputs
         self._metrics = self._named_metrics(metrics)
         self.optimizer = Adam() if optimizer is None else get_optimizer(optimizer)
@@ -328,7 +357,13 @@ class Trainer:
         if self.verbose:
             print(f"epoch {self.epoch:>3}  " + "  ".join(
                 f"{k} {v:.4f}" if k != "time" else f"({v:.2f} s)" for k, v in logs.items()
-                if isinstance(v, (int, float, np.number))), flush=True)
+                if isinstance(v, (int, float, np.number))) + self._say_once(), flush=True)
+
+    def _say_once(self) -> str:
+        """accuracy_note, for the first epoch line this Trainer prints ('' after)."""
+        note, self._said = ("" if getattr(self, "_said", False) or not self.accuracy_note
+                            else f"  ({self.accuracy_note})"), True
+        return note
 
     def _row_weights(self, y, rows, sample_weight, class_weight) -> np.ndarray | None:
         """Each row's weight w_i = sample_weight_i · class_weight[y_i] (fit's docstring), or None."""
@@ -352,8 +387,7 @@ class Trainer:
         perm = rows[self.rng.permutation(rows.shape[0])]
         n_batches = (rows.shape[0] + batch - 1) // batch
         total_loss, total_correct, seen, weight = 0.0, 0, 0, 0.0
-        bar = (_progress_bar(n_batches, f"epoch {self.epoch + 1}")
-               if self.verbose == 1 and sys.stderr.isatty() else None)
+        bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}") if self.verbose == 1 else None
         try:
             for b in range(n_batches):
                 idx = perm[b * batch:(b + 1) * batch]
