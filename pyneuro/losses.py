@@ -62,7 +62,8 @@ class Loss:
         raise NotImplementedError
 
     def __call__(self, Z, y, w=None) -> float:
-        return self.value_and_grad(Z, y, None, w)
+        # a loss of one's own may take no weights: w is passed only when there are some
+        return self.value_and_grad(Z, y, None) if w is None else self.value_and_grad(Z, y, None, w)
 
     def targets_from_labels(self, labels: np.ndarray, n_outputs: int, dtype) -> np.ndarray:
         """This loss's targets for integer class labels: one-hot rows (a 0/1 column for one
