@@ -10,7 +10,7 @@ from ._core import get_num_threads, openmp_enabled, set_num_threads
 from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint,
                         ReduceLROnPlateau)
 from .layers import (ELU, GELU, Activation, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU,
-                     Sigmoid, Softmax, Tanh)
+                     Scale, Sigmoid, Softmax, Standardize, Tanh)
 from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
 from .model import Sequential, load_model
 from .optimizers import (SGD, Adam, AdamW, CosineDecay, CosineRestarts, ExponentialDecay, LinearWarmup,
@@ -40,5 +40,5 @@ __all__ = [
     "Dense", "DivergenceError", "Dropout", "EarlyStopping", "ELU", "ExponentialDecay", "GELU",
     "History", "Huber", "Identity", "LambdaCallback", "Layer", "LeakyReLU", "Loss", "MAE", "MSE",
     "Optimizer", "ReLU", "RMSprop", "SGD", "Sequential", "Sigmoid", "Softmax", "StepDecay", "Tanh",
-    "Trainer", "datasets", "metrics", "get_num_threads", "load", "ModelCheckpoint", "openmp_enabled", "set_num_threads",
+    "Scale", "Standardize", "Trainer", "datasets", "metrics", "get_num_threads", "load", "ModelCheckpoint", "openmp_enabled", "set_num_threads",
 ]
