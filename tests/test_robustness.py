@@ -439,10 +439,10 @@ def test_predict_fuzz(n, d, h, k, model_dtype, data_dtype, layout, width_off, po
     expected_error = None
     if X.dtype.kind == "c":     # other real dtypes are read as their values in the model's dtype
         expected_error = (TypeError, "dtype")
+    elif n == 0:                # checked before the width (check_features' order)
+        expected_error = (ValueError, "at least one sample")
     elif X.shape[1] != d:
         expected_error = (ValueError, f"expects {d} features")
-    elif n == 0:
-        expected_error = (ValueError, "at least one sample")
     elif not np.isfinite(X).all():
         expected_error = (ValueError, "NaN or infinity")
     if expected_error:
