@@ -51,9 +51,12 @@ GATHER_SOURCES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.floa
 def gather_rows(X, idx, out):
     """out[i] = X[idx[i]] converted to out's float dtype, for int64 row indices idx (checked
     against X's rows); X is C-contiguous 2-d of any dtype in GATHER_SOURCES."""
-    if not isinstance(X, np.ndarray) or X.dtype not in GATHER_SOURCES or X.ndim != 2 or not X.flags.c_contiguous:
-        raise TypeError(f"X: expected a C-contiguous 2-d array of a real dtype, got "
-                        f"{getattr(X, 'dtype', type(X).__name__)} {getattr(X, 'shape', '')}")
+    if not isinstance(X, np.ndarray):
+        raise TypeError(f"X: expected a numpy.ndarray, got {type(X).__name__}")
+    if X.dtype not in GATHER_SOURCES:
+        raise TypeError(f"X: expected a real dtype (float, int, uint or bool, native byte order), got {X.dtype}")
+    if X.ndim != 2 or not X.flags.c_contiguous:
+        raise ValueError(f"X: expected a C-contiguous 2-d array, got shape {X.shape}, strides {X.strides}")
     _float_array("out", out, 2, True)
     if not isinstance(idx, np.ndarray) or idx.dtype != I64 or idx.ndim != 1 or not idx.flags.c_contiguous:
         raise TypeError(f"idx: expected a contiguous 1-d int64 array, got {getattr(idx, 'dtype', type(idx).__name__)}")
