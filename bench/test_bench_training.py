@@ -23,11 +23,12 @@ def pyneuro_step(opt, batch, data):
     X, y = data
     pn, model, optimizer = peers.pyneuro_model(opt)
     trainer = pn.Trainer(model, "cross_entropy", optimizer, batch_size=batch, verbose=0, seed=0)
+    source = trainer._data(X, y)
     rng = np.random.default_rng(0)
 
     def step():
         idx = rng.integers(0, X.shape[0], batch)
-        xb, yb, dZ, _ = trainer._gather(X, y, idx)
+        xb, yb, dZ, _ = source.fetch(trainer, idx)
         Z = model.forward(xb, training=True)
         trainer.loss.value_and_grad(Z, yb, dZ)
         model.backward(dZ)

@@ -12,7 +12,7 @@ Only pyneuro's own Python code is meant to call this module.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 import os
 
@@ -33,6 +33,6 @@ include "dense.pxi"          # the dense layer: Z = X·W + b, A = f(Z) and its g
 include "dense_chain.pxi"    # the compiled prediction chain of dense layers (DenseChain)
 include "losses.pxi"         # loss values and delta = ∂L/∂Z
 include "optim.pxi"          # SGD / Adam / RMSprop steps, the global gradient norm
-include "gather.pxi"         # out[i] = X[idx[i]]: a shuffled batch
+include "gather.pxi"         # out[i] = X[idx[i]]: a shuffled batch, converted to the model dtype
 include "dropout.pxi"        # the inverted-dropout mask
 include "elementwise.pxi"    # out = A ⊙ B

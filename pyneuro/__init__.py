@@ -10,7 +10,7 @@ from ._core import get_num_threads, openmp_enabled, set_num_threads
 from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint,
                         ReduceLROnPlateau)
 from .layers import (ELU, GELU, Activation, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU,
-                     Sigmoid, Softmax, Tanh, register_layer)
+                     Scale, Sigmoid, Softmax, Standardize, Tanh, register_layer)
 from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss, register_loss
 from .metrics import register_metric
 from .model import Sequential, load_model
@@ -41,6 +41,6 @@ __all__ = [
     "Dense", "DivergenceError", "Dropout", "EarlyStopping", "ELU", "ExponentialDecay", "GELU",
     "History", "Huber", "Identity", "LambdaCallback", "Layer", "LeakyReLU", "Loss", "MAE", "MSE",
     "Optimizer", "ReLU", "RMSprop", "SGD", "Sequential", "Sigmoid", "Softmax", "StepDecay", "Tanh",
-    "Trainer", "datasets", "metrics", "get_num_threads", "load", "ModelCheckpoint", "openmp_enabled", "set_num_threads",
-    "register_layer", "register_loss", "register_metric",
+    "Scale", "Standardize", "Trainer", "datasets", "metrics", "get_num_threads", "load", "ModelCheckpoint",
+    "openmp_enabled", "set_num_threads", "register_layer", "register_loss", "register_metric",
 ]

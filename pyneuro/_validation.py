@@ -28,20 +28,22 @@ def as_dtype(dtype) -> np.dtype:
 
 def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
                    allow_nonfinite: bool = False) -> np.ndarray:
-    """A non-empty 2-d array of `dtype` with `n_features` columns, returned C-contiguous.
+    """A non-empty 2-d real array with `n_features` columns, returned C-contiguous in its own
+    dtype (any of _core.GATHER_SOURCES: float16/32/64, signed and unsigned integers, bool).
 
-    Non-contiguous views (Fortran order, steps, negative strides) are copied once
-    into C order; another dtype is refused, never silently converted."""
+    It is not converted here: read_rows and row_blocks convert each batch to the model's
+    `dtype` where it is read, so a uint8 or float64 memmap is never copied whole. Lists
+    become arrays; non-contiguous views (Fortran order, steps) are copied once into C
+    order; complex, object and string data are refused. Float data is checked for NaN and
+    infinity here (without a copy); values that overflow the model's dtype, per batch."""
     if not isinstance(X, np.ndarray):
         if isinstance(X, (list, tuple)):
             X = np.asarray(X)
         else:
             raise TypeError(f"{name}: expected a numpy array of {dtype}, got {type(X).__name__}")
-    if X.dtype != dtype:
-        if X.dtype in FLOAT_DTYPES:
-            raise TypeError(f"{name}: the model computes in {dtype} but {name} is {X.dtype}; "
-                            f"pass {name}.astype('{dtype}') or build the model with dtype='{X.dtype}'")
-        raise TypeError(f"{name}: expected a float array of dtype {dtype}, got dtype {X.dtype}")
+    if X.dtype not in _core.GATHER_SOURCES:
+        raise TypeError(f"{name}: expected an array of real numbers (float, int, uint or bool; "
+                        f"converted to {dtype} batch by batch), got dtype {X.dtype}")
     if X.ndim != 2:
         hint = f" (one sample? use {name}.reshape(1, -1))" if X.ndim == 1 else ""
         raise ValueError(f"{name}: expected a 2-d array (samples, features), got shape {X.shape}{hint}")
@@ -51,9 +53,39 @@ def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
         raise ValueError(f"{name}: the model expects {n_features} features, got {X.shape[1]} "
                          f"(shape {X.shape})")
     X = np.ascontiguousarray(X)
-    if not allow_nonfinite and not _core.all_finite(X):
+    if not allow_nonfinite and X.dtype.kind == "f" and not _all_finite(X):
         raise ValueError(f"{name}: contains NaN or infinity (pass allow_nonfinite=True to accept it)")
     return X
+
+
+def _all_finite(X: np.ndarray, block: int = 4096) -> bool:
+    """Whether every value of a float array is finite (float16 in blocks of rows: no whole copy)."""
+    if X.dtype in FLOAT_DTYPES:
+        return _core.all_finite(X)
+    return all(np.isfinite(X[s:s + block]).all() for s in range(0, X.shape[0], block))
+
+
+def read_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray, name: str = "X",
+              allow_nonfinite: bool = False) -> np.ndarray:
+    """out = X[idx] converted to out's dtype (in the core's gather); for float data of
+    another dtype, a value that overflows out's dtype (1e300 as float32) is refused."""
+    _core.gather_rows(X, idx, out)
+    if not allow_nonfinite and X.dtype.kind == "f" and X.dtype != out.dtype and not _core.all_finite(out):
+        raise ValueError(f"{name}: holds values too large for {out.dtype} (they would become infinite)")
+    return out
+
+
+def row_blocks(X: np.ndarray, dtype: np.dtype, batch_size: int, name: str = "X",
+               allow_nonfinite: bool = False):
+    """(start, X[start:start + batch_size] in `dtype`) for consecutive blocks of rows: views
+    of X when it has that dtype, else converted into one reused buffer (bounded memory)."""
+    buf = None if X.dtype == dtype else np.empty((min(batch_size, X.shape[0]), X.shape[1]), dtype)
+    for s in range(0, X.shape[0], batch_size):
+        if buf is None:
+            yield s, X[s:s + batch_size]
+        else:
+            e = min(s + batch_size, X.shape[0])
+            yield s, read_rows(X, np.arange(s, e, dtype=np.int64), buf[:e - s], name, allow_nonfinite)
 
 
 def check_labels(y, n_samples: int, n_classes: int, name: str = "y") -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Layers: Dense, the activation layers and Dropout.
+"""Layers: Dense, the activation layers, Dropout, and the preprocessing layers Scale and Standardize.
 
 A layer maps a batch X (B × n_in) to A (B × n_out):
     forward(X, training) -> A          backward(dA = ∂L/∂A) -> dX = ∂L/∂X
@@ -76,8 +76,8 @@ class Layer:
         return A
 
     def inference(self) -> list[tuple] | None:
-        """What the layer computes at inference, as steps ("dense", W, b, act, alpha) or
-        ("act", act, alpha); [] for none; None when it has no such form (a custom layer).
+        """What the layer computes at inference, as steps ("dense", W, b, act, alpha),
+        ("act", act, alpha) or ("affine", m, s, divide) (y = (x − m)·s, or /s); [] for none; None when it has no such form (a custom layer).
         The compiled prediction chain and the ONNX exporter both read these."""
         return None
 
@@ -331,6 +331,132 @@ class Dropout(Layer):
         return dX
 
 
+class _Affine(Layer):
+    """The per-column affine map y = (x − m)·s or (x − m)/s, in the core (affine_columns);
+    no trainable parameters: m and s are part of the layer's config (saved in the model
+    file). Its inference step is ("affine", m, s, divide)."""
+
+    _divide = False
+
+    def __init__(self, m, s, what: str):
+        super().__init__()
+        self._m = self._vector(m, f"{what}")
+        self._s = self._vector(s, f"{what}")
+        self._shift = self._factor = np.empty(0)
+
+    @staticmethod
+    def _vector(v, what: str) -> np.ndarray:
+        a = np.asarray(v, dtype=np.float64)
+        if a.ndim > 1 or a.size == 0 or not np.isfinite(a).all():
+            raise ValueError(f"{what}: expected a finite number or 1-d array of them, got {v!r:.60}")
+        return a.reshape(-1)
+
+    def build(self, n_in, dtype):
+        for a in (self._m, self._s):
+            if a.size not in (1, n_in):
+                raise ValueError(f"{type(self).__name__} has {a.size} values for {n_in} input columns")
+        self.n_in = self.n_out = n_in
+        self.dtype = dtype
+        self._shift = np.ascontiguousarray(np.broadcast_to(self._m, (n_in,)), dtype=dtype)
+        self._factor = np.ascontiguousarray(np.broadcast_to(self._s, (n_in,)), dtype=dtype)
+        self._zero = np.zeros(n_in, dtype)
+        return n_in
+
+    @staticmethod
+    def _plain(a: np.ndarray):
+        return float(a[0]) if a.size == 1 else [float(v) for v in a]
+
+    def inference(self):
+        return [("affine", self._shift, self._factor, self._divide)]
+
+    def forward(self, x, training=False):
+        y = self._buffer("y", x.shape[0], self.n_out)
+        return _core.affine_columns(x, self._shift, self._factor, self._divide, y)
+
+    def backward(self, dA, need_input_grad=True):
+        if not need_input_grad:
+            return None
+        dX = self._buffer("dX", dA.shape[0], self.n_in)
+        return _core.affine_columns(dA, self._zero, self._factor, self._divide, dX)
+
+
+class Scale(_Affine):
+    """Scale the inputs: y = x·s (per column when s is an array), e.g. Scale(1/255) on uint8
+    pixels. No trainable parameters; s is saved with the model. ONNX: Mul.
+
+    With s rounded to the model's dtype first (s = float32(1/255) in a float32 model), a
+    uint8 batch gives bitwise X.astype(float32) * float32(s) — the same numbers as float
+    data pre-scaled that way (x/255 rounds differently: use the product on both sides).
+
+    Parameters
+    ----------
+    scale : float or array_like of shape (n_in,)
+        Finite.
+    """
+
+    def __init__(self, scale):
+        super().__init__(0.0, scale, "Scale scale")
+
+    def config(self):
+        return {"scale": self._plain(self._s)}
+
+
+class Standardize(_Affine):
+    """Standardize the inputs: y = (x − μ)/σ per column. No trainable parameters; μ and σ
+    are saved with the model. ONNX: Sub, Div.
+
+    Parameters
+    ----------
+    mean : float or array_like of shape (n_in,)
+        μ.
+    std : float or array_like of shape (n_in,)
+        σ, finite and non-zero.
+    """
+
+    _divide = True
+
+    def __init__(self, mean, std):
+        super().__init__(mean, std, "Standardize mean/std")
+        if (self._s == 0).any():
+            raise ValueError("Standardize std: expected non-zero values (a constant column? use std 1 there)")
+
+    def config(self):
+        return {"mean": self._plain(self._m), "std": self._plain(self._s)}
+
+    @classmethod
+    def fit(cls, X, batch_size: int = 4096) -> "Standardize":
+        """A Standardize with the columns' mean μ_j = (1/N)·Σ_i x_ij and standard deviation
+        σ_j = √((1/N)·Σ_i (x_ij − μ_j)²) (columns with σ_j = 0 get 1), in float64, read in
+        blocks of rows (a memmap is not copied whole).
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features), real
+        batch_size : int
+            Rows per block.
+
+        Returns
+        -------
+        Standardize
+        """
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[0] == 0 or X.dtype.kind not in "fiub":
+            raise ValueError(f"Standardize.fit: expected a non-empty 2-d real array, got "
+                             f"{X.dtype} of shape {X.shape}")
+        batch_size = check_int(batch_size, "batch_size", 1)
+        n = X.shape[0]
+        total = np.zeros(X.shape[1])
+        for s in range(0, n, batch_size):
+            total += X[s:s + batch_size].sum(axis=0, dtype=np.float64)
+        mean = total / n
+        sq = np.zeros(X.shape[1])
+        for s in range(0, n, batch_size):
+            sq += ((X[s:s + batch_size] - mean) ** 2).sum(axis=0)
+        std = np.sqrt(sq / n)
+        std[std == 0] = 1.0
+        return cls(mean, std)
+
+
 def inference_steps(layers) -> list[tuple[int, tuple]]:
     """The inference pass of a stack of layers as (i, step) pairs, layer i being the one
     whose output is the step's output. Steps are Layer.inference()'s — ("dense", W, b, act,
@@ -356,7 +482,8 @@ def inference_plan(layers) -> list[tuple]:
 
 
 LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (Dense, Identity, ReLU, LeakyReLU, ELU, Sigmoid,
-                                                                 Tanh, GELU, Softmax, Dropout)}
+                                                                 Tanh, GELU, Softmax, Dropout,
+                                                                 Scale, Standardize)}
 _BUILTIN_LAYERS = frozenset(LAYERS)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _core
 from ._registry import load_hint, not_registered, registered_name
-from ._validation import as_dtype, as_generator, check_features, check_float, check_int
+from ._validation import as_dtype, as_generator, check_features, check_float, check_int, row_blocks
 from .io import json_fault, read_file, write_file
 from .layers import LAYERS, Dense, Dropout, Layer, inference_plan, inference_steps
 from .losses import LOSSES, OUTPUT_KINDS, Loss, get_loss
@@ -51,7 +51,10 @@ class Sequential:
         self.info: dict = {}   # JSON-able facts kept with the model by save() (e.g. input preprocessing)
         self.loss: Loss | None = None   # the loss it was trained on, and so what its outputs are
         self.output: str | None = None  # (one of losses.OUTPUT_KINDS): set by Trainer.fit
-        n = self.layers[0].n_in if input_dim is None else check_int(input_dim, "input_dim", 1)
+        # the input width: given, or fixed by the first layer that has one (layers before it,
+        # such as Scale or an activation, keep the width)
+        n = (next((layer.n_in for layer in self.layers if layer.n_in is not None), None)
+             if input_dim is None else check_int(input_dim, "input_dim", 1))
         if n is None:
             raise ValueError(f"Sequential: the first layer ({type(self.layers[0]).__name__}) does not fix "
                              "the input width; pass input_dim=")
@@ -214,8 +217,10 @@ class Sequential:
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_in), the model's dtype
-            Non-contiguous views are copied once; NaN/inf are refused unless allowed.
+        X : array_like of shape (n_samples, n_in), real
+            float16/32/64, integers or bool, converted to the model's dtype batch by batch
+            (a uint8 or float64 memmap is never copied whole); non-contiguous views are
+            copied once; NaN/inf are refused unless allowed.
         batch_size : int
             Rows per compiled call (bounds the work memory).
         allow_nonfinite : bool
@@ -228,12 +233,12 @@ class Sequential:
         X = check_features(X, self.dtype, self.n_in, allow_nonfinite=allow_nonfinite)
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
-        for s in range(0, X.shape[0], batch_size):
+        for s, xb in row_blocks(X, self.dtype, batch_size, allow_nonfinite=allow_nonfinite):
             with self._lock:
                 if self._chain is not None:
-                    self._chain.forward(X[s:s + batch_size], out[s:s + batch_size])
+                    self._chain.forward(xb, out[s:s + batch_size])
                 else:
-                    out[s:s + batch_size] = self.forward(X[s:s + batch_size])
+                    out[s:s + batch_size] = self.forward(xb)
         return out
 
     def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:
@@ -313,9 +318,8 @@ class Sequential:
         batch_size = check_int(batch_size, "batch_size", 1)
         outs = [(np.empty((X.shape[0], layer.n_out), self.dtype), np.empty((X.shape[0], layer.n_out), self.dtype))
                 for layer in self.layers]
-        for s in range(0, X.shape[0], batch_size):
+        for s, A in row_blocks(X, self.dtype, batch_size):
             with self._lock:
-                A = X[s:s + batch_size]
                 for layer, (Z_all, A_all) in zip(self.layers, outs):
                     X_in, A = A, layer.forward(A, training=False)
                     Z_all[s:s + batch_size] = layer.pre_activation(X_in, A)
@@ -346,10 +350,10 @@ class Sequential:
         X = check_features(X, self.dtype, self.n_in)
         y = loss.prepare_targets(y, X.shape[0], self.n_out, self.dtype)
         batch_size = check_int(batch_size, "batch_size", 1)
-        n, dX = X.shape[0], np.empty_like(X)
-        for s in range(0, n, batch_size):
+        n, dX = X.shape[0], np.empty(X.shape, self.dtype)
+        for s, xb in row_blocks(X, self.dtype, batch_size):
             with self._lock:
-                Z = self.forward(X[s:s + batch_size], training=False)
+                Z = self.forward(xb, training=False)
                 delta = np.empty_like(Z)
                 loss.value_and_grad(Z, y[s:s + batch_size], delta)   # of the batch's mean
                 dX[s:s + batch_size] = self.backward(delta, input_grad=True)

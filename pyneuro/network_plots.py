@@ -39,7 +39,7 @@ def _columns(model, x):
         if step[0] == "dense":
             cols.append((f"{i}: {step[3]}" if step[3] != "identity" else f"{i}: linear", i, acts[i][0], step[1]))
         else:
-            cols.append((f"{i}: {step[1]}", i, acts[i][0], None))
+            cols.append((f"{i}: {step[1] if step[0] == 'act' else step[0]}", i, acts[i][0], None))
     return cols
 
 

@@ -6,6 +6,7 @@
     leaky_relu(α), elu(α)                      LeakyRelu(alpha), Elu(alpha)
     gelu (exact)                               ½·x·(1 + Erf(x/√2))  (Gelu is opset 20; this is opset 17)
     Dropout, Identity                          nothing (inference)
+    Scale (y = x·s), Standardize (y = (x − μ)/σ)   Mul; Sub, Div
 The graph has one input "input" (batch × n_in, batch dynamic) and one output
 "output", in the model's dtype; weights are initializers.
 """
@@ -76,6 +77,16 @@ def to_onnx_bytes(model) -> bytes:
             nodes += [helper.make_node("MatMul", [x, const(W, f"W{i}")], [mm]),
                       helper.make_node("Add", [mm, const(b, f"b{i}")], [z])]
             x = activation(z, act, alpha)
+        elif step[0] == "affine":
+            _, m, s, divide = step
+            if divide:
+                centred, x_new = fresh(f"standardize{i}_sub"), fresh(f"standardize{i}")
+                nodes += [helper.make_node("Sub", [x, const(m, f"mean{i}")], [centred]),
+                          helper.make_node("Div", [centred, const(s, f"std{i}")], [x_new])]
+            else:
+                x_new = fresh(f"scale{i}")
+                nodes.append(helper.make_node("Mul", [x, const(s, f"scale{i}")], [x_new]))
+            x = x_new
         else:
             x = activation(x, step[1], step[2])
     nodes.append(helper.make_node("Identity", [x], ["output"]))

@@ -1,7 +1,8 @@
 """Trainer: mini-batch gradient descent over a data set.
 
 Each epoch: a seeded permutation of the training rows; for every batch of it
-    X_b = X[perm_b]  (gathered in the core, no copy of the data set)
+    X_b = T(X[perm_b])  (gathered in the core and converted to the model's dtype T, no copy
+                         of the data set; Datasets and iterables of batches: data_sources.py)
     Z = model(X_b);  L, ∂L/∂Z = loss(Z, y_b);  backprop;  θ ← optimizer(θ, ∂L/∂θ)
 then validation, history, callbacks. Nothing is allocated per batch but the
 few scalars Python needs.
@@ -18,10 +19,10 @@ import warnings
 import numpy as np
 
 from . import _core
-from ._validation import as_generator, check_features, check_float, check_int
-from ._validation import check_sample_weight, class_weight_rows
+from ._validation import as_generator, check_float, check_int, check_sample_weight, class_weight_rows
 from .callbacks import Callback, History
 from .checkpoint import load_checkpoint, save_checkpoint
+from .data_sources import ArraySource, data_source
 from .distributed import Distributed, OneProcess
 from .layers import Softmax
 from .losses import Loss, get_loss
@@ -130,7 +131,6 @@ class Trainer:
         and class probabilities, a regressor's targets and outputs). Outputs become classes
         and probabilities as the model means them (Sequential.predict_proba). Default: none
         for a classifier, ['r2', 'mae'] for a regressor.
-
     Attributes
     ----------
     accuracy_note : str or None
@@ -204,11 +204,13 @@ class Trainer:
         return self.dist.is_root
 
     # ---- data at the boundary ---------------------------------------------------
-    def _data(self, X, y, name="X"):
-        m = self.model
-        X = check_features(X, m.dtype, m.n_in, name, self.allow_nonfinite)
-        y = self.loss.prepare_targets(y, X.shape[0], m.n_out, m.dtype, "y" if name == "X" else f"y of {name}")
-        return X, y
+    def _data(self, X, y, name="X", steps=None):
+        """The data's source (data_sources.py), validated as far as it can be up front."""
+        source = data_source(self, X, y, steps, name)
+        if not source.random_access and self.dist.size > 1:
+            raise ValueError(f"{name}: distributed training needs data with random access (arrays or a "
+                             "Dataset), not an iterable of batches")
+        return source
 
     def _buffers(self, B: int, y: np.ndarray):
         """Batch buffers of B rows, reused across batches and epochs."""
@@ -220,15 +222,6 @@ class Trainer:
         xb, yb, delta, pred = bufs
         return xb[:B], yb[:B], delta[:B], pred[:B]
 
-    def _gather(self, X, y, idx):
-        xb, yb, delta, pred = self._buffers(idx.shape[0], y)
-        _core.gather_rows(X, idx, xb)
-        if y.ndim == 1:
-            np.take(y, idx, out=yb)
-        else:
-            _core.gather_rows(y, idx, yb)
-        return xb, yb, delta, pred
-
     def _weights_of(self, w, idx):
         """The batch's sample weights (a reused buffer), or None when training is unweighted."""
         if w is None:
@@ -237,34 +230,45 @@ class Trainer:
             self._wbuf = np.empty(idx.shape[0], w.dtype)
         return np.take(w, idx, out=self._wbuf[:idx.shape[0]])
 
-    def _gradient(self, X, y, idx, w=None) -> tuple[float, int | None]:
-        """Forward and backward over the batch rows idx: fills model.grads with ∂L/∂θ of the
-        batch's mean loss (weighted mean Σ w_i ℓ_i / Σ w_i with sample weights w); returns
-        (loss, correct). Each rank takes its shard of the rows and the shards' gradients are
-        combined (pyneuro/distributed.py; one process: all rows)."""
+    def _loss_and_grad(self, Z, yb, delta, wb) -> float:
+        """The batch's loss (weighted mean Σ w_i ℓ_i / Σ w_i with sample weights wb), δ into delta."""
+        return self.loss.value_and_grad(Z, yb, delta) if wb is None else self.loss.value_and_grad(Z, yb, delta, wb)
+
+    def _gradient(self, source, batch, w=None) -> tuple[float, int | None, int]:
+        """Forward and backward over one batch (rows idx of a random-access source, or an
+        iterable's (X_b, y_b)): fills model.grads with ∂L/∂θ of the batch's mean loss (weighted
+        by the rows' sample weights w of a random-access source);
+        returns (loss, correct, rows). Each rank takes its shard of the rows and the shards'
+        gradients are combined (pyneuro/distributed.py; one process: all rows)."""
+        if not source.random_access:
+            xb, yb, delta, pred = source.fetch(self, batch)
+            Z = self.model.forward(xb, training=True)
+            loss = self.loss.value_and_grad(Z, yb, delta)
+            correct = self._correct(Z, yb, pred)
+            self.model.backward(delta)
+            return loss, correct, xb.shape[0]
+        idx = batch
         rows = self.dist.shard(idx)
         loss, correct = 0.0, None
         if rows.shape[0]:
-            xb, yb, delta, pred = self._gather(X, y, rows)
+            xb, yb, delta, pred = source.fetch(self, rows)
             Z = self.model.forward(xb, training=True)
-            wb = self._weights_of(w, rows)
-            loss = (self.loss.value_and_grad(Z, yb, delta) if wb is None
-                    else self.loss.value_and_grad(Z, yb, delta, wb))
+            loss = self._loss_and_grad(Z, yb, delta, self._weights_of(w, rows))
             correct = self._correct(Z, yb, pred)
             self.model.backward(delta)
         else:                                   # more ranks than rows in this batch
             self.model.grads[...] = 0
             correct = 0 if self._accuracy else None
-        return self.dist.combine_step(self.model.grads, loss, correct, rows.shape[0], idx.shape[0])
+        return (*self.dist.combine_step(self.model.grads, loss, correct, rows.shape[0], idx.shape[0]), idx.shape[0])
 
     def _correct(self, Z, yb, pred) -> int | None:
         """How many rows of the batch are classified right (None when outputs are not classes)."""
         return count_correct(Z, yb, pred, self._threshold) if self._accuracy else None
 
     # ---- training ----------------------------------------------------------------
-    def fit(self, X, y, validation_data=None, validation_split: float = 0.0,
+    def fit(self, X, y=None, validation_data=None, validation_split: float = 0.0,
             callbacks: list[Callback] | None = None, epochs: int | None = None,
-            sample_weight=None, class_weight=None) -> History:
+            steps_per_epoch: int | None = None, sample_weight=None, class_weight=None) -> History:
         """Train, epoch after epoch.
 
         With sample_weight and/or class_weight each row i weighs w_i = sample_weight_i ·
@@ -272,19 +276,30 @@ class Trainer:
         L = Σ_i w_i ℓ_i / Σ_i w_i (pyneuro.losses; a batch whose weights are all 0 gives 0 and
         no gradient), the logged batch 'loss' is that weighted mean, and the epoch's 'loss' is
         Σ_batches L_b W_b / Σ_batches W_b (W_b = Σ_{i in b} w_i), the weighted mean over the
-        epoch's rows. 'accuracy' and the validation values stay unweighted.
+        epoch's rows. 'accuracy' and the validation values stay unweighted. Weights need an
+        array X (class_weight: and its y).
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_in)
-        y : ndarray
-            Integer labels (n_samples,), class probabilities, or real targets.
-        validation_data : tuple (X_val, y_val), optional
+        X : array_like of shape (n_samples, n_in), Dataset, or iterable of batches
+            An array (ndarray, np.memmap, list) of any real dtype — float16/32/64, integers,
+            bool — each batch converted to the model's dtype as it is gathered
+            (X_b = T(X[idx]), no whole copy); or a Dataset, an object with ``len(ds)`` and
+            ``ds[idx] -> (X_b, y_b)`` for an int64 index array ``idx`` (y then None); or an
+            iterable or generator of ``(X_b, y_b)`` batches (y None), one pass per epoch, or
+            `steps_per_epoch` batches of it. Arrays and Datasets are shuffled by the seed.
+        y : array_like, optional
+            With an array X: integer labels (n_samples,), class probabilities, or real targets.
+        validation_data : tuple (X_val, y_val), Dataset or iterable of batches, optional
+            An iterable must start a new pass at each iter() (a list of batches, not a generator).
         validation_split : float
-            Fraction of the rows held out for validation (the same rows on every call).
+            Fraction of the rows held out for validation (the same rows on every call; arrays
+            and Datasets).
         callbacks : list of Callback, optional
         epochs : int, optional
             How many epochs (default: the Trainer's, less those a checkpoint already ran).
+        steps_per_epoch : int, optional
+            Batches per epoch (at most): needed for a generator, which has no length.
         sample_weight : array-like of shape (n_samples,) or float, optional
             w_i ≥ 0 per row (finite, not all 0), gathered with the rows into each batch.
         class_weight : dict {class: weight} or 'balanced', optional
@@ -302,23 +317,24 @@ class Trainer:
             raise RuntimeError("fit is already running on this Trainer's model (in another thread); "
                                "one model trains in one fit at a time")
         try:
-            return self._fit(X, y, validation_data, validation_split, callbacks, epochs, sample_weight,
-                             class_weight)
+            return self._fit(X, y, validation_data, validation_split, callbacks, epochs, steps_per_epoch,
+                             sample_weight, class_weight)
         except Exception as error:   # one rank's failure stops the job instead of hanging the others
             self.dist.abort(error)
             raise
         finally:
             self.model._fit_lock.release()
 
-    def _fit(self, X, y, validation_data, validation_split, callbacks, epochs, sample_weight=None,
+    def _fit(self, X, y, validation_data, validation_split, callbacks, epochs, steps, sample_weight=None,
              class_weight=None) -> History:
-        X, y = self._data(X, y)
-        rows, val = self._split(X, y, validation_data, validation_split)
-        w = self._row_weights(y, rows, sample_weight, class_weight)
+        steps = None if steps is None else check_int(steps, "steps_per_epoch", 1)
+        train = self._data(X, y, steps=steps)
         self.model._trained_on(self.loss)
         self.dist.broadcast(self.model.params)   # every rank starts from rank 0's weights
         epochs = self._epochs_to_run(epochs)
-        batch = self._batch_size_for(rows.shape[0])
+        rows, val = self._split(train, validation_data, validation_split)
+        w = self._row_weights(train, rows, sample_weight, class_weight)
+        batch = self._batch_size_for(rows.shape[0]) if rows is not None else self.batch_size
         callbacks = self._attach(callbacks)
         self.stop_training = False
         for cb in callbacks:
@@ -329,7 +345,7 @@ class Trainer:
                 self.optimizer.set_epoch(epoch)
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch, {})
-                logs = self._train_epoch(X, y, rows, batch, callbacks, interrupt, w)
+                logs = self._train_epoch(train, rows, batch, steps, callbacks, interrupt, w)
                 if val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(*val).items()})
                 logs["time"] = time.perf_counter() - t0
@@ -365,10 +381,14 @@ class Trainer:
                             else f"  ({self.accuracy_note})"), True
         return note
 
-    def _row_weights(self, y, rows, sample_weight, class_weight) -> np.ndarray | None:
+    def _row_weights(self, source, rows, sample_weight, class_weight) -> np.ndarray | None:
         """Each row's weight w_i = sample_weight_i · class_weight[y_i] (fit's docstring), or None."""
         if sample_weight is None and class_weight is None:
             return None
+        if not isinstance(source, ArraySource):
+            raise ValueError("sample_weight/class_weight: need an array X (and y); a Dataset or an iterable "
+                             "of batches has no weights per row here")
+        y = source.y
         if self.dist.size > 1:
             raise ValueError("sample_weight/class_weight: not supported in distributed training yet")
         n, dtype = y.shape[0], self.model.dtype
@@ -381,32 +401,40 @@ class Trainer:
             raise ValueError("sample_weight/class_weight: the weights of all training rows are zero")
         return w
 
-    def _train_epoch(self, X, y, rows, batch, callbacks, interrupt, w=None) -> dict:
-        """One pass over a seeded permutation of `rows`, a step per batch; the epoch's logs
-        (its loss the mean over rows, weighted by w when given)."""
+    def _epoch_batches(self, source, rows, batch, steps):
+        """(number of batches or None, the epoch's batches): index arrays of a seeded
+        permutation of `rows` (at most `steps` of them), or an iterable source's own batches."""
+        if rows is None:
+            return steps, source.batches()
         perm = rows[self.rng.permutation(rows.shape[0])]
         n_batches = (rows.shape[0] + batch - 1) // batch
+        n_batches = n_batches if steps is None else min(steps, n_batches)
+        return n_batches, (perm[b * batch:(b + 1) * batch] for b in range(n_batches))
+
+    def _train_epoch(self, source, rows, batch, steps, callbacks, interrupt, w=None) -> dict:
+        """One pass over the source (a seeded permutation of `rows`), a step per batch; the epoch's
+        logs (its loss the mean over rows, weighted by w when given)."""
+        n_batches, batches = self._epoch_batches(source, rows, batch, steps)
         total_loss, total_correct, seen, weight = 0.0, 0, 0, 0.0
         bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}") if self.verbose == 1 else None
         try:
-            for b in range(n_batches):
-                idx = perm[b * batch:(b + 1) * batch]
+            for b, key in enumerate(batches):
                 with self.model._lock:    # a predict() from another thread waits for the whole step
-                    loss, correct = self._gradient(X, y, idx, w)
+                    loss, correct, n_rows = self._gradient(source, key, w)
                     if not np.isfinite(loss):
                         raise DivergenceError(f"loss became {loss} at epoch {self.epoch + 1}, batch {b + 1} "
-                                              f"of {n_batches}; the model keeps the weights from before this "
+                                              f"of {n_batches or '?'}; the model keeps the weights from before this "
                                               "batch (try a smaller learning rate or clip_norm)")
                     self.optimizer.step()
                 interrupt.check()         # Ctrl-C lands here, between whole steps
-                W_b = idx.shape[0] if w is None else float(self._weights_of(w, idx).sum())
+                W_b = n_rows if w is None else float(self._weights_of(w, key).sum())
                 total_loss += loss * W_b
                 weight += W_b
-                seen += idx.shape[0]
+                seen += n_rows
                 logs = {"loss": loss}
                 if correct is not None:
                     total_correct += correct
-                    logs["accuracy"] = correct / idx.shape[0]
+                    logs["accuracy"] = correct / n_rows
                 for cb in callbacks:
                     cb.on_batch_end(b, logs)
                 if bar is not None:
@@ -420,25 +448,33 @@ class Trainer:
         return {"loss": total_loss / weight if weight else 0.0,
                 **({"accuracy": total_correct / seen} if self._accuracy else {})}
 
-    def _split(self, X, y, validation_data, validation_split) -> tuple:
-        """(training rows, validation set (X, y, rows or None) or None)."""
+    def _split(self, train, validation_data, validation_split) -> tuple:
+        """(training rows (None for an iterable source), validation (source, rows or None) or None)."""
         validation_split = check_float(validation_split, "validation_split", 0.0, 1.0, high_open=True)
-        n = X.shape[0]
+        n = len(train) if train.random_access else 0
+        rows = np.arange(n, dtype=np.int64) if train.random_access else None
         if validation_data is not None:
             if validation_split:
                 raise ValueError("fit: pass validation_data or validation_split, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data: expected a tuple (X_val, y_val)")
-            Xv, yv = self._data(validation_data[0], validation_data[1], name="validation_data")
-            return np.arange(n, dtype=np.int64), (Xv, yv, None)
+            pair = (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2
+                    and not isinstance(validation_data[0], (tuple, list)))   # not a list of batches
+            if pair:
+                val = self._data(validation_data[0], validation_data[1], name="validation_data")
+            elif isinstance(validation_data, tuple):
+                raise TypeError("validation_data: expected a tuple (X_val, y_val), a Dataset or a list of batches")
+            else:
+                val = self._data(validation_data, None, name="validation_data")
+            return rows, (val, None)
         if not validation_split:
-            return np.arange(n, dtype=np.int64), None
+            return rows, None
+        if rows is None:
+            raise ValueError("validation_split: an iterable of batches cannot be split; pass validation_data")
         perm = np.random.default_rng(self._split_seed).permutation(n)
         n_val = int(round(n * validation_split))
         if n_val < 1 or n_val >= n:
             raise ValueError(f"validation_split: {validation_split} of {n} samples leaves "
                              f"{n - n_val} for training and {n_val} for validation; both need >= 1")
-        return np.sort(perm[n_val:]), (X, y, np.sort(perm[:n_val]))
+        return np.sort(perm[n_val:]), (train, np.sort(perm[:n_val]))
 
     def _epochs_to_run(self, epochs) -> int:
         """fit's epochs: as asked, else what a checkpoint left to run, else the Trainer's."""
@@ -494,37 +530,47 @@ class Trainer:
         return load_checkpoint(cls, path, schedule, verbose)
 
     # ---- evaluation ------------------------------------------------------------------
-    def _evaluate(self, X, y, rows=None, batch_size: int = 1024, w=None) -> dict:
-        """Mean loss (weighted by w when given) and accuracy over X[rows], and the metrics;
+    def _evaluate(self, source, rows=None, batch_size: int = 1024, w=None) -> dict:
+        """Mean loss (weighted by w, for an array source, when given) and accuracy over the
+        source's rows (or source[rows]), and the metrics;
         distributed, each rank takes a shard, the sums are added up and the outputs gathered,
-        so every rank returns the same numbers."""
-        every = np.arange(X.shape[0], dtype=np.int64) if rows is None else rows
-        n = every.shape[0]
-        rows = self.dist.shard(every)
-        sums = np.zeros(3)    # Σ loss·W_b, Σ correct, Σ W_b (W_b: the batch's rows or weights)
-        Z_all = np.empty((rows.shape[0], self.model.n_out), self.model.dtype) if self._metrics else None
-        for s in range(0, rows.shape[0], batch_size):
-            idx = rows[s:s + batch_size]
+        so every rank returns the same numbers. An iterable source is read in one pass."""
+        if source.random_access:
+            every = np.arange(len(source), dtype=np.int64) if rows is None else rows
+            mine = self.dist.shard(every)
+            keys = (mine[s:s + batch_size] for s in range(0, mine.shape[0], batch_size))
+        else:
+            keys = source.batches()
+        sums = np.zeros(4)    # Σ loss·W_b, Σ correct, rows, Σ W_b (W_b: the batch's rows or weights)
+        Zs: list = []         # outputs and targets, for the metrics
+        ys: list = []
+        for key in keys:
             with self.model._lock:
-                xb, yb, _, pred = self._gather(X, y, idx)
+                xb, yb, _, pred = source.fetch(self, key)
                 Z = self.model.forward(xb, training=False)
-                wb = self._weights_of(w, idx)
-                W_b = idx.shape[0] if wb is None else float(wb.sum())
+                wb = self._weights_of(w, key)
+                W_b = xb.shape[0] if wb is None else float(wb.sum())
                 sums[0] += (self.loss(Z, yb) if wb is None else self.loss(Z, yb, wb)) * W_b
                 sums[1] += self._correct(Z, yb, pred) or 0
-                sums[2] += W_b
-                if Z_all is not None:
-                    Z_all[s:s + idx.shape[0]] = Z
+                sums[2] += xb.shape[0]
+                sums[3] += W_b
+                if self._metrics:
+                    Zs.append(Z.copy())
+                    ys.append(yb.copy())
         self.dist.sum(sums)
-        out = {"loss": float(sums[0]) / float(sums[2])}
+        n = int(sums[2])
+        out = {"loss": float(sums[0]) / float(sums[3])}
         if self._accuracy:
             out["accuracy"] = int(sums[1]) / n
-        if Z_all is not None:
-            outputs = Outputs(self.dist.gather(Z_all), y[every], self._outputs, self._threshold)
+        if self._metrics:
+            Z_all = np.concatenate(Zs) if Zs else np.empty((0, self.model.n_out), self.model.dtype)
+            y_mine = np.concatenate(ys) if ys else np.empty(0)
+            y_all = source.y[every] if isinstance(source, ArraySource) else self.dist.gather(y_mine)
+            outputs = Outputs(self.dist.gather(Z_all), y_all, self._outputs, self._threshold)
             out.update((name, fn(outputs)) for name, fn in self._metrics.items())
         return out
 
-    def evaluate(self, X, y, batch_size: int = 1024, sample_weight=None) -> dict:
+    def evaluate(self, X, y=None, batch_size: int = 1024, sample_weight=None) -> dict:
         """Mean loss, accuracy for classifiers, and the Trainer's metrics, over (X, y).
 
         With sample_weight the loss is the weighted mean Σ_i w_i ℓ_i / Σ_i w_i over all rows
@@ -532,19 +578,24 @@ class Trainer:
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_in)
-        y : ndarray
+        X : array_like of shape (n_samples, n_in), Dataset, or iterable of batches
+            As for fit (any real dtype, converted batch by batch); an iterable is read once.
+        y : array_like, optional
+            With an array X.
         batch_size : int
+            Rows per batch of an array or a Dataset.
         sample_weight : array-like of shape (n_samples,), optional
-            w_i ≥ 0 per row, not all 0.
+            w_i ≥ 0 per row, not all 0 (an array X only).
 
         Returns
         -------
         dict
             {'loss': float, 'accuracy': float (classifiers only), and one float per metric}.
         """
-        X, y = self._data(X, y)
-        w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0], self.model.dtype)
-        if w is not None and self.dist.size > 1:
-            raise ValueError("sample_weight: not supported in distributed evaluation yet")
-        return self._evaluate(X, y, None, check_int(batch_size, "batch_size", 1), w)
+        source = self._data(X, y)
+        w = None
+        if sample_weight is not None:
+            if not isinstance(source, ArraySource) or self.dist.size > 1:
+                raise ValueError("sample_weight: evaluate takes weights with an array X, in one process")
+            w = check_sample_weight(sample_weight, len(source), self.model.dtype)
+        return self._evaluate(source, None, check_int(batch_size, "batch_size", 1), w)

@@ -61,6 +61,9 @@ def call(rng, name):
         return lambda a: _core.dropout_mask(*a, float(rng.choice([0.0, 0.5, 1.0, -0.1, np.nan]))), [f(n)], {0}
     if name == "multiply":
         return lambda a: _core.multiply(*a), [f(n), f(n), f(n)], {2}
+    if name == "affine_columns":
+        divide = bool(rng.integers(2))
+        return lambda a: _core.affine_columns(a[0], a[1], a[2], divide, a[3]), [f(B, n), f(n), f(n), f(B, n)], {3}
     if name == "argmax_rows":
         return lambda a: _core.argmax_rows(*a), [f(B, m), np.zeros(B, np.int64)], {1}
     if name == "all_finite":
@@ -110,7 +113,7 @@ def main(seed, count):
     names = ["gemm_into", "dense_forward", "dense_backward", "activation_forward",
              "activation_backward", "softmax_cross_entropy", "pointwise_loss", "sgd_step", "adam_step",
              "rmsprop_step", "global_norm", "gather_rows", "dropout_mask", "multiply", "argmax_rows",
-             "all_finite", "DenseChain"]
+             "all_finite", "DenseChain", "affine_columns"]
     bad = 0
     for i in range(count):
         name = names[i % len(names)]

@@ -27,6 +27,9 @@ LAYERS.update({
 LAYERS["LeakyReLU(alpha=0.2)"] = lambda: [pn.Dense(N_IN, HIDDEN), pn.LeakyReLU(alpha=0.2)]
 LAYERS["ELU(alpha=0.5)"] = lambda: [pn.Dense(N_IN, HIDDEN), pn.ELU(alpha=0.5)]
 LAYERS["Dropout"] = lambda: [pn.Dense(N_IN, HIDDEN), pn.Dropout(0.4)]
+LAYERS["Scale"] = lambda: [pn.Scale([0.5, -2.0, 1.5, 3.0]), pn.Dense(N_IN, HIDDEN, "tanh"), pn.Scale(0.7)]
+LAYERS["Standardize"] = lambda: [pn.Standardize([0.1, -0.2, 0.3, 0.0], [0.5, 2.0, 1.5, 0.8]),
+                                 pn.Dense(N_IN, HIDDEN, "tanh"), pn.Standardize(0.2, 1.7)]
 
 
 def _labels(rng):

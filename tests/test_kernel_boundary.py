@@ -24,6 +24,7 @@ class Spec:
     ints: tuple = ()                # int64 arrays (labels, indices, argmax output)
     optional: tuple = ()            # may be None
     make_int: object = None         # make_int(name, shape) -> valid int64 array
+    any_real: tuple = ()            # read in any real dtype (converted): only complex is refused
 
     def arrays(self, dtype, rng=None):
         rng = rng or np.random.default_rng(0)
@@ -73,7 +74,11 @@ SPECS = {
     "global_norm": Spec(lambda a: _core.global_norm(a["g"]), {"g": (6,)}),
     "gather_rows": Spec(lambda a: _core.gather_rows(a["X"], a["idx"], a["out"]),
                         {"X": (6, 3), "idx": (4,), "out": (4, 3)}, outputs=("out",), checked=("out",),
-                        ints=("idx",), make_int=lambda n, s: np.array([5, 0, 2, 2], np.int64)),
+                        ints=("idx",), make_int=lambda n, s: np.array([5, 0, 2, 2], np.int64),
+                        any_real=("X",)),
+    "affine_columns": Spec(lambda a: _core.affine_columns(a["X"], a["m"], a["s"], True, a["out"]),
+                           {"X": (5, 3), "m": (3,), "s": (3,), "out": (5, 3)}, outputs=("out",),
+                           checked=("m", "s", "out")),
     "dropout_mask": Spec(lambda a: _core.dropout_mask(a["U"], 0.5), {"U": (6,)}, outputs=("U",)),
     "multiply": Spec(lambda a: _core.multiply(a["A"], a["B"], a["out"]),
                      {"A": (6,), "B": (6,), "out": (6,)}, outputs=("out",), checked=("A", "B")),
@@ -110,10 +115,12 @@ def variants(spec, name, a):
     """(label, bad array, expected exception types) for array `name` of a valid call."""
     floating = name not in spec.ints
     out = []
-    if floating:
+    if name in spec.any_real:
+        out.append(("dtype complex128", a.astype(np.complex128), TypeError))
+    elif floating:
         for dt in (np.int64, np.float16, np.complex128):
             out.append((f"dtype {np.dtype(dt)}", a.astype(dt), TypeError))
-        if sum(n not in spec.ints for n in spec.shapes) > 1:
+        if sum(n not in spec.ints and n not in spec.any_real for n in spec.shapes) > 1:
             out.append(("mixed float dtypes", a.astype(other_float(a.dtype)), TypeError))
     else:
         for dt in (np.int32, np.float64):

@@ -310,3 +310,21 @@ def test_sklearn_sample_weight_integer_is_repeated_rows_approximately():
     b = MLPRegressor((16,), max_iter=200, random_state=0, tol=0).fit(np.repeat(X, k, axis=0), np.repeat(y, k))
     Xt = rng.standard_normal((50, 3))
     assert np.abs(a.predict(Xt) - b.predict(Xt)).mean() < 0.1 * np.abs(b.predict(Xt)).mean()
+
+
+def test_weights_need_an_array_of_rows():
+    """A Dataset or an iterable of batches has no weight per row here: refused, never ignored."""
+    X, y = pn.datasets.load_digits()
+
+    class Rows:
+        def __len__(self):
+            return len(X)
+
+        def __getitem__(self, idx):
+            return X[idx], y[idx]
+    trainer = pn.Trainer(pn.Sequential([pn.Dense(64, 10)], seed=0), epochs=1, verbose=0)
+    for data, kw in ((Rows(), {}), ([(X[:32], y[:32])], {})):
+        with pytest.raises(ValueError, match="need an array X"):
+            trainer.fit(data, sample_weight=np.ones(len(X)), **kw)
+    with pytest.raises(ValueError, match="evaluate takes weights with an array X"):
+        trainer.evaluate(Rows(), sample_weight=np.ones(len(X)))

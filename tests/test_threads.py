@@ -141,6 +141,17 @@ def _gather_rows(rng, dt):
     return [_core.gather_rows(X, rng.integers(0, 1000, 2000), out)]
 
 
+def _gather_rows_uint8(rng, dt):
+    X = rng.integers(0, 256, (1000, 33)).astype(np.uint8)
+    return [_core.gather_rows(X, rng.integers(0, 1000, 2000), np.empty((2000, 33), dt))]
+
+
+def _affine_columns(rng, dt):
+    X = rng.standard_normal((700, 97)).astype(dt)
+    m, s = rng.standard_normal(97).astype(dt), rng.uniform(0.5, 2, 97).astype(dt)
+    return [_core.affine_columns(X, m, s, False, np.empty_like(X)), _core.affine_columns(X, m, s, True, np.empty_like(X))]
+
+
 def _dense_chain(rng, dt):
     Ws = [rng.standard_normal(s).astype(dt) * 0.1 for s in ((300, 200), (200, 70), (70, 10))]
     bs = [rng.standard_normal(s[1]).astype(dt) for s in ((300, 200), (200, 70), (70, 10))]
@@ -183,6 +194,8 @@ KERNELS = {
     "rmsprop": _rmsprop,
     "global_norm": _global_norm,
     "gather_rows": _gather_rows,
+    "gather_rows_uint8": _gather_rows_uint8,
+    "affine_columns": _affine_columns,
     "dropout_mask": _dropout_mask,
     "multiply": _multiply,
     "argmax_rows": _argmax_rows,
