@@ -9,13 +9,16 @@ from ._version import __version__
 from ._core import get_num_threads, openmp_enabled, set_num_threads
 from .callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint,
                         ReduceLROnPlateau)
+from .conv import Conv2D
 from .layers import (ELU, GELU, Activation, Dense, Dropout, Identity, Layer, LeakyReLU, ReLU,
                      Scale, Sigmoid, Softmax, Standardize, Tanh, register_layer)
 from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss, register_loss
 from .metrics import register_metric
 from .model import Sequential, load_model
+from .normalization import BatchNorm, LayerNorm
 from .optimizers import (SGD, Adam, AdamW, CosineDecay, CosineRestarts, ExponentialDecay, LinearWarmup,
                          OneCycle, Optimizer, RMSprop, Schedule, StepDecay)
+from .pooling import AvgPool2D, Flatten, GlobalAvgPool2D, MaxPool2D
 from .trainer import DivergenceError, History, Trainer
 
 
@@ -36,7 +39,8 @@ def load(path) -> Sequential:
 
 
 __all__ = [
-    "Activation", "Adam", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CosineRestarts",
+    "Activation", "Adam", "AvgPool2D", "BatchNorm", "Conv2D", "Flatten", "GlobalAvgPool2D", "LayerNorm",
+    "MaxPool2D", "AdamW", "BinaryCrossEntropy", "Callback", "CosineDecay", "CosineRestarts",
     "CrossEntropy", "CSVLogger", "LinearWarmup", "OneCycle", "ReduceLROnPlateau", "Schedule",
     "Dense", "DivergenceError", "Dropout", "EarlyStopping", "ELU", "ExponentialDecay", "GELU",
     "History", "Huber", "Identity", "LambdaCallback", "Layer", "LeakyReLU", "Loss", "MAE", "MSE",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def register(table: dict[str, Any], builtins: frozenset[str], name, obj, what: str) -> None:
+def register(table: dict[str, Any], builtins: "set[str] | frozenset[str]", name, obj, what: str) -> None:
     """Enter `obj` in `table` under `name`, refusing a built-in's name and a name another
     object holds. The same object again, or a redefinition of it (same module and qualified
     name: a notebook cell run twice), is fine: the newest definition is kept."""

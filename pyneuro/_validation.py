@@ -6,6 +6,7 @@ the parameter, what was expected and what was given.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -26,10 +27,14 @@ def as_dtype(dtype) -> np.dtype:
     return dt
 
 
-def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
+def check_features(X, dtype: np.dtype, n_features, name: str = "X",
                    allow_nonfinite: bool = False) -> np.ndarray:
     """A non-empty 2-d real array with `n_features` columns, returned C-contiguous in its own
     dtype (any of _core.GATHER_SOURCES: float16/32/64, signed and unsigned integers, bool).
+
+    `n_features` may be a sample's shape (C, H, W): X is then rows of C·H·W values, or
+    images (N, C, H, W) — or (N, H, W) when C = 1 — taken as those rows (a reshape, no copy
+    of contiguous data).
 
     It is not converted here: read_rows and row_blocks convert each batch to the model's
     `dtype` where it is read, so a uint8 or float64 memmap is never copied whole. Lists
@@ -44,6 +49,10 @@ def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
     if X.dtype not in _core.GATHER_SOURCES:
         raise TypeError(f"{name}: expected an array of real numbers (float, int, uint or bool; "
                         f"converted to {dtype} batch by batch), got dtype {X.dtype}")
+    if isinstance(n_features, tuple):
+        if len(n_features) > 1:
+            X = _image_rows(X, n_features, name)
+        n_features = math.prod(n_features)
     if X.ndim != 2:
         hint = f" (one sample? use {name}.reshape(1, -1))" if X.ndim == 1 else ""
         raise ValueError(f"{name}: expected a 2-d array (samples, features), got shape {X.shape}{hint}")
@@ -56,6 +65,18 @@ def check_features(X, dtype: np.dtype, n_features: int | None, name: str = "X",
     if not allow_nonfinite and X.dtype.kind == "f" and not _all_finite(X):
         raise ValueError(f"{name}: contains NaN or infinity (pass allow_nonfinite=True to accept it)")
     return X
+
+
+def _image_rows(X: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """X as rows (N, prod(shape)): images (N,) + shape, or (N, H, W) for one channel, are
+    reshaped; flat rows pass; any other shape is refused, naming both."""
+    if X.ndim == 2 or X.ndim < 2:
+        return X
+    if X.shape[1:] == shape or (shape[0] == 1 and X.shape[1:] == shape[1:]):
+        return X.reshape(X.shape[0], -1)
+    one = f", (N, {', '.join(map(str, shape[1:]))})" if shape[0] == 1 else ""
+    raise ValueError(f"{name}: the model reads samples of shape {shape}: expected an array (N, "
+                     f"{', '.join(map(str, shape))}){one} or rows (N, {math.prod(shape)}), got shape {X.shape}")
 
 
 def _all_finite(X: np.ndarray, block: int = 4096) -> bool:

@@ -28,7 +28,7 @@ class ArraySource:
 
     def __init__(self, trainer, X, y, name="X"):
         m = trainer.model
-        self.X = check_features(X, m.dtype, m.n_in, name, trainer.allow_nonfinite)
+        self.X = check_features(X, m.dtype, m.input_shape, name, trainer.allow_nonfinite)
         self.y = trainer.loss.prepare_targets(y, self.X.shape[0], m.n_out, m.dtype,
                                               "y" if name == "X" else f"y of {name}")
         self.name, self.allow_nonfinite = name, trainer.allow_nonfinite
@@ -50,7 +50,7 @@ class ArraySource:
 def _checked_batch(trainer, X_b, y_b, name):
     """A user batch (X_b, y_b) validated and converted into the trainer's batch buffers."""
     m = trainer.model
-    X_b = check_features(X_b, m.dtype, m.n_in, f"X of a batch of {name}", trainer.allow_nonfinite)
+    X_b = check_features(X_b, m.dtype, m.input_shape, f"X of a batch of {name}", trainer.allow_nonfinite)
     y_b = trainer.loss.prepare_targets(y_b, X_b.shape[0], m.n_out, m.dtype, f"y of a batch of {name}")
     xb, yb, delta, pred = trainer._buffers(X_b.shape[0], y_b)
     read_rows(X_b, np.arange(X_b.shape[0], dtype=np.int64), xb, name, trainer.allow_nonfinite)

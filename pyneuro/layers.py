@@ -2,6 +2,9 @@
 
 A layer maps a batch X (B × n_in) to A (B × n_out):
     forward(X, training) -> A          backward(dA = ∂L/∂A) -> dX = ∂L/∂X
+Each row is one sample, flat; a layer also knows the shape of a sample (in_shape →
+out_shape, without the batch): an image is (C, H, W), its row the C·H·W values in that
+order (NCHW, as PyTorch and ONNX lay them out), so Flatten moves no data.
 (a Dense layer's pre-activation is Z = X·W + b, and δ = ∂L/∂Z is named `delta`)
 Its parameters and their gradients are views into the model's two flat vectors
 (one optimizer call updates everything). Work buffers are owned by the layer,
@@ -9,6 +12,8 @@ sized for the largest batch seen, and reused: a training step allocates nothing.
 All arithmetic runs in pyneuro._core.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -28,14 +33,16 @@ def _activation_name(activation) -> str:
 
 
 class Layer:
-    """Base class. Subclasses set n_in/n_out in build() and implement forward/backward.
+    """Base class. Subclasses set n_in/n_out in build() (or in_shape/out_shape in
+    build_shape(), for layers that need the sample's shape) and implement forward/backward.
 
     `trainable` (default True): set it to False to freeze the layer: the optimizer then
     never changes its parameters (nor their momentum or moments), from its next step on.
     """
 
     def __init__(self):
-        self.n_in = self.n_out = None
+        self.n_in = self.n_out = None     # a sample's flat width in and out, set by build
+        self.in_shape = self.out_shape = None   # one sample's shape in and out, set by build_shape
         self.dtype = None
         self._bufs: dict[str, np.ndarray] = {}
 
@@ -57,7 +64,23 @@ class Layer:
         self.n_out = n_in
         return self.n_out
 
+    def build_shape(self, in_shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+        """Fix one sample's input shape and the dtype; return its output shape. The default
+        reads the flat width (build): a layer that keeps the width keeps the shape, one that
+        changes it (Dense) gives (n_out,)."""
+        width = math.prod(in_shape)
+        n_out = self.build(width, dtype)
+        self.in_shape, self.out_shape = tuple(in_shape), (tuple(in_shape) if n_out == width else (n_out,))
+        return self.out_shape
+
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of each trainable parameter (views of the model's `params`)."""
+        return []
+
+    def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of each value the layer keeps that training does not descend on
+        (BatchNorm's running statistics): also views of `params` — saved, loaded and
+        checkpointed with the parameters — but never changed by the optimizer."""
         return []
 
     def bind(self, params: dict, grads: dict) -> None:
@@ -104,6 +127,9 @@ class Layer:
 
 class Dense(Layer):
     """Fully connected layer: Z = x·W + b, y = f(Z), bias and f fused into the GEMM.
+
+    A sample of another shape (an image (C, H, W) after a convolution) is read as its flat
+    C·H·W values, in that order: Dense flattens as Flatten() would.
 
     Parameters
     ----------
@@ -481,10 +507,20 @@ def inference_plan(layers) -> list[tuple]:
     return [step for _, step in inference_steps(layers)]
 
 
-LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (Dense, Identity, ReLU, LeakyReLU, ELU, Sigmoid,
-                                                                 Tanh, GELU, Softmax, Dropout,
-                                                                 Scale, Standardize)}
-_BUILTIN_LAYERS = frozenset(LAYERS)
+LAYERS: dict[str, type[Layer]] = {}     # the names model files use
+_BUILTIN_LAYERS: set[str] = set()
+
+
+def builtin_layer(cls: type[Layer]) -> type[Layer]:
+    """Enter one of pyneuro's own layers in LAYERS under its class name (a decorator for
+    the modules that define layers: conv, pooling, normalization)."""
+    LAYERS[cls.__name__] = cls
+    _BUILTIN_LAYERS.add(cls.__name__)
+    return cls
+
+
+for _cls in (Dense, Identity, ReLU, LeakyReLU, ELU, Sigmoid, Tanh, GELU, Softmax, Dropout, Scale, Standardize):
+    builtin_layer(_cls)
 
 
 def register_layer(cls=None, *, name: str | None = None):

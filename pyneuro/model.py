@@ -35,9 +35,14 @@ class Sequential:
         Floating-point type of parameters and computation.
     input_dim : int, optional
         Input width, needed only when the first layer does not fix it.
+    input_shape : tuple of int, optional
+        One sample's shape, e.g. (1, 28, 28) for a grey 28×28 image (C, H, W): needed
+        when the first layer is a Conv2D or a pooling layer. The model then also reads
+        images (N, C, H, W), and (N, H, W) when C = 1, besides flat rows (N, C·H·W).
     """
 
-    def __init__(self, layers, seed=None, dtype="float32", input_dim: int | None = None):
+    def __init__(self, layers, seed=None, dtype="float32", input_dim: int | None = None,
+                 input_shape=None):
         self.layers: list[Layer] = list(layers)
         if not self.layers:
             raise ValueError("Sequential: expected at least one layer, got none")
@@ -51,37 +56,35 @@ class Sequential:
         self.info: dict = {}   # JSON-able facts kept with the model by save() (e.g. input preprocessing)
         self.loss: Loss | None = None   # the loss it was trained on, and so what its outputs are
         self.output: str | None = None  # (one of losses.OUTPUT_KINDS): set by Trainer.fit
-        # the input width: given, or fixed by the first layer that has one (layers before it,
-        # such as Scale or an activation, keep the width)
-        n = (next((layer.n_in for layer in self.layers if layer.n_in is not None), None)
-             if input_dim is None else check_int(input_dim, "input_dim", 1))
-        if n is None:
-            raise ValueError(f"Sequential: the first layer ({type(self.layers[0]).__name__}) does not fix "
-                             "the input width; pass input_dim=")
-        self.n_in = n
+        self.input_shape = self._input_shape(input_dim, input_shape)
+        self.n_in = math.prod(self.input_shape)
+        shape = self.input_shape
         for i, layer in enumerate(self.layers):
             try:
-                n = layer.build(n, self.dtype)
+                shape = layer.build_shape(shape, self.dtype)
             except ValueError as e:
                 raise ValueError(f"Sequential: layer {i}: {e}") from None
-        self.n_out = n
-        sizes = [[(name, shape) for name, shape in layer.param_shapes()] for layer in self.layers]
-        total = sum(int(np.prod(shape)) for layer_sizes in sizes for _, shape in layer_sizes)
+        self.output_shape = shape
+        self.n_out = math.prod(shape)
+        # each layer's parameters, then its state (not trained), as views of one vector
+        blocks = [[(name, shape, True) for name, shape in layer.param_shapes()]
+                  + [(name, shape, False) for name, shape in layer.state_shapes()] for layer in self.layers]
+        total = sum(math.prod(shape) for block in blocks for _, shape, _ in block)
         self.params = np.zeros(total, dtype=self.dtype)
         self.grads = np.zeros(total, dtype=self.dtype)
         off = 0
-        self._spans: list[tuple[int, int]] = []     # each layer's [start, stop) in params
+        self._spans: list[tuple[int, int, int]] = []    # (layer, start, stop) of each trained run
         self._runs: tuple[tuple, list[tuple[int, int]]] | None = None   # (trainable flags, runs)
-        for layer, layer_sizes in zip(self.layers, sizes):
-            start = off
+        for i, (layer, block) in enumerate(zip(self.layers, blocks)):
             views, gviews = {}, {}
-            for name, shape in layer_sizes:
-                size = int(np.prod(shape))
+            for name, shape, trained in block:
+                size = math.prod(shape)
                 views[name] = self.params[off:off + size].reshape(shape)
                 gviews[name] = self.grads[off:off + size].reshape(shape)
+                if trained and size:
+                    self._spans.append((i, off, off + size))
                 off += size
             layer.bind(views, gviews)
-            self._spans.append((start, off))
         rng = as_generator(seed)
         for layer in self.layers:
             layer.init_params(rng)
@@ -90,6 +93,26 @@ class Sequential:
         # weights an optimizer step rewrites) are never used by two of them at once.
         self._lock = threading.Lock()
         self._fit_lock = threading.Lock()   # held by the one Trainer.fit running on this model
+
+    def _input_shape(self, input_dim, input_shape) -> tuple[int, ...]:
+        """One sample's shape: input_shape, else (input_dim,), else fixed by the first layer
+        that has a width (layers before it, such as Scale or an activation, keep it)."""
+        if input_shape is not None:
+            if input_dim is not None:
+                raise ValueError("Sequential: pass input_dim or input_shape, not both")
+            if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
+                input_shape = (input_shape,)
+            if not isinstance(input_shape, (tuple, list)) or not 1 <= len(input_shape) <= 3:
+                raise ValueError(f"input_shape: expected a tuple of 1 to 3 ints ((C, H, W) for images), "
+                                 f"got {input_shape!r:.60}")
+            return tuple(check_int(v, "input_shape", 1) for v in input_shape)
+        if input_dim is not None:
+            return (check_int(input_dim, "input_dim", 1),)
+        n = next((layer.n_in for layer in self.layers if layer.n_in is not None), None)
+        if n is None:
+            raise ValueError(f"Sequential: the first layer ({type(self.layers[0]).__name__}) does not fix "
+                             "the input's shape; pass input_shape=(C, H, W) for images, or input_dim=")
+        return (n,)
 
     def _dense_chain(self):
         """The inference pass as one compiled call (_core.DenseChain) when every step of
@@ -122,8 +145,8 @@ class Sequential:
         flags = tuple(layer.trainable for layer in self.layers)
         if self._runs is None or self._runs[0] != flags:
             runs: list[tuple[int, int]] = []
-            for trainable, (a, b) in zip(flags, self._spans):
-                if not trainable or a == b:
+            for i, a, b in self._spans:
+                if not flags[i]:
                     continue
                 if runs and runs[-1][1] == a:
                     runs[-1] = (runs[-1][0], b)
@@ -157,8 +180,8 @@ class Sequential:
         Returns
         -------
         tuple of int
-            From `shape`, else ``info["image_shape"]``, else a square input width (784 → 28×28,
-            64 → 8×8).
+            From `shape`, else ``info["image_shape"]``, else the (H, W) of the model's
+            input_shape (C, H, W), else a square input width (784 → 28×28, 64 → 8×8).
 
         Raises
         ------
@@ -180,6 +203,8 @@ class Sequential:
             raise ValueError(f"--image-shape {shape[0]} {shape[1]} disagrees with the model's info "
                              f"({known[0]}x{known[1]}); leave the flag out")
         chosen = shape if shape is not None else known
+        if chosen is None and len(self.input_shape) > 1:
+            chosen = self.input_shape[-2:]
         if chosen is not None:
             return int(chosen[0]), int(chosen[1])
         side = math.isqrt(self.n_in)
@@ -230,7 +255,7 @@ class Sequential:
         -------
         ndarray of shape (n_samples, n_out)
         """
-        X = check_features(X, self.dtype, self.n_in, allow_nonfinite=allow_nonfinite)
+        X = check_features(X, self.dtype, self.input_shape, allow_nonfinite=allow_nonfinite)
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
         for s, xb in row_blocks(X, self.dtype, batch_size, allow_nonfinite=allow_nonfinite):
@@ -314,7 +339,7 @@ class Sequential:
         list
             One array (n_samples, width) per layer, or (Z, A) pairs when pre_activation.
         """
-        X = check_features(X, self.dtype, self.n_in)
+        X = check_features(X, self.dtype, self.input_shape)
         batch_size = check_int(batch_size, "batch_size", 1)
         outs = [(np.empty((X.shape[0], layer.n_out), self.dtype), np.empty((X.shape[0], layer.n_out), self.dtype))
                 for layer in self.layers]
@@ -347,7 +372,7 @@ class Sequential:
             raise ValueError("input_gradient: this model was never trained, so it has no loss of its own; "
                              "pass loss=")
         loss = get_loss(self.loss if loss is None else loss)
-        X = check_features(X, self.dtype, self.n_in)
+        X = check_features(X, self.dtype, self.input_shape)
         y = loss.prepare_targets(y, X.shape[0], self.n_out, self.dtype)
         batch_size = check_int(batch_size, "batch_size", 1)
         n, dX = X.shape[0], np.empty(X.shape, self.dtype)
@@ -458,15 +483,16 @@ class Sequential:
         """
         rows = [("Layer", "Output shape", "Params")]
         for i, layer in enumerate(self.layers):
-            n = sum(int(np.prod(s)) for _, s in layer.param_shapes())
+            n = sum(math.prod(s) for _, s in layer.param_shapes() + layer.state_shapes())
             frozen = "" if layer.trainable else " (frozen)"
-            rows.append((f"{i}: {layer!r}{frozen}", f"(None, {layer.n_out})", f"{n:,}"))
+            rows.append((f"{i}: {layer!r}{frozen}", str((None,) + tuple(layer.out_shape or ())), f"{n:,}"))
         w = [max(len(r[c]) for r in rows) for c in range(3)]
         line = "-" * (sum(w) + 4)
         text = [line, f"{rows[0][0]:<{w[0]}}  {rows[0][1]:<{w[1]}}  {rows[0][2]:>{w[2]}}", line]
         text += [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}" for a, b, c in rows[1:]]
         trainable = self.count_trainable_params()
-        text += [line, f"Total params: {self.count_params():,}  (dtype {self.dtype}, input width {self.n_in})",
+        text += [line, f"Total params: {self.count_params():,}  (dtype {self.dtype}, input shape "
+                       f"{(None,) + self.input_shape})",
                  f"Trainable params: {trainable:,}", f"Non-trainable params: {self.count_params() - trainable:,}", line]
         out = _Table("\n".join(text))
         if print_fn is not None:
@@ -494,7 +520,8 @@ class _Table(str):
 
 # ---- the model in a file: its description, rebuilt and checked ----------------------
 def model_document(model: Sequential, where: str = "save") -> dict:
-    """The architecture as JSON: dtype, input width, each layer's type (its registered name)
+    """The architecture as JSON: dtype, input width (and a sample's shape when it has more
+    than one axis), each layer's type (its registered name)
     and config ("trainable": false for a frozen layer; absent means trainable, as in older
     files), and once trained the loss and what the outputs are. A ValueError, naming
     `where`, for what a file could not bring back: a layer or loss not registered, a config
@@ -507,6 +534,8 @@ def model_document(model: Sequential, where: str = "save") -> dict:
         layers.append({"type": name, "config": _json_config(layer, where),
                        **({} if layer.trainable else {"trainable": False})})
     doc = {"dtype": model.dtype.name, "input_dim": model.n_in, "layers": layers}
+    if len(model.input_shape) > 1:
+        doc["input_shape"] = list(model.input_shape)
     if model.loss is not None:
         doc.update(loss=loss_document(model.loss, where), output=model.output)
     return doc
@@ -557,8 +586,8 @@ def check_info(info, where: str = "info") -> dict:
     return info
 
 
-def _described_layers(doc, path: str) -> tuple[list[Layer], np.dtype, int, int]:
-    """(layers, dtype, input width, parameter count) of a model document: the layers are
+def _described_layers(doc, path: str) -> tuple[list[Layer], np.dtype, tuple, int]:
+    """(layers, dtype, input shape, parameter count) of a model document: the layers are
     made and their widths checked, nothing is allocated for their parameters."""
     try:
         if not isinstance(doc, dict):
@@ -583,17 +612,23 @@ def _described_layers(doc, path: str) -> tuple[list[Layer], np.dtype, int, int]:
         if doc["dtype"] not in ("float32", "float64"):
             raise ValueError(f"dtype should be 'float32' or 'float64', got {doc['dtype']!r:.80}")
         dtype = np.dtype(doc["dtype"])
-        n = n_in = check_int(doc["input_dim"], "input_dim", 1)
+        n_in = check_int(doc["input_dim"], "input_dim", 1)
+        shape = doc.get("input_shape", [n_in])
+        if (not isinstance(shape, list) or not 1 <= len(shape) <= 3 or math.prod(
+                check_int(v, "input_shape", 1) for v in shape) != n_in):
+            raise ValueError(f"input_shape should be 1 to 3 ints whose product is input_dim {n_in}, "
+                             f"got {shape!r:.80}")
+        shape = tuple(shape)
         count = 0
         for i, layer in enumerate(layers):
             try:
-                n = layer.build(n, dtype)
+                shape = layer.build_shape(shape, dtype)
             except ValueError as e:
                 raise ValueError(f"Sequential: layer {i}: {e}") from None
-            count += sum(math.prod(shape) for _, shape in layer.param_shapes())
+            count += sum(math.prod(s) for _, s in layer.param_shapes() + layer.state_shapes())
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"{path}: damaged model description ({type(e).__name__}: {e})") from None
-    return layers, dtype, n_in, count
+    return layers, dtype, tuple(doc.get("input_shape", [n_in])), count
 
 
 def _keep_params(rng) -> None:
@@ -604,17 +639,17 @@ def model_from(doc, params, info, path="<model>") -> Sequential:
     """The model of a model document with these parameters and info (checked against the
     architecture before anything is allocated): what loading a file and unpickling both do."""
     path = os.fspath(path)
-    layers, dtype, n_in, count = _described_layers(doc, path)
+    layers, dtype, input_shape, count = _described_layers(doc, path)
     if not isinstance(params, np.ndarray) or params.shape != (count,) or params.dtype != dtype:
         got = "none" if params is None else f"{getattr(params, 'dtype', type(params).__name__)} " \
                                             f"{getattr(params, 'shape', '')}"
         raise ValueError(f"{path}: damaged: the architecture needs {dtype} params of shape ({count},), "
                          f"the file holds {got}")
     for layer in layers:     # the file's parameters replace the initial ones: skip drawing them
-        if layer.param_shapes():
+        if layer.param_shapes() or layer.state_shapes():
             setattr(layer, "init_params", _keep_params)
     try:
-        model = Sequential(layers, dtype=dtype, input_dim=n_in)
+        model = Sequential(layers, dtype=dtype, input_shape=input_shape)
     finally:
         for layer in layers:
             layer.__dict__.pop("init_params", None)

@@ -213,8 +213,8 @@ def test_a_frozen_layer_never_changes(name, frozen):
         same = np.array_equal(layer.W, W) and np.array_equal(layer.b, b)
         assert same == (i in frozen), i
     for state in trainer.optimizer.state_arrays().values():   # nor their momentum or moments
-        for layer, (a, b) in zip(model.layers, model._spans):
-            if not layer.trainable:
+        for i, a, b in model._spans:
+            if not model.layers[i].trainable:
                 assert not state[a:b].any()
 
 

@@ -1,0 +1,183 @@
+"""Conv2D: the 2-D convolution of an image batch, on the core's own GEMM (csrc/conv.pxi).
+
+A sample is an image (C, H, W), its row the C·H·W values in that order (NCHW). With
+kernel (kh, kw), stride (sh, sw), dilation (dh, dw) and padding (top, left, bottom, right):
+
+    Z[o, y, x] = b[o] + Σ_{c,i,j} W[o, c, i, j] · X[c, y·sh + i·dh − top, x·sw + j·dw − left]
+    A = f(Z)                       (outside the image X counts as 0)
+    Ho = ⌊(H + top + bottom − dh·(kh − 1) − 1) / sh⌋ + 1, likewise Wo
+
+W is (C_out, C, kh, kw), as PyTorch's Conv2d and ONNX's Conv lay it out.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+from ._validation import check_float, check_int
+from .layers import _DEFAULT_ALPHA, _RELU_FAMILY, Layer, _activation_name, builtin_layer
+
+
+def pair(value, what: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints (each ≥ minimum) as a pair: 3 → (3, 3)."""
+    values = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(values) != 2:
+        raise ValueError(f"{what}: expected an int or a pair of ints, got {value!r:.40}")
+    return check_int(values[0], what, minimum), check_int(values[1], what, minimum)
+
+
+def image_shape_of(in_shape, layer: str) -> tuple[int, int, int]:
+    """(C, H, W) of a layer's input, or a ValueError saying how to give the model images."""
+    if len(in_shape) != 3:
+        raise ValueError(f"{layer} reads images (C, H, W), but its input is {tuple(in_shape)}; give the "
+                         "model input_shape=(C, H, W) (Sequential(..., input_shape=(1, 28, 28)))")
+    return in_shape
+
+
+@builtin_layer
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as PyTorch's Conv2d), bias and activation fused:
+    Z[o, y, x] = b[o] + Σ_{c,i,j} W[o, c, i, j]·X[c, y·sh + i·dh − p, x·sw + j·dw − p],
+    A = f(Z).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and C_out (≥ 1).
+    kernel_size : int or (int, int)
+        (kh, kw).
+    stride : int or (int, int)
+        (sh, sw), ≥ 1.
+    padding : int, (int, int), 'valid' or 'same'
+        Zeros around the image: p rows above and below, p columns left and right ((ph, pw)
+        for each axis); 'valid' is 0; 'same' keeps H×W (stride 1 only; an odd total puts
+        the extra row/column at the bottom/right, as PyTorch does).
+    dilation : int or (int, int)
+        Spacing of the kernel's taps (dh, dw), ≥ 1.
+    activation : str or None
+        One of pyneuro._core.ACTIVATIONS except 'softmax'; None is identity.
+    bias : bool
+        Whether the layer has b (False: Z has no bias term).
+    init : {'he', 'glorot'} or callable, optional
+        As Dense, with fan_in = C·kh·kw and fan_out = C_out·kh·kw; a callable gets the
+        shape (C_out, C, kh, kw).
+    alpha : float, optional
+        Slope of leaky_relu / scale of elu.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 activation: str | None = None, bias: bool = True, init=None, alpha: float | None = None):
+        super().__init__()
+        self.in_channels = check_int(in_channels, "Conv2D in_channels", 1)
+        self.out_channels = check_int(out_channels, "Conv2D out_channels", 1)
+        self.kernel_size = pair(kernel_size, "Conv2D kernel_size", 1)
+        self.stride = pair(stride, "Conv2D stride", 1)
+        self.dilation = pair(dilation, "Conv2D dilation", 1)
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(f"Conv2D padding: expected an int, a pair, 'valid' or 'same', got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"Conv2D padding='same' needs stride 1 (as in PyTorch), got stride {self.stride}")
+            self.padding: str | tuple[int, int] = padding
+        else:
+            self.padding = pair(padding, "Conv2D padding", 0)
+        self.activation = _activation_name(activation)
+        if self.activation == "softmax":
+            raise ValueError("Conv2D activation: softmax is over a row of classes, not an image; end the "
+                             "model with Dense outputs (logits) and loss='cross_entropy'")
+        self.alpha = check_float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha, "alpha")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"Conv2D bias: expected True or False, got {bias!r:.40}")
+        self.bias = bool(bias)
+        if init is None:
+            init = "he" if self.activation in _RELU_FAMILY else "glorot"
+        if not (callable(init) or init in ("he", "glorot")):
+            raise ValueError(f"init: expected 'he', 'glorot' or a callable, got {init!r}")
+        self.init = init
+        self.W = self.dW = np.empty((0, 0, 0, 0))     # views into the model's vectors, set by bind()
+        self.b = self.db = np.empty(0)
+        self._x = self._Z = self._A = None
+
+    def pads(self, H: int, W: int) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) zeros for an H×W input."""
+        if self.padding == "valid":
+            return 0, 0, 0, 0
+        if self.padding == "same":
+            th, tw = (d * (k - 1) for d, k in zip(self.dilation, self.kernel_size))
+            return th // 2, tw // 2, th - th // 2, tw - tw // 2
+        ph, pw = self.padding
+        return ph, pw, ph, pw
+
+    def build_shape(self, in_shape, dtype):
+        C, H, W = image_shape_of(in_shape, "Conv2D")
+        if C != self.in_channels:
+            raise ValueError(f"Conv2D({self.in_channels}, {self.out_channels}) receives images with {C} channels")
+        self.dtype = dtype
+        self._plan = _core.ConvPlan(C, H, W, self.out_channels, kernel=self.kernel_size, stride=self.stride,
+                                    padding=self.pads(H, W), dilation=self.dilation, dtype=dtype)
+        self.in_shape, self.out_shape = (C, H, W), (self.out_channels, self._plan.out_h, self._plan.out_w)
+        self.n_in, self.n_out = C * H * W, math.prod(self.out_shape)
+        return self.out_shape
+
+    def param_shapes(self):
+        shapes = [("W", (self.out_channels, self.in_channels) + self.kernel_size)]
+        return shapes + [("b", (self.out_channels,))] if self.bias else shapes
+
+    def bind(self, params, grads):
+        self.W, self.dW = params["W"], grads["W"]
+        k = self.W.shape[1] * self.W.shape[2] * self.W.shape[3]
+        self._W2, self._dW2 = self.W.reshape(self.out_channels, k), self.dW.reshape(self.out_channels, k)
+        if self.bias:
+            self.b, self.db = params["b"], grads["b"]
+        else:   # no bias: b = 0 for the kernel, its gradient written to scratch
+            self.b, self.db = np.zeros(self.out_channels, self.dtype), np.empty(self.out_channels, self.dtype)
+
+    def init_params(self, rng):
+        shape = self.W.shape
+        fan_in = shape[1] * shape[2] * shape[3]
+        if callable(self.init):
+            W = np.asarray(self.init(rng, shape, self.dtype))
+            if W.shape != shape:
+                raise ValueError(f"init: the callable returned shape {W.shape}, expected {shape}")
+        elif self.init == "he":
+            W = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        else:
+            limit = np.sqrt(6.0 / (fan_in + shape[0] * shape[2] * shape[3]))
+            W = rng.uniform(-limit, limit, shape)
+        self.W[...] = W
+        self.b[...] = 0
+
+    def config(self):
+        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+               "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+               "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+               "dilation": list(self.dilation), "activation": self.activation, "bias": self.bias}
+        if self.activation in _DEFAULT_ALPHA:
+            cfg["alpha"] = self.alpha
+        return cfg
+
+    def inference(self):
+        return [("conv", self)]
+
+    def pre_activation(self, X, A):
+        return self._Z
+
+    def forward(self, x, training=False):
+        B = x.shape[0]
+        Z = self._buffer("Z", B, self.n_out)
+        A = None if self.activation == "identity" else self._buffer("A", B, self.n_out)
+        self._plan.forward(x, self._W2, self.b, Z, A, self.activation, self.alpha)
+        self._x, self._Z, self._A = x, Z, (Z if A is None else A)
+        return self._A
+
+    def backward(self, dA, need_input_grad=True):
+        B = dA.shape[0]
+        delta = dA
+        if self.activation != "identity":
+            delta = self._buffer("delta", B, self.n_out)
+            _core.activation_backward(self.activation, self.alpha, self._Z, self._A, dA, delta)
+        dX = self._buffer("dX", B, self.n_in) if need_input_grad else None
+        self._plan.backward(self._x, self._W2, delta, self._dW2, self.db, dX)
+        return dX
