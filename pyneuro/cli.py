@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from .architectures import MODELS, layers_from_spec
 from .losses import MSE
 
 # training defaults per data set (flags left unset take these)
@@ -113,10 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     fmt = argparse.ArgumentDefaultsHelpFormatter
     train = sub.add_parser("train", help="train a classifier (default: the bundled 8x8 handwritten digits)",
-                           description="Train a multilayer perceptron and report its test accuracy. "
+                           description="Train a network (a multilayer perceptron, or a convolutional one with --model cnn or --layers) and report its test accuracy. "
                                        "Flags left unset take the data set's defaults (see DEFAULTS in "
                                        "pyneuro/cli.py).", formatter_class=fmt)
     _data_flags(train)
+    train.add_argument("--model", choices=sorted(MODELS), default="mlp",
+                       help="mlp: dense layers (--hidden); cnn: a LeNet-like convolutional network ("
+                            f"{MODELS['cnn']})")
+    train.add_argument("--layers", metavar="SPEC", default=None,
+                       help="the hidden layers, comma-separated, before the output layer: convCxK (C channels, "
+                            "KxK kernel; convCxKs2 stride 2, convCxKsame 'same' padding, convCxKpP P zeros "
+                            "around), poolK / avgpoolK (max / average KxK), gap (global average), flatten, bn "
+                            "(BatchNorm), ln (LayerNorm), denseN, dropoutP; e.g. "
+                            "'conv32x5,pool2,conv64x5,pool2,dense128'")
     train.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="N",
                        help="widths of the hidden layers, e.g. --hidden 256 128")
     train.add_argument("--activation", default=None,
@@ -260,6 +270,27 @@ def _check_destination(flag: str, path: str) -> None:
     os.unlink(probe)
 
 
+def _model(args, n_in: int, info: dict):
+    """The network the flags describe: an MLP (--hidden), or --model cnn / --layers SPEC
+    reading the data set's images (1, H, W)."""
+    import pyneuro as pn
+    output = None if args.output_activation == "none" else args.output_activation
+    if args.layers is None and args.model == "mlp":
+        return pn.Sequential.mlp(n_in, args.hidden, info["classes"], args.activation, args.dropout,
+                                 seed=args.seed, dtype=args.dtype, output_activation=output)
+    if args.hidden_given or args.dropout:
+        raise ValueError("--hidden and --dropout describe an MLP; with --model cnn or --layers, put dense and "
+                         "dropout layers in --layers")
+    if info.get("image_shape") is None:
+        raise ValueError(f"--{'layers' if args.layers else 'model cnn'}: the data set's samples are not square "
+                         "images, so a convolutional network cannot read them")
+    shape = (1, *info["image_shape"])
+    layers = layers_from_spec(args.layers or MODELS[args.model], shape, info["classes"], args.activation)
+    if output is not None:
+        layers.append(pn.Activation(output))
+    return pn.Sequential(layers, seed=args.seed, dtype=args.dtype, input_shape=shape)
+
+
 def train(args) -> dict:
     import pyneuro as pn
 
@@ -270,15 +301,14 @@ def train(args) -> dict:
     if args.threads is not None:
         pn.set_num_threads(args.threads)
     dataset = args.dataset or "digits"
+    args.hidden_given = args.hidden is not None
     for key, value in DEFAULTS[dataset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.output_activation is None:
         args.output_activation = "sigmoid" if args.loss == "mse" else "none"
     X_train, y_train, X_test, y_test, info = load_data(dataset, args.data_dir, args.dtype, *_split(args, {}))
-    model = pn.Sequential.mlp(X_train.shape[1], args.hidden, info["classes"], args.activation, args.dropout,
-                              seed=args.seed, dtype=args.dtype,
-                              output_activation=None if args.output_activation == "none" else args.output_activation)
+    model = _model(args, X_train.shape[1], info)
     loss = MSE(args.mse_reduction) if args.loss == "mse" else pn.CrossEntropy()
     opt_args = {"lr": args.lr, "weight_decay": args.weight_decay, "schedule": _schedule(args.schedule, args.epochs)}
     if args.optimizer == "sgd":
@@ -290,7 +320,7 @@ def train(args) -> dict:
     if not trainer.is_root:        # other ranks train silently and write nothing
         args.quiet, args.save, args.plot, args.checkpoint = True, None, None, None
     model.info = {**info, "training": {k: getattr(args, k) for k in (
-        "hidden", "activation", "dropout", "loss", "mse_reduction", "output_activation", "optimizer", "lr",
+        "model", "layers", "hidden", "activation", "dropout", "loss", "mse_reduction", "output_activation", "optimizer", "lr",
         "momentum", "weight_decay", "schedule", "batch_size", "epochs", "validation_split", "seed", "dtype")}}
     if not args.quiet:
         ranks = f", {trainer.dist.size} MPI ranks" if args.distributed else ""

@@ -104,7 +104,7 @@ class Conv2D(Layer):
         """(top, left, bottom, right) zeros for an H×W input."""
         if self.padding == "valid":
             return 0, 0, 0, 0
-        if self.padding == "same":
+        if isinstance(self.padding, str):     # 'same'
             th, tw = (d * (k - 1) for d, k in zip(self.dilation, self.kernel_size))
             return th // 2, tw // 2, th - th // 2, tw - tw // 2
         ph, pw = self.padding

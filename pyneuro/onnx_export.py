@@ -7,12 +7,20 @@
     gelu (exact)                               ½·x·(1 + Erf(x/√2))  (Gelu is opset 20; this is opset 17)
     Dropout, Identity                          nothing (inference)
     Scale (y = x·s), Standardize (y = (x − μ)/σ)   Mul; Sub, Div
-The graph has one input "input" (batch × n_in, batch dynamic) and one output
-"output", in the model's dtype; weights are initializers.
+    Conv2D      Conv (pads top, left, bottom, right), then its activation
+    MaxPool2D, AvgPool2D      MaxPool, AveragePool (count_include_pad=1, as the layer)
+    GlobalAvgPool2D           GlobalAveragePool, Flatten
+    BatchNorm   BatchNormalization with the running statistics (inference form)
+    LayerNorm   LayerNormalization over the whole sample (axis 1)
+    Flatten     (Flatten where a Dense reads an image)
+The graph has one input "input" (batch × n_in, or batch × C × H × W for a model with an
+image input_shape; batch dynamic) and one output "output" (batch × n_out), in the
+model's dtype; weights are initializers.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -67,18 +75,58 @@ def to_onnx_bytes(model) -> bytes:
             raise ValueError(f"to_onnx: no ONNX form for activation {act!r}")
         return y
 
-    x = "input"
+    def flat(x):
+        """x as (batch, features): a Flatten node when it is an image."""
+        if rank == 2:
+            return x
+        y = fresh("flatten")
+        nodes.append(helper.make_node("Flatten", [x], [y], axis=1))
+        return y
+
+    def op(kind, inputs, stem, **attrs):
+        y = fresh(stem)
+        nodes.append(helper.make_node(kind, inputs, [y], **attrs))
+        return y
+
+    x, rank = "input", 1 + len(model.input_shape)
     for i, step in inference_steps(model.layers):
+        layer: Any = step[1] if len(step) == 2 else None   # conv, pool, norm steps carry their layer
         if step[0] == "opaque":
             raise ValueError(f"to_onnx: layer {i} ({type(step[1]).__name__}) has no ONNX form")
-        if step[0] == "dense":
+        if step[0] == "conv":
+            top, left, bottom, right = layer.pads(*layer.in_shape[1:])
+            x = op("Conv", [x, const(layer.W, f"W{i}"), const(layer.b, f"b{i}")], f"conv{i}",
+                   kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                   dilations=list(layer.dilation), pads=[top, left, bottom, right])
+            x = activation(x, layer.activation, layer.alpha)
+        elif step[0] == "pool":
+            ph, pw = layer.padding
+            attrs = {"count_include_pad": 1} if layer.kind == "avg" else {}
+            x = op("MaxPool" if layer.kind == "max" else "AveragePool", [x], f"pool{i}",
+                   kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=[ph, pw, ph, pw], **attrs)
+        elif step[0] == "global_avg_pool":
+            x = op("GlobalAveragePool", [x], f"gap{i}")
+            x, rank = flat(x), 2
+        elif step[0] == "batchnorm":
+            x = op("BatchNormalization", [x] + [const(v, f"bn{i}_{k}") for k, v in (
+                ("scale", layer.gamma), ("bias", layer.beta), ("mean", layer.running_mean),
+                ("var", layer.running_var))], f"batchnorm{i}", epsilon=layer.eps)
+        elif step[0] == "layernorm":
+            shape = layer.in_shape
+            x = op("LayerNormalization", [x, const(layer.gamma.reshape(shape), f"ln{i}_scale"),
+                                          const(layer.beta.reshape(shape), f"ln{i}_bias")],
+                   f"layernorm{i}", axis=1, epsilon=layer.eps)
+        elif step[0] == "dense":
             _, W, b, act, alpha = step
+            x, rank = flat(x), 2
             mm, z = fresh(f"dense{i}_matmul"), fresh(f"dense{i}")
             nodes += [helper.make_node("MatMul", [x, const(W, f"W{i}")], [mm]),
                       helper.make_node("Add", [mm, const(b, f"b{i}")], [z])]
             x = activation(z, act, alpha)
         elif step[0] == "affine":
             _, m, s, divide = step
+            shape = model.layers[i].in_shape     # per value of the sample
+            m, s = m.reshape(shape), s.reshape(shape)
             if divide:
                 centred, x_new = fresh(f"standardize{i}_sub"), fresh(f"standardize{i}")
                 nodes += [helper.make_node("Sub", [x, const(m, f"mean{i}")], [centred]),
@@ -89,8 +137,9 @@ def to_onnx_bytes(model) -> bytes:
             x = x_new
         else:
             x = activation(x, step[1], step[2])
-    nodes.append(helper.make_node("Identity", [x], ["output"]))
-    graph = helper.make_graph(nodes, "pyneuro", [helper.make_tensor_value_info("input", elem, ["batch", model.n_in])],
+    nodes.append(helper.make_node("Identity", [flat(x)], ["output"]))
+    graph = helper.make_graph(nodes, "pyneuro", [helper.make_tensor_value_info("input", elem,
+                                                                               ["batch", *model.input_shape])],
                               [helper.make_tensor_value_info("output", elem, ["batch", model.n_out])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="pyneuro", producer_version=__version__)
