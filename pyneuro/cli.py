@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     fmt = argparse.ArgumentDefaultsHelpFormatter
     train = sub.add_parser("train", help="train a classifier (default: the bundled 8x8 handwritten digits)",
-                           description="Train a network (a multilayer perceptron, or a convolutional one with --model cnn or --layers) and report its test accuracy. "
+                           description="Train a network (a multilayer perceptron, or a convolutional one with "
+                                       "--model cnn or --layers) and report its test accuracy. "
                                        "Flags left unset take the data set's defaults (see DEFAULTS in "
                                        "pyneuro/cli.py).", formatter_class=fmt)
     _data_flags(train)
