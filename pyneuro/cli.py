@@ -522,12 +522,17 @@ def show(args) -> None:
     else:
         if args.neuron or args.saliency:
             raise ValueError("--neuron and --saliency draw one input: give it with --input")
-        first = next((layer for layer in model.layers if isinstance(layer, pn.Dense)), None)
-        if first is None or not shape:
-            raise ValueError(f"{args.model}: no first Dense layer on image inputs to draw "
-                             "(--image-shape H W gives the image shape)")
-        plot_weights(first.W, shape, args.out, n=args.neurons)
-        print(f"first-layer weights of {min(args.neurons, first.n_out)} neurons written to {args.out}")
+        first = next((layer for layer in model.layers if isinstance(layer, (pn.Dense, pn.Conv2D))), None)
+        if isinstance(first, pn.Conv2D):     # its filters W[o] (C·kh × kw: the channels stacked)
+            C_out, C, kh, kw = first.W.shape
+            plot_weights(first.W.reshape(C_out, -1).T, (C * kh, kw), args.out, n=args.neurons, what="filters")
+            print(f"first convolution's {min(args.neurons, C_out)} filters ({kh}x{kw}) written to {args.out}")
+        else:
+            if first is None or not shape:
+                raise ValueError(f"{args.model}: no first Dense or Conv2D layer on image inputs to draw "
+                                 "(--image-shape H W gives the image shape)")
+            plot_weights(first.W, shape, args.out, n=args.neurons)
+            print(f"first-layer weights of {min(args.neurons, first.n_out)} neurons written to {args.out}")
     if args.confusion:
         dataset, X, y = _model_data(model, args)
         cm = confusion_matrix(y, model.predict_classes(X), model.n_out)

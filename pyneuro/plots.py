@@ -56,9 +56,10 @@ def plot_history(history: dict, path):
         plt.close(fig)
 
 
-def plot_weights(W: np.ndarray, image_shape, path, n: int = 64):
-    """First-layer weights drawn as images: column k of W (what hidden neuron k responds
-    to) as an image_shape picture, red positive / blue negative, each on its own scale.
+def plot_weights(W: np.ndarray, image_shape, path, n: int = 64, what: str = "hidden neurons"):
+    """First-layer weights drawn as images: column k of W (what hidden neuron k, or
+    convolution filter k, responds to) as an image_shape picture, red positive / blue
+    negative, each on its own scale.
 
     Parameters
     ----------
@@ -66,7 +67,9 @@ def plot_weights(W: np.ndarray, image_shape, path, n: int = 64):
     image_shape : (h, w)
     path : str or os.PathLike
     n : int
-        How many neurons to draw.
+        How many neurons (filters) to draw.
+    what : str
+        What the columns are, for the title ('hidden neurons', 'filters').
     """
     plt = _pyplot()
     h, w = image_shape
@@ -83,7 +86,7 @@ def plot_weights(W: np.ndarray, image_shape, path, n: int = 64):
             lim = float(np.abs(img).max()) or 1.0
             ax.imshow(img, cmap="bwr", vmin=-lim, vmax=lim)
             ax.set_title(str(k), fontsize=6)
-    fig.suptitle(f"first-layer weights of {n} hidden neurons (red +, blue −)", fontsize=9)
+    fig.suptitle(f"first-layer weights of {n} {what} (red +, blue −)", fontsize=9)
     fig.tight_layout()
     try:
         return _save(fig, path)
