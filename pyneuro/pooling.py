@@ -47,8 +47,8 @@ class _Pool2D(Layer):
 
     def forward(self, x, training=False):
         y = self._buffer("y", x.shape[0], self.n_out)
-        self._plan.forward(x, y, training)
-        return y
+        self._plan.forward(x, y, True)    # max: records each window's argmax, which backward
+        return y                          # needs after evaluation too (input gradients)
 
     def backward(self, dA, need_input_grad=True):
         if not need_input_grad:
