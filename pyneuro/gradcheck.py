@@ -46,9 +46,9 @@ def check_gradients(model: Sequential, loss, X: np.ndarray, y: np.ndarray, eps: 
     evaluate(delta)
     model.backward(delta)
     analytic = model.grads.copy()
-    numeric = np.empty_like(analytic)
+    numeric = np.zeros_like(analytic)     # state values (running statistics) are no parameters: 0
     theta = model.params
-    for k in range(theta.size):
+    for k in (k for _, a, b in model._spans for k in range(a, b)):
         keep = theta[k]
         theta[k] = keep + eps
         up = evaluate()
