@@ -81,7 +81,8 @@ def test_input_gradient_of_a_cnn_matches_finite_differences():
 
 # ---- shapes -------------------------------------------------------------------------------------
 def test_layers_report_their_output_shapes():
-    model = cnn("conv32x5,pool2,conv64x5,pool2,dense128", (1, 28, 28), n_out=10, dtype="float32")
+    model = cnn("conv32x5,pool2,conv64x5,pool2,dense128", (1, 28, 28), n_out=10, dtype="float32",
+                activation="relu")
     assert [layer.out_shape for layer in model.layers] == [(32, 24, 24), (32, 12, 12), (64, 8, 8), (64, 4, 4),
                                                            (128,), (10,)]
     table = model.summary(print_fn=None)
@@ -254,7 +255,7 @@ def test_a_small_cnn_learns_the_digits():
 
 def test_the_command_line_trains_a_cnn_from_a_layer_spec(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pyneuro.cli", "train", "--layers", "conv8x3p1,pool2,dense32",
-                           "--epochs", "3", "--save", str(tmp_path / "m.st"), "--quiet"],
+                           "--epochs", "8", "--save", str(tmp_path / "m.st"), "--quiet"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     accuracy = float(proc.stdout.split("test accuracy")[1].split()[0])
