@@ -41,6 +41,9 @@ class BatchNorm(Layer):
         m in running ← (1 − m)·running + m·batch statistic, in [0, 1] (PyTorch's default 0.1).
     eps : float
         ε > 0 (default 1e-5, as PyTorch).
+
+    In data-parallel training over MPI the statistics are those of the whole batch, all
+    ranks' rows together (synchronised batch norm), so 2 ranks train as one process does.
     """
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
@@ -48,6 +51,8 @@ class BatchNorm(Layer):
         self.momentum = check_float(momentum, "BatchNorm momentum", 0.0, 1.0)
         self.eps = check_float(eps, "BatchNorm eps", 0.0, low_open=True)
         self._training = False
+        self.ranks = None     # distributed training: what sums over the ranks (Trainer sets it)
+        self._N = 0           # values per channel in the (global) batch of the last training forward
 
     def build_shape(self, in_shape, dtype):
         in_shape = tuple(in_shape)
@@ -57,9 +62,11 @@ class BatchNorm(Layer):
         self.P = math.prod(in_shape[1:])
         self.dtype, self.in_shape, self.out_shape = dtype, in_shape, in_shape
         self.n_in = self.n_out = math.prod(in_shape)
-        # per-channel work vectors: mean, σ², 1/√(σ² + ε), and the constants 0 and 1
-        self._mean, self._var, self._invstd, self._scale = (np.empty(self.C, dtype) for _ in range(4))
+        # per-channel work vectors: μ, σ², 1/√(σ² + ε), a product, the whole batch's Σ dY and Σ dY·x̂
+        self._mean, self._var, self._invstd, self._scale, self._sum_dY, self._sum_dY_xhat = (
+            np.empty(self.C, dtype) for _ in range(6))
         self._zero, self._one = np.zeros(self.C, dtype), np.ones(self.C, dtype)
+        self._shared = np.empty(2 * self.C + 1, dtype)    # what goes over the ranks in one message
         return in_shape
 
     def param_shapes(self):
@@ -85,15 +92,30 @@ class BatchNorm(Layer):
     def inference(self):
         return [("batchnorm", self)]
 
+    def _over_ranks(self, *vectors, count: float = 0) -> float:
+        """Sum the (C,) vectors (and a count) over the MPI ranks, in place; one process: as they are."""
+        if self.ranks is None:
+            return count
+        C, shared = self.C, self._shared
+        for k, v in enumerate(vectors):
+            shared[k * C:(k + 1) * C] = v
+        shared[-1] = count
+        self.ranks.sum(shared)
+        for k, v in enumerate(vectors):
+            v[...] = shared[k * C:(k + 1) * C]
+        return float(shared[-1])
+
     def _statistics(self, x) -> None:
-        """The batch's μ and σ² into _mean and _var, and the running statistics updated."""
-        N = x.shape[0] * self.P
+        """The batch's μ and σ² (over all ranks' rows) into _mean and _var, and the running
+        statistics updated."""
+        _core.channel_sums(x, self.C, self._mean)
+        N = self._N = int(self._over_ranks(self._mean, count=x.shape[0] * self.P))
         if N < 2:
             raise ValueError(f"BatchNorm: training needs more than one value per channel, got a batch of "
-                             f"{x.shape[0]} sample(s) of {self.P} value(s) per channel")
-        _core.channel_sums(x, self.C, self._mean)
+                             f"{N // self.P} sample(s) of {self.P} value(s) per channel")
         self._mean /= N
         _core.channel_sq_dev(x, self._mean, self.C, self._var)
+        self._over_ranks(self._var)
         self._var /= N
         m = self.momentum
         for running, batch, weight in ((self.running_mean, self._mean, m), (self.running_var, self._var,
@@ -124,8 +146,18 @@ class BatchNorm(Layer):
             return None
         dX = self._buffer("dX", dA.shape[0], self.n_in)
         if self._training:
-            N = dA.shape[0] * self.P
-            _core.batchnorm_input_grad(dA, self._xhat, self.gamma, self._invstd, self.dbeta, self.dgamma, N,
+            sum_dY, sum_dY_xhat = self.dbeta, self.dgamma
+            if self.ranks is not None:
+                # each rank's dA is ∂(its rows' mean loss)/∂Y = (B/b)·∂(batch mean loss)/∂Y: the
+                # whole batch's sums are Σ_ranks (b/B)·local sums, seen back on this rank's scale
+                share = dA.shape[0] * self.P / self._N
+                sum_dY, sum_dY_xhat = self._sum_dY, self._sum_dY_xhat
+                np.multiply(self.dbeta, share, out=sum_dY)
+                np.multiply(self.dgamma, share, out=sum_dY_xhat)
+                self._over_ranks(sum_dY, sum_dY_xhat)
+                sum_dY /= share
+                sum_dY_xhat /= share
+            _core.batchnorm_input_grad(dA, self._xhat, self.gamma, self._invstd, sum_dY, sum_dY_xhat, self._N,
                                        self.C, dX)
         else:   # the running statistics are constants: dX = dY·γ/√(running σ² + ε)
             np.multiply(self.gamma, self._invstd, out=self._scale)
