@@ -37,7 +37,7 @@ class Sequential:
         Input width, needed only when the first layer does not fix it.
     """
 
-    def __init__(self, layers, seed=None, dtype="float32", input_dim: int | None = None):
+    def __init__(self, layers, seed=None, dtype="float32", input_dim: int | None = None, *, _init: bool = True):
         self.layers: list[Layer] = list(layers)
         if not self.layers:
             raise ValueError("Sequential: expected at least one layer, got none")
@@ -83,8 +83,9 @@ class Sequential:
             layer.bind(views, gviews)
             self._spans.append((start, off))
         rng = as_generator(seed)
-        for layer in self.layers:
-            layer.init_params(rng)
+        for layer in self.layers:   # (private) _init=False: params are overwritten at once (model_from),
+            if _init or not layer.param_shapes():   # so only layers without any (Dropout's stream) draw
+                layer.init_params(rng)
         self._chain = self._dense_chain()
         # One training step or one batch of prediction at a time: the layers' buffers (and the
         # weights an optimizer step rewrites) are never used by two of them at once.
@@ -596,10 +597,6 @@ def _described_layers(doc, path: str) -> tuple[list[Layer], np.dtype, int, int]:
     return layers, dtype, n_in, count
 
 
-def _keep_params(rng) -> None:
-    """init_params of a layer whose parameters are about to be overwritten: no random draw."""
-
-
 def model_from(doc, params, info, path="<model>") -> Sequential:
     """The model of a model document with these parameters and info (checked against the
     architecture before anything is allocated): what loading a file and unpickling both do."""
@@ -610,14 +607,7 @@ def model_from(doc, params, info, path="<model>") -> Sequential:
                                             f"{getattr(params, 'shape', '')}"
         raise ValueError(f"{path}: damaged: the architecture needs {dtype} params of shape ({count},), "
                          f"the file holds {got}")
-    for layer in layers:     # the file's parameters replace the initial ones: skip drawing them
-        if layer.param_shapes():
-            setattr(layer, "init_params", _keep_params)
-    try:
-        model = Sequential(layers, dtype=dtype, input_dim=n_in)
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("init_params", None)
+    model = Sequential(layers, dtype=dtype, input_dim=n_in, _init=False)   # the file's params replace them
     model.params[...] = params
     model.info = info or {}
     model.loss, model.output = _trained_on(doc, path)
