@@ -8,6 +8,7 @@ loss and ∂L/∂Z, backward, Adam update (Trainer._gradient, then optimizer.ste
     float32            float32 X, unweighted (the reference)
     weighted           float32 X, per-row sample weights (gathered with the rows, the
                        weighted loss kernel, W_b summed)
+    uint8              uint8 X converted in the gather (the conversion alone)
     uint8 + Scale      uint8 X converted in the gather, then a Scale(1/255) layer
     float64            float64 X converted in the gather
 
@@ -23,7 +24,7 @@ import numpy as np
 import peers
 
 BATCH = 128
-VARIANTS = ("float32", "weighted", "uint8 + Scale", "float64")
+VARIANTS = ("float32", "weighted", "uint8", "uint8 + Scale", "float64")
 
 
 def step_fn(variant: str):
@@ -33,9 +34,10 @@ def step_fn(variant: str):
     w = None
     if variant == "weighted":
         w = np.random.default_rng(1).uniform(0, 2, X.shape[0]).astype(np.float32)
-    elif variant == "uint8 + Scale":
+    elif variant.startswith("uint8"):
         X = (X * 255).astype(np.uint8)
-        model = pn.Sequential([pn.Scale(1 / 255), *model.layers], seed=0)
+        if variant == "uint8 + Scale":
+            model = pn.Sequential([pn.Scale(1 / 255), *model.layers], seed=0)
     elif variant == "float64":
         X = X.astype(np.float64)
     trainer = pn.Trainer(model, "cross_entropy", optimizer, batch_size=BATCH, verbose=0, seed=0)

@@ -262,10 +262,6 @@ class Trainer:
         rows = self.dist.shard(idx)
         wb = self._weights_of(w, rows)
         share = float(rows.shape[0]) if wb is None else float(wb.sum(dtype=np.float64))   # W_r
-        if rows.shape[0] == idx.shape[0]:
-            total = share                                                                # W_b, one rank
-        else:
-            total = float(idx.shape[0]) if w is None else float(w[idx].sum(dtype=np.float64))
         loss, correct = 0.0, None
         if rows.shape[0]:
             xb, yb, delta, pred = source.fetch(self, rows)
@@ -277,7 +273,8 @@ class Trainer:
         else:                                   # more ranks than rows in this batch
             self.model.grads[...] = 0
             correct = 0 if self._accuracy else None
-        return (*self.dist.combine_step(self.model.grads, loss, correct, share, total), idx.shape[0], total)
+        loss, correct, total = self.dist.combine_step(self.model.grads, loss, correct, share)   # total: W_b
+        return loss, correct, idx.shape[0], total
 
     @staticmethod
     def _keep(seen, Z, yb) -> None:
@@ -412,7 +409,7 @@ class Trainer:
         if not isinstance(source, ArraySource):
             raise ValueError("sample_weight/class_weight: need an array X (and y); a Dataset or an iterable "
                              "of batches has no weights per row here")
-        y = source.y    # distributed: every rank holds all rows, and so all weights (each needs W_b)
+        y = source.y    # distributed: every rank holds all rows and weights, and uses its shard's
         n, dtype = y.shape[0], self.model.dtype
         w = np.ones(n, dtype) if sample_weight is None else check_sample_weight(sample_weight, n, dtype)
         if class_weight is not None:

@@ -211,7 +211,7 @@ def _thread_rank(rank, shared):
     from types import SimpleNamespace
     d = pn.distributed.Distributed.__new__(pn.distributed.Distributed)
     d._mpi, d.comm = SimpleNamespace(IN_PLACE=None, SUM=None), _ThreadComm(rank, shared)
-    d.rank, d.size, d._stats = rank, 2, np.zeros(2)
+    d.rank, d.size, d._stats = rank, 2, np.zeros(3)
     d.allreduce_seconds, d.allreduce_calls = 0.0, 0
     return d
 
