@@ -3,7 +3,8 @@
 A checkpoint is a pyneuro model file (pyneuro.load reads its model) with
     tensors    "optimizer.<name>"   the optimizer's state vectors (velocity, moments …)
     document   "checkpoint"         epoch, the end epoch of the fit that was running, the
-                                    Trainer's settings, loss and optimizer descriptions,
+                                    Trainer's settings (metrics by name), loss and optimizer
+                                    descriptions,
                                     optimizer step t, the random streams (shuffling, split,
                                     dropout) and the history
 Resuming restores every one of them, so the rest of the fit ends with bitwise the
@@ -20,6 +21,7 @@ from .callbacks import History
 from ._registry import load_hint
 from .io import read_file, write_file
 from .losses import LOSSES
+from .metrics import metric_names_for_file
 from .model import checked_for_saving, loss_document, model_document, model_from_file
 from .optimizers import Adam, RMSprop, optimizer_from_description
 
@@ -36,6 +38,7 @@ def save_checkpoint(trainer, path) -> None:
            "optimizer": opt.describe(), "step": opt.t,
            "rng": trainer.rng.bit_generator.state, "split_seed": trainer._split_seed,
            "allow_nonfinite": trainer.allow_nonfinite, "history": dict(trainer.history),
+           "metrics": metric_names_for_file(trainer._metric_specs, str(path)),
            "layer_rngs": [rng.bit_generator.state if (rng := getattr(layer, "rng", None)) is not None
                           else None for layer in trainer.model.layers]}
     write_file(path, tensors, {"model": model_document(trainer.model, str(path)),
@@ -95,12 +98,15 @@ def load_checkpoint(trainer_class, path, schedule=None, verbose: int = 1):
             raise ValueError(f"allow_nonfinite should be true or false, got {ck['allow_nonfinite']!r:.40}")
         if not isinstance(ck["optimizer"], dict):
             raise ValueError(f"optimizer should be a description (a dict), got {ck['optimizer']!r:.60}")
+        metrics = ck.get("metrics")    # absent in checkpoints older than it: the default
+        if metrics is not None and not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
+            raise ValueError(f"metrics should be null or a list of names, got {metrics!r:.80}")
         epoch = _count(ck, "epoch")
         end_epoch = _count(ck, "end_epoch", epoch)
         loss = LOSSES[loss_doc["name"]](**loss_doc["config"])
         trainer = trainer_class(model, loss, optimizer_from_description(ck["optimizer"], schedule),
                                 batch_size=_count(ck, "batch_size", 1), epochs=_count(ck, "epochs"), seed=0,
-                                verbose=verbose, allow_nonfinite=ck["allow_nonfinite"])
+                                verbose=verbose, allow_nonfinite=ck["allow_nonfinite"], metrics=metrics)
         opt = trainer.optimizer
         opt.t = _count(ck, "step")
         states = opt.state_arrays()

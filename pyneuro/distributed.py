@@ -2,14 +2,16 @@
 
 Every rank holds the same model. Each global batch of B rows (the same shuffled
 rows on every rank: same seed) is cut into contiguous shards, one per rank; rank r
-computes the gradient of its shard's mean loss, g_r = (1/b_r) Σ_{i∈r} ∇ℓ_i, and one
-in-place Allreduce over the flat gradient vector gives the gradient of the batch:
+computes the gradient of its shard's (weighted) mean loss,
+g_r = (1/W_r) Σ_{i∈r} w_i ∇ℓ_i with W_r = Σ_{i∈r} w_i (w_i = 1 unweighted, W_r = b_r rows),
+and one in-place Allreduce over the flat gradient vector gives the gradient of the batch:
 
-    g = Σ_r (b_r / B) · g_r = (1/B) Σ_i ∇ℓ_i
+    g = Σ_r (W_r / W) · g_r = (1/W) Σ_i w_i ∇ℓ_i,    W = Σ_r W_r = Σ_{i in batch} w_i
 
-(the single-process gradient, summed in another order). Every rank then takes the
-same optimizer step. Loss and accuracy travel in a second, 2-number Allreduce, so
-all ranks see (and stop on) the same values. Launch with `mpiexec -n 4 python ...`
+(the single-process gradient, summed in another order). The step's scalars (W_r·L_r,
+correct, W_r) travel first, in one 3-number Allreduce, so every rank knows W before it
+scales its gradient; so all ranks see (and stop on) the same loss. Every rank then takes the
+same optimizer step. Launch with `mpiexec -n 4 python ...`
 or `mpiexec -n 4 pyneuro train --distributed`.
 """
 from __future__ import annotations
@@ -43,9 +45,9 @@ class OneProcess:
     def gather(self, array: np.ndarray) -> np.ndarray:
         return array
 
-    def combine_step(self, grads: np.ndarray, loss: float, correct: int | None, rows: int,
-                     batch: int) -> tuple[float, int | None]:
-        return loss, correct
+    def combine_step(self, grads: np.ndarray, loss: float, correct: int | None,
+                     share: float) -> tuple[float, int | None, float]:
+        return loss, correct, share
 
     def abort(self, error: BaseException) -> None:
         pass    # the exception reaches the caller
@@ -70,7 +72,7 @@ class Distributed:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        self._stats = np.zeros(2)      # (loss·rows, correct) of a step, reused: no allocation per step
+        self._stats = np.zeros(3)      # (loss·W_r, correct, W_r) of a step, reused: no allocation per step
         self.allreduce_seconds = 0.0   # time spent combining gradients, and how many times
         self.allreduce_calls = 0
         self._share_cores()
@@ -110,20 +112,23 @@ class Distributed:
         a sharded set, as shard cut them)."""
         return np.concatenate(self.comm.allgather(array))
 
-    def combine_step(self, grads: np.ndarray, loss: float, correct: int | None, rows: int,
-                     batch: int) -> tuple[float, int | None]:
-        """Average the shards' gradients into the batch gradient (in place) and return the
-        batch's mean loss and correct count, the same on every rank."""
-        if rows != batch:
-            grads *= rows / batch
+    def combine_step(self, grads: np.ndarray, loss: float, correct: int | None,
+                     share: float) -> tuple[float, int | None, float]:
+        """Combine the shards' gradients into the batch gradient g = Σ_r (W_r/W) g_r (in place)
+        and return the batch's mean loss L = Σ_r W_r L_r / W, its correct count and W, the
+        same on every rank. share: this shard's W_r (its rows, or the sum of its rows'
+        weights); a batch whose weights are all 0 gives L = 0 and no gradient."""
+        stats = self._stats
+        stats[0], stats[1], stats[2] = loss * share, correct or 0, share
+        self.sum(stats)
+        total = float(stats[2])
+        if total and share != total:
+            grads *= share / total
         t = time.perf_counter()
         self.sum(grads)
         self.allreduce_seconds += time.perf_counter() - t
         self.allreduce_calls += 1
-        stats = self._stats
-        stats[0], stats[1] = loss * rows, correct or 0
-        self.sum(stats)
-        return float(stats[0] / batch), (None if correct is None else int(stats[1]))
+        return (float(stats[0] / total) if total else 0.0), (None if correct is None else int(stats[1])), total
 
     def abort(self, error: BaseException) -> None:
         """Stop every rank: one rank's exception must not leave the others waiting

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from . import _core
-from ._registry import register
+from ._registry import load_hint, not_registered, register
 
 def classes_from_outputs(Z: np.ndarray, out: np.ndarray | None = None, threshold: float = 0.0) -> np.ndarray:
     """The class each row of a network output stands for: argmax_j Z_ij (the first of
@@ -636,6 +636,50 @@ def register_metric(fn=None, *, name: str | None = None, on: str = "classes", hi
     return add if fn is None else add(fn)
 
 
+def registered_metric_name(fn) -> str | None:
+    """The name a function was registered under with register_metric, or None.
+
+    Parameters
+    ----------
+    fn : callable
+
+    Returns
+    -------
+    str or None
+    """
+    for table in (_BY_CLASS, _BY_VALUE):
+        for label, entry in table.items():
+            if label not in _BUILTIN_METRICS and (entry is fn or getattr(entry, "__wrapped__", None) is fn):
+                return label
+    return None
+
+
+def metric_names_for_file(specs, where: str) -> list[str] | None:
+    """Trainer(metrics=specs) as a file records it: names (a registered function by its
+    registered name), None for the default; an unregistered function is refused, since a
+    file naming it could not be resumed.
+
+    Parameters
+    ----------
+    specs : list of str or callable, or None
+    where : str
+        The file, for the message.
+
+    Returns
+    -------
+    list of str or None
+    """
+    if specs is None:
+        return None
+    names = []
+    for m in specs:
+        name = m if isinstance(m, str) else registered_metric_name(m)
+        if name is None:
+            raise not_registered(m, "metric", where)
+        names.append(name)
+    return names
+
+
 def higher_is_better(name: str) -> bool:
     """Whether larger values of a logged metric are better: accuracies, precision, recall, F1,
     ROC AUC, R² (with or without a 'val_' prefix); losses and errors are smaller-is-better.
@@ -675,6 +719,8 @@ def metric(name, kind: str, classifier: bool) -> tuple[str, Callable[[Outputs], 
     (str, callable)
         The logged name and a function of Outputs.
     """
+    if callable(name) and registered_metric_name(name) is not None:
+        name = registered_metric_name(name)     # as registered (its `on`): the same as by name
     if callable(name):
         fn = name
         label = getattr(fn, "__name__", "")
@@ -701,4 +747,5 @@ def metric(name, kind: str, classifier: bool) -> tuple[str, Callable[[Outputs], 
                              f"{kind}, not values: use 'log_loss', 'accuracy', ...")
         return name, _BY_VALUE[name]
     raise ValueError(f"metrics: unknown metric {name!r}; expected one of "
-                     f"{(*METRIC_NAMES, *(set(_BY_CLASS) | set(_BY_VALUE)) - _BUILTIN_METRICS)} or a callable")
+                     f"{(*METRIC_NAMES, *(set(_BY_CLASS) | set(_BY_VALUE)) - _BUILTIN_METRICS)} or a callable "
+                     + load_hint("metric"))

@@ -42,7 +42,7 @@ class Sequential:
     """
 
     def __init__(self, layers, seed=None, dtype="float32", input_dim: int | None = None,
-                 input_shape=None):
+                 input_shape=None, *, _init: bool = True):
         self.layers: list[Layer] = list(layers)
         if not self.layers:
             raise ValueError("Sequential: expected at least one layer, got none")
@@ -86,9 +86,11 @@ class Sequential:
                 off += size
             layer.bind(views, gviews)
         rng = as_generator(seed)
-        for layer in self.layers:
-            layer.init_params(rng)
+        for layer in self.layers:   # (private) _init=False: params are overwritten at once (model_from),
+            if _init or not layer.param_shapes():   # so only layers without any (Dropout's stream) draw
+                layer.init_params(rng)
         self._chain = self._dense_chain()
+        self._first_with_params = next((i for i, layer in enumerate(self.layers) if layer.param_shapes()), 0)
         # One training step or one batch of prediction at a time: the layers' buffers (and the
         # weights an optimizer step rewrites) are never used by two of them at once.
         self._lock = threading.Lock()
@@ -132,12 +134,15 @@ class Sequential:
 
     def backward(self, dA: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
         """Backpropagate dA = ∂L/∂A of the output; fills self.grads, and returns ∂L/∂X of
-        the input when input_grad (a view of a work buffer), else None."""
+        the input when input_grad (a view of a work buffer), else None. Without input_grad it
+        stops at the first layer with parameters: layers before it (Scale, Standardize) have
+        no gradient to give."""
         g: np.ndarray | None = dA
-        for i in range(len(self.layers) - 1, -1, -1):
+        first = 0 if input_grad else self._first_with_params
+        for i in range(len(self.layers) - 1, first - 1, -1):
             assert g is not None
-            g = self.layers[i].backward(g, need_input_grad=input_grad or i > 0)
-        return g
+            g = self.layers[i].backward(g, need_input_grad=input_grad or i > first)
+        return g if input_grad else None
 
     def trainable_ranges(self) -> list[tuple[int, int]]:
         """The [start, stop) runs of `params` that training updates: those of the layers
@@ -631,10 +636,6 @@ def _described_layers(doc, path: str) -> tuple[list[Layer], np.dtype, tuple, int
     return layers, dtype, tuple(doc.get("input_shape", [n_in])), count
 
 
-def _keep_params(rng) -> None:
-    """init_params of a layer whose parameters are about to be overwritten: no random draw."""
-
-
 def model_from(doc, params, info, path="<model>") -> Sequential:
     """The model of a model document with these parameters and info (checked against the
     architecture before anything is allocated): what loading a file and unpickling both do."""
@@ -645,14 +646,7 @@ def model_from(doc, params, info, path="<model>") -> Sequential:
                                             f"{getattr(params, 'shape', '')}"
         raise ValueError(f"{path}: damaged: the architecture needs {dtype} params of shape ({count},), "
                          f"the file holds {got}")
-    for layer in layers:     # the file's parameters replace the initial ones: skip drawing them
-        if layer.param_shapes() or layer.state_shapes():
-            setattr(layer, "init_params", _keep_params)
-    try:
-        model = Sequential(layers, dtype=dtype, input_shape=input_shape)
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("init_params", None)
+    model = Sequential(layers, dtype=dtype, input_shape=input_shape, _init=False)   # the file's params replace them
     model.params[...] = params
     model.info = info or {}
     model.loss, model.output = _trained_on(doc, path)

@@ -121,7 +121,8 @@ class _BaseMLP(BaseEstimator):
             opt = Adam(lr=self.learning_rate_init, weight_decay=decay)
         return Trainer(self.model_, self._loss, opt, batch_size=batch, epochs=self.max_iter,
                        seed=int(self._rng.integers(2**63)), verbose=2 if self.verbose else 0,
-                       allow_nonfinite=True)   # validate_data has refused NaN/inf already: no second scan
+                       allow_nonfinite=True,   # validate_data has refused NaN/inf already: no second scan
+                       metrics=[])             # scikit-learn's MLPs log the loss alone
 
     # ---- fitting ------------------------------------------------------------------------
     def _fit(self, X, y, incremental, sample_weight=None):
@@ -129,11 +130,12 @@ class _BaseMLP(BaseEstimator):
         if self.threads is not None:
             _core.set_num_threads(self.threads)
         first = not (incremental or self.warm_start) or not hasattr(self, "model_")
-        X, y = validate_data(self, X, y, reset=first, dtype=[np.float64, np.float32],
+        # X keeps its dtype and memory (a uint8 or float64 memmap is not copied): the Trainer
+        # converts each batch to the model's dtype as it gathers it
+        X, y = validate_data(self, X, y, reset=first, dtype="numeric",
                              multi_output=self._multi_output, y_numeric=not self._classifier)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        X = np.ascontiguousarray(X, dtype=self.dtype)
         Y = self._encode(y, first)
         if first:
             rs = self.random_state   # None, an int, or a RandomState whose stream gives the seed
@@ -189,8 +191,8 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self.model_.predict(np.ascontiguousarray(X, dtype=self.dtype))
+        X = validate_data(self, X, reset=False, dtype="numeric")   # converted batch by batch by predict
+        return self.model_.predict(X)
 
     def __getstate__(self):
         """Pickles (joblib, GridSearchCV) carry the model, not the optimizer's state."""

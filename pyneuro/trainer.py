@@ -121,16 +121,22 @@ class Trainer:
     allow_nonfinite : bool
         Accept NaN/inf in the data.
     metrics : list of str or callable, optional
-        Computed on the validation data at the end of every epoch (logged as 'val_<name>')
-        and by evaluate() (as '<name>'), not on the training data (which would need the
-        whole epoch's outputs; 'accuracy' is counted on the training batches anyway):
+        Computed each epoch on the training data (logged as '<name>', as Keras does) and on
+        the validation data (as 'val_<name>'), and by evaluate() (as '<name>'); printed in
+        the epoch line, kept in the History, usable as a callback's ``monitor``. The
+        training values come from the outputs the training steps produced during the epoch
+        (kept as they go: n_rows × (n_out + target width) numbers per epoch), so they are
+        outputs under dropout and of weights that changed from batch to batch, as Keras's
+        training metrics are; the validation values are of the model at the epoch's end.
+        Metrics are unweighted (sample_weight/class_weight weigh the loss only). Names:
         'accuracy', 'top_k_accuracy' (top 5) or 'top<k>_accuracy', 'precision', 'recall',
         'f1' (binary for two classes, else macro-averaged), 'roc_auc' (one-vs-rest, macro
         for several classes), 'log_loss', 'mse', 'mae', 'r2' (pyneuro.metrics), or functions
         f(y_true, outputs) -> float logged under their __name__ (a classifier's true classes
         and class probabilities, a regressor's targets and outputs). Outputs become classes
         and probabilities as the model means them (Sequential.predict_proba). Default: none
-        for a classifier, ['r2', 'mae'] for a regressor.
+        for a classifier, ['r2', 'mae'] for a regressor. A checkpoint records them by name
+        (save_checkpoint refuses a callable that is not registered: pn.register_metric).
     Attributes
     ----------
     accuracy_note : str or None
@@ -157,6 +163,7 @@ class Trainer:
         self.accuracy_note = None if self._accuracy else f"no accuracy: {self.loss.accuracy_note(model.n_out)}"
         self._outputs = outputs
         self._metrics = self._named_metrics(metrics)
+        self._metric_specs = None if metrics is None else list(metrics)   # as given (checkpoints)
         self.optimizer = Adam() if optimizer is None else get_optimizer(optimizer)
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.epochs = check_int(epochs, "epochs", 0)
@@ -234,32 +241,46 @@ class Trainer:
         """The batch's loss (weighted mean Σ w_i ℓ_i / Σ w_i with sample weights wb), δ into delta."""
         return self.loss.value_and_grad(Z, yb, delta) if wb is None else self.loss.value_and_grad(Z, yb, delta, wb)
 
-    def _gradient(self, source, batch, w=None) -> tuple[float, int | None, int]:
+    def _gradient(self, source, batch, w=None, seen=None) -> tuple[float, int | None, int, float]:
         """Forward and backward over one batch (rows idx of a random-access source, or an
         iterable's (X_b, y_b)): fills model.grads with ∂L/∂θ of the batch's mean loss (weighted
         by the rows' sample weights w of a random-access source);
-        returns (loss, correct, rows). Each rank takes its shard of the rows and the shards'
-        gradients are combined (pyneuro/distributed.py; one process: all rows)."""
+        returns (loss, correct, rows, W_b), W_b the batch's rows or the sum of its weights.
+        Each rank takes its shard of the rows and the shards' gradients are combined, each
+        weighing W_r / W_b (pyneuro/distributed.py; one process: all rows). With `seen` (a
+        list), a copy of the outputs and targets of this rank's rows is appended to it (the
+        training metrics)."""
         if not source.random_access:
             xb, yb, delta, pred = source.fetch(self, batch)
             Z = self.model.forward(xb, training=True)
+            self._keep(seen, Z, yb)
             loss = self.loss.value_and_grad(Z, yb, delta)
             correct = self._correct(Z, yb, pred)
             self.model.backward(delta)
-            return loss, correct, xb.shape[0]
+            return loss, correct, xb.shape[0], float(xb.shape[0])
         idx = batch
         rows = self.dist.shard(idx)
+        wb = self._weights_of(w, rows)
+        share = float(rows.shape[0]) if wb is None else float(wb.sum(dtype=np.float64))   # W_r
         loss, correct = 0.0, None
         if rows.shape[0]:
             xb, yb, delta, pred = source.fetch(self, rows)
             Z = self.model.forward(xb, training=True)
-            loss = self._loss_and_grad(Z, yb, delta, self._weights_of(w, rows))
+            self._keep(seen, Z, yb)
+            loss = self._loss_and_grad(Z, yb, delta, wb)
             correct = self._correct(Z, yb, pred)
             self.model.backward(delta)
         else:                                   # more ranks than rows in this batch
             self.model.grads[...] = 0
             correct = 0 if self._accuracy else None
-        return (*self.dist.combine_step(self.model.grads, loss, correct, rows.shape[0], idx.shape[0]), idx.shape[0])
+        loss, correct, total = self.dist.combine_step(self.model.grads, loss, correct, share)   # total: W_b
+        return loss, correct, idx.shape[0], total
+
+    @staticmethod
+    def _keep(seen, Z, yb) -> None:
+        """Append copies of a training batch's outputs and targets to `seen` (when a list)."""
+        if seen is not None:
+            seen.append((Z.copy(), yb.copy()))
 
     def _correct(self, Z, yb, pred) -> int | None:
         """How many rows of the batch are classified right (None when outputs are not classes)."""
@@ -388,9 +409,7 @@ class Trainer:
         if not isinstance(source, ArraySource):
             raise ValueError("sample_weight/class_weight: need an array X (and y); a Dataset or an iterable "
                              "of batches has no weights per row here")
-        y = source.y
-        if self.dist.size > 1:
-            raise ValueError("sample_weight/class_weight: not supported in distributed training yet")
+        y = source.y    # distributed: every rank holds all rows and weights, and uses its shard's
         n, dtype = y.shape[0], self.model.dtype
         w = np.ones(n, dtype) if sample_weight is None else check_sample_weight(sample_weight, n, dtype)
         if class_weight is not None:
@@ -416,18 +435,18 @@ class Trainer:
         logs (its loss the mean over rows, weighted by w when given)."""
         n_batches, batches = self._epoch_batches(source, rows, batch, steps)
         total_loss, total_correct, seen, weight = 0.0, 0, 0, 0.0
+        outputs: list | None = [] if self._metrics else None   # (Z_b, y_b) of this rank's rows
         bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}") if self.verbose == 1 else None
         try:
             for b, key in enumerate(batches):
                 with self.model._lock:    # a predict() from another thread waits for the whole step
-                    loss, correct, n_rows = self._gradient(source, key, w)
+                    loss, correct, n_rows, W_b = self._gradient(source, key, w, outputs)
                     if not np.isfinite(loss):
                         raise DivergenceError(f"loss became {loss} at epoch {self.epoch + 1}, batch {b + 1} "
                                               f"of {n_batches or '?'}; the model keeps the weights from before this "
                                               "batch (try a smaller learning rate or clip_norm)")
                     self.optimizer.step()
                 interrupt.check()         # Ctrl-C lands here, between whole steps
-                W_b = n_rows if w is None else float(self._weights_of(w, key).sum())
                 total_loss += loss * W_b
                 weight += W_b
                 seen += n_rows
@@ -438,15 +457,28 @@ class Trainer:
                 for cb in callbacks:
                     cb.on_batch_end(b, logs)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{total_loss / max(weight, 1e-300):.4f}", refresh=False)
+                    # the weighted mean so far; undefined while every row seen weighed 0
+                    bar.set_postfix(loss=f"{total_loss / weight:.4f}" if weight else "n/a", refresh=False)
                     bar.update(1)
                 if self.stop_training:    # set in on_batch_end: the epoch ends after this step
                     break
         finally:
             if bar is not None:
                 bar.close()
-        return {"loss": total_loss / weight if weight else 0.0,
+        logs = {"loss": total_loss / weight if weight else 0.0,
                 **({"accuracy": total_correct / seen} if self._accuracy else {})}
+        if outputs is not None:
+            logs.update(self._metric_values(outputs))
+        return logs
+
+    def _metric_values(self, batches: list) -> dict:
+        """The Trainer's metrics of the (Z_b, y_b) pairs this rank kept, all ranks' rows
+        gathered (every rank returns the same numbers)."""
+        m = self.model
+        Z = np.concatenate([z for z, _ in batches]) if batches else np.empty((0, m.n_out), m.dtype)
+        y = np.concatenate([t for _, t in batches]) if batches else np.empty(0)
+        outputs = Outputs(self.dist.gather(Z), self.dist.gather(y), self._outputs, self._threshold)
+        return {name: fn(outputs) for name, fn in self._metrics.items()}
 
     def _split(self, train, validation_data, validation_split) -> tuple:
         """(training rows (None for an iterable source), validation (source, rows or None) or None)."""
@@ -542,8 +574,7 @@ class Trainer:
         else:
             keys = source.batches()
         sums = np.zeros(4)    # Σ loss·W_b, Σ correct, rows, Σ W_b (W_b: the batch's rows or weights)
-        Zs: list = []         # outputs and targets, for the metrics
-        ys: list = []
+        kept: list | None = [] if self._metrics else None   # (Z_b, y_b), for the metrics
         for key in keys:
             with self.model._lock:
                 xb, yb, _, pred = source.fetch(self, key)
@@ -554,20 +585,14 @@ class Trainer:
                 sums[1] += self._correct(Z, yb, pred) or 0
                 sums[2] += xb.shape[0]
                 sums[3] += W_b
-                if self._metrics:
-                    Zs.append(Z.copy())
-                    ys.append(yb.copy())
+                self._keep(kept, Z, yb)
         self.dist.sum(sums)
         n = int(sums[2])
         out = {"loss": float(sums[0]) / float(sums[3])}
         if self._accuracy:
             out["accuracy"] = int(sums[1]) / n
-        if self._metrics:
-            Z_all = np.concatenate(Zs) if Zs else np.empty((0, self.model.n_out), self.model.dtype)
-            y_mine = np.concatenate(ys) if ys else np.empty(0)
-            y_all = source.y[every] if isinstance(source, ArraySource) else self.dist.gather(y_mine)
-            outputs = Outputs(self.dist.gather(Z_all), y_all, self._outputs, self._threshold)
-            out.update((name, fn(outputs)) for name, fn in self._metrics.items())
+        if kept is not None:
+            out.update(self._metric_values(kept))
         return out
 
     def evaluate(self, X, y=None, batch_size: int = 1024, sample_weight=None) -> dict:
@@ -595,7 +620,7 @@ class Trainer:
         source = self._data(X, y)
         w = None
         if sample_weight is not None:
-            if not isinstance(source, ArraySource) or self.dist.size > 1:
-                raise ValueError("sample_weight: evaluate takes weights with an array X, in one process")
+            if not isinstance(source, ArraySource):
+                raise ValueError("sample_weight: evaluate takes weights with an array X (and y)")
             w = check_sample_weight(sample_weight, len(source), self.model.dtype)
         return self._evaluate(source, None, check_int(batch_size, "batch_size", 1), w)

@@ -129,3 +129,124 @@ def test_unseeded_ranks_still_agree(tmp_path):
     proc = run_mpi(2, UNSEEDED, [], tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["2", "True"]
+
+
+# ---- sample and class weights over ranks -------------------------------------------------------
+WEIGHTED = textwrap.dedent("""
+    import sys, numpy as np, pyneuro as pn
+    def train(distributed, batch, epochs=2):
+        X, y = pn.datasets.load_digits(dtype="float64")
+        X, y = X[:701], y[:701]
+        w = np.random.default_rng(3).random(701) * 2
+        w[np.random.default_rng(4).random(701) < 0.3] = 0       # zero weights: some shards, some batches
+        model = pn.Sequential([pn.Dense(64, 32, "relu"), pn.Dense(32, 10)], seed=5, dtype="float64")
+        t = pn.Trainer(model, optimizer=pn.SGD(lr=0.05, momentum=0.9), batch_size=batch, epochs=epochs, seed=7,
+                       verbose=0, distributed=distributed, metrics=["f1", "roc_auc"])
+        history = t.fit(X, y, validation_split=0.1, sample_weight=w, class_weight="balanced")
+        history["evaluated"] = [t.evaluate(X, y, sample_weight=w)["loss"]]
+        return model.params, history
+    if __name__ == "__main__":
+        batch, out = int(sys.argv[1]), sys.argv[2]
+        params, history = train(True, batch)
+        from mpi4py import MPI
+        rank = MPI.COMM_WORLD.Get_rank()
+        np.save(f"{out}.{rank}.npy", params)
+        np.save(f"{out}.{rank}.history.npy", np.concatenate([history[k] for k in sorted(history) if k != "time"]))
+""")
+
+
+def _weighted_single(batch):
+    ns = {}
+    exec(WEIGHTED.split("if __name__")[0], ns)
+    return ns["train"](False, batch)
+
+
+def _close_histories(a, b, rtol=1e-9):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        if k != "time":
+            np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=1e-12, err_msg=k)
+
+
+class _ThreadComm:
+    """Two ranks as two threads of this process: the calls Distributed makes on an mpi4py
+    communicator (bcast, Bcast, Allreduce in place with SUM, allgather), with MPI's meaning."""
+
+    def __init__(self, rank, shared):
+        self.rank, self.shared = rank, shared
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return 2
+
+    def _exchange(self, value):
+        slots, barrier = self.shared
+        slots[self.rank] = value
+        barrier.wait()
+        out = list(slots)
+        barrier.wait()
+        return out
+
+    def bcast(self, value, root=0):
+        return self._exchange(value)[root]
+
+    def Bcast(self, array, root=0):
+        array[...] = self._exchange(array.copy())[root]
+
+    def Allreduce(self, _in_place, array, op=None):
+        parts = self._exchange(array.copy())
+        array[...] = parts[0] + parts[1]
+
+    def allgather(self, value):
+        return self._exchange(value)
+
+    def Abort(self, code):
+        raise RuntimeError("abort")
+
+
+def _thread_rank(rank, shared):
+    """A Distributed on rank `rank` of a _ThreadComm (no mpi4py needed)."""
+    from types import SimpleNamespace
+    d = pn.distributed.Distributed.__new__(pn.distributed.Distributed)
+    d._mpi, d.comm = SimpleNamespace(IN_PLACE=None, SUM=None), _ThreadComm(rank, shared)
+    d.rank, d.size, d._stats = rank, 2, np.zeros(3)
+    d.allreduce_seconds, d.allreduce_calls = 0.0, 0
+    return d
+
+
+@pytest.mark.parametrize("batch", [64, 3])     # batch 3: shards of 1 and 2 rows, many all-zero shards
+def test_weighted_training_on_two_thread_ranks_equals_one_process(batch):
+    """Distributed's own arithmetic (shards weighing W_r / W) on a two-rank communicator of threads."""
+    import threading
+    ns = {}
+    exec(WEIGHTED.split("if __name__")[0], ns)
+    shared = ([None, None], threading.Barrier(2, timeout=120))
+    results = [None, None]
+
+    def run(rank):
+        results[rank] = ns["train"](_thread_rank(rank, shared), batch)
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert results[0] is not None and results[1] is not None
+    assert np.array_equal(results[0][0], results[1][0])
+    params, history = _weighted_single(batch)
+    assert np.abs(results[0][0] - params).max() <= 1e-10 * np.abs(params).max()
+    _close_histories(results[0][1], history)
+    assert history["loss"][0] > 0
+
+
+@needs_mpi
+def test_weighted_training_on_two_mpi_ranks_equals_one_process(tmp_path):
+    proc = run_mpi(2, WEIGHTED, [16, tmp_path / "w"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [np.load(tmp_path / f"w.{r}.npy") for r in (0, 1)]
+    assert np.array_equal(ranks[0], ranks[1])
+    params, history = _weighted_single(16)
+    assert np.abs(ranks[0] - params).max() <= 1e-10 * np.abs(params).max()
+    reference = np.concatenate([history[k] for k in sorted(history) if k != "time"])
+    np.testing.assert_allclose(np.load(tmp_path / "w.0.history.npy"), reference, rtol=1e-9)

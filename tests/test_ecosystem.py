@@ -250,3 +250,29 @@ def test_main_methods_are_documented(name):
     cls, method = name.split(".")
     doc = inspect.getdoc(getattr(getattr(pn, cls), method)) or ""
     assert "Parameters\n----------" in doc, name
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_estimators_read_a_memmap_batch_by_batch(tmp_path, dtype):
+    """fit and predict pass X through: a uint8 or float64 memmap is converted batch by batch
+    (tracemalloc sees NumPy's allocations: none as large as a converted copy of X)."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    n, d = 20000, 100
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=dtype, shape=(n, d))
+    X[:] = rng.integers(0, 4, (n, d)).astype(dtype)
+    y = (np.asarray(X[:, :3], np.float64).sum(axis=1) > 4.5).astype(np.int64)
+    X.flush()
+    X = np.load(tmp_path / "X.npy", mmap_mode="r")
+    float32_copy = n * d * 4
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, batch_size=256, random_state=0)
+    tracemalloc.start()
+    try:
+        clf.fit(X, y)
+        proba = clf.predict_proba(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < float32_copy / 2, (peak, float32_copy)
+    reference = clf.model_.predict_proba(np.asarray(X, np.float32))
+    np.testing.assert_allclose(proba, reference, rtol=1e-6, atol=1e-7)

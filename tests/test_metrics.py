@@ -276,3 +276,91 @@ def test_csv_logger_refuses_a_new_column(blobs, tmp_path):
     t = pn.Trainer(pn.Sequential.mlp(4, [4], 3, seed=0), epochs=2, seed=0, verbose=0)
     with pytest.raises(ValueError, match="'late'"):
         t.fit(X, y, callbacks=[extra, pn.CSVLogger(tmp_path / "log.csv")])
+
+
+def _train_metrics_of_frozen_model(X, y, **trainer_args):
+    """A Trainer whose layers are all frozen: its training outputs during an epoch are the
+    model's outputs (no step changes a weight), so the training metrics have a reference."""
+    model = pn.Sequential.mlp(4, [16], 3, seed=1)
+    for layer in model.layers:
+        layer.trainable = False
+    return model, pn.Trainer(model, seed=0, **trainer_args)
+
+
+def test_training_metrics_are_of_the_epochs_outputs(blobs, capsys):
+    X, y = blobs
+    model, t = _train_metrics_of_frozen_model(X, y, epochs=2, batch_size=32, verbose=2,
+                                              metrics=["f1", "roc_auc", "log_loss", "top2_accuracy", "precision"])
+    stop = pn.EarlyStopping(monitor="f1", patience=5)       # a training metric as a monitor
+    h = t.fit(X[:200], y[:200], validation_data=(X[200:], y[200:]), callbacks=[stop])
+    P = model.predict_proba(X[:200])                        # the outputs every batch saw
+    assert h["roc_auc"] == pytest.approx([skm.roc_auc_score(y[:200], P, multi_class="ovr")] * 2, abs=1e-6)
+    assert h["f1"] == pytest.approx([skm.f1_score(y[:200], P.argmax(1), average="macro")] * 2, abs=1e-12)
+    assert h["precision"][0] == pytest.approx(skm.precision_score(y[:200], P.argmax(1), average="macro"),
+                                              abs=1e-12)
+    assert h["log_loss"][0] == pytest.approx(skm.log_loss(y[:200], P, labels=[0, 1, 2]), rel=1e-5)
+    assert h["log_loss"][0] == pytest.approx(h["loss"][0], rel=1e-4)   # the same cross-entropy
+    assert h["top2_accuracy"][0] == pytest.approx(skm.top_k_accuracy_score(y[:200], P, k=2), abs=1e-12)
+    Pv = model.predict_proba(X[200:])
+    assert h["val_roc_auc"][0] == pytest.approx(skm.roc_auc_score(y[200:], Pv, multi_class="ovr"), abs=1e-6)
+    lines = capsys.readouterr().out.splitlines()
+    assert all(" roc_auc " in line and " val_roc_auc " in line for line in lines), lines
+    assert list(h)[:7] == ["loss", "accuracy", "f1", "roc_auc", "log_loss", "top2_accuracy", "precision"]
+
+
+def test_training_metrics_of_a_regressor_and_an_iterable_of_batches():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5])).astype(np.float32)[:, None]
+    model = pn.Sequential.mlp(3, [8], 1, seed=0)
+    for layer in model.layers:
+        layer.trainable = False
+    t = pn.Trainer(model, loss="mse", epochs=1, seed=0, verbose=0)          # default: r2, mae
+    batches = [(X[i:i + 20], y[i:i + 20]) for i in range(0, 90, 20)]
+    h = t.fit(batches)
+    Z = model.predict(X)
+    assert h["r2"][0] == pytest.approx(skm.r2_score(y, Z), abs=1e-6)
+    assert h["mae"][0] == pytest.approx(skm.mean_absolute_error(y, Z), abs=1e-6)
+    assert h["loss"][0] == pytest.approx(np.mean((Z - y) ** 2), rel=1e-5)
+
+
+def test_training_metrics_see_the_outputs_under_changing_weights(blobs):
+    """One full batch per epoch: the epoch's training outputs are those of the weights it starts with."""
+    X, y = blobs
+    model = pn.Sequential.mlp(4, [16], 3, seed=2)
+    t = pn.Trainer(model, epochs=1, batch_size=300, seed=0, verbose=0, metrics=["roc_auc"])
+    for _ in range(3):
+        P = model.predict_proba(X)
+        h = t.fit(X, y)
+        assert h["roc_auc"][-1] == pytest.approx(skm.roc_auc_score(y, P, multi_class="ovr"), abs=1e-6)
+
+
+def test_checkpoints_keep_the_metrics(blobs, tmp_path):
+    X, y = blobs
+
+    @M.register_metric(name="rest17_balanced")
+    def balanced(y_true, y_pred):
+        return skm.balanced_accuracy_score(y_true, y_pred)
+
+    t = pn.Trainer(pn.Sequential.mlp(4, [8], 3, seed=0), epochs=2, seed=0, verbose=0,
+                   metrics=["f1", balanced, "roc_auc"])
+    t.fit(X, y, epochs=1)
+    t.save_checkpoint(tmp_path / "c.ckpt")
+    resumed = pn.Trainer.from_checkpoint(tmp_path / "c.ckpt", verbose=0)
+    assert list(resumed._metrics) == ["f1", "rest17_balanced", "roc_auc"] == list(t._metrics)
+    a, b = t.fit(X, y, epochs=2), resumed.fit(X, y, epochs=2)
+    for key in ("f1", "rest17_balanced", "roc_auc", "loss"):
+        assert a[key] == b[key] and len(a[key]) == 3, key
+    P = t.model.predict_proba(X)
+    assert t.evaluate(X, y)["rest17_balanced"] == skm.balanced_accuracy_score(y, P.argmax(1))
+    # an unregistered function: refused when saving, with how to register it
+    def mine(y_true, proba):
+        return 0.0
+    t2 = pn.Trainer(pn.Sequential.mlp(4, [8], 3, seed=0), verbose=0, metrics=[mine])
+    with pytest.raises(ValueError, match="register_metric"):
+        t2.save_checkpoint(tmp_path / "d.ckpt")
+    assert not (tmp_path / "d.ckpt").exists()
+    # defaults stay defaults: a regressor resumes with r2 and mae
+    r = pn.Trainer(pn.Sequential.mlp(4, [8], 1, seed=0), loss="mse", verbose=0)
+    r.save_checkpoint(tmp_path / "r.ckpt")
+    assert list(pn.Trainer.from_checkpoint(tmp_path / "r.ckpt", verbose=0)._metrics) == ["r2", "mae"]
