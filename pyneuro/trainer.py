@@ -28,6 +28,7 @@ from .layers import Softmax
 from .losses import Loss, get_loss
 from .metrics import Outputs, count_correct, metric
 from .model import Sequential
+from .normalization import BatchNorm
 from .optimizers import Adam, Optimizer, get_optimizer
 
 
@@ -356,6 +357,7 @@ class Trainer:
         rows, val = self._split(train, validation_data, validation_split)
         w = self._row_weights(train, rows, sample_weight, class_weight)
         batch = self._batch_size_for(rows.shape[0]) if rows is not None else self.batch_size
+        self._synchronise_batchnorm(rows, batch, w)
         callbacks = self._attach(callbacks)
         self.stop_training = False
         for cb in callbacks:
@@ -378,6 +380,23 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end({})
         return self.history
+
+    def _synchronise_batchnorm(self, rows, batch: int, w) -> None:
+        """On several MPI ranks, BatchNorm layers take their statistics over all ranks' rows
+        (normalization.BatchNorm.ranks). Every rank must then hold rows of every batch, and the
+        shards weigh by their rows (refused with sample weights rather than weighed wrong)."""
+        norms = [layer for layer in self.model.layers if isinstance(layer, BatchNorm)]
+        for layer in norms:
+            layer.ranks = self.dist if self.dist.size > 1 else None
+        if not norms or self.dist.size == 1:
+            return
+        if w is not None:
+            raise ValueError("BatchNorm on several MPI ranks: sample_weight/class_weight are not supported "
+                             "(the batch statistics are unweighted; train on one process)")
+        smallest = min(batch, rows.shape[0] % batch or batch) if rows is not None else batch
+        if smallest < self.dist.size:
+            raise ValueError(f"BatchNorm on {self.dist.size} MPI ranks needs at least {self.dist.size} rows in "
+                             f"every batch (one per rank), but a batch has {smallest}; choose another batch_size")
 
     def _end_of_epoch(self, epoch: int, logs: dict, callbacks) -> None:
         """The callbacks' on_epoch_end, in order; what each logs (a callback may add values,

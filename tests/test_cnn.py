@@ -266,3 +266,37 @@ def test_the_command_line_trains_a_cnn_from_a_layer_spec(tmp_path):
                            str(tmp_path / "filters.png")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0 and "8 filters (3x3)" in proc.stdout, proc.stderr
     assert (tmp_path / "filters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- MPI: BatchNorm's statistics over all ranks' rows, 2 ranks = 1 process ---------------------------
+MPI_CNN = '''
+import sys, numpy as np, pyneuro as pn
+from pyneuro.architectures import layers_from_spec
+def train(distributed):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((90, 1, 8, 8)), rng.integers(0, 4, 90)     # 90 rows: a short last batch
+    model = pn.Sequential(layers_from_spec("conv4x3p1,bn,pool2,dense8,bn", (1, 8, 8), 4, "relu"), seed=2,
+                          dtype="float64", input_shape=(1, 8, 8))
+    trainer = pn.Trainer(model, optimizer=pn.SGD(lr=0.05, momentum=0.9), batch_size=16, epochs=3, seed=4,
+                         verbose=0, distributed=distributed)
+    trainer.fit(X, y)
+    return model.params
+if __name__ == "__main__":
+    params = train(True)
+    from mpi4py import MPI
+    np.save(f"{sys.argv[1]}.{MPI.COMM_WORLD.Get_rank()}.npy", params)
+'''
+
+
+def test_batchnorm_on_two_mpi_ranks_trains_like_one_process(tmp_path):
+    from test_distributed import needs_mpi, run_mpi
+    if needs_mpi.args[0]:
+        pytest.skip(needs_mpi.kwargs["reason"])
+    proc = run_mpi(2, MPI_CNN, [tmp_path / "w"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [np.load(tmp_path / f"w.{r}.npy") for r in (0, 1)]
+    assert np.array_equal(ranks[0], ranks[1])
+    ns: dict = {}
+    exec(MPI_CNN.split("if __name__")[0], ns)
+    single = ns["train"](False)
+    assert np.abs(ranks[0] - single).max() <= 1e-10 * np.abs(single).max()
