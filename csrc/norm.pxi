@@ -197,6 +197,7 @@ def channel_dot(A, B, C, out):
     -------
     out
     """
+    _float_array("B", B, 2)          # (None would mean "no second array" to the wrapper)
     return _channel_wrapper("channel_dot", RED_DOT, "A", A, B, None, C, out)
 
 

@@ -340,16 +340,14 @@ cdef void _gap_backward(const floating[:, ::1] dY, floating[:, ::1] dX, Py_ssize
                 dx[r * P + p] = v
 
 
-cdef object _gap_check(str where, str x_name, object X, str y_name, object Y, object C):
-    """Check a global pooling call: X (B, C·P) with P ≥ 1, Y (B, C); returns P."""
-    B, P = _channels(where, x_name, X, C)
-    if x_name == "dX":     # backward: dX receives output
-        _float_array(x_name, X, 2, True)
-    _float_array(y_name, Y, 2, x_name == "X")
-    _same_dtype(where, [x_name, y_name], [X, Y])
-    _shape(y_name, Y, (B, C))
+cdef object _gap_check(str where, object X, object Y, object C):
+    """Check global_avg_pool_forward's X (B, C·P), P ≥ 1, and Y (B, C); returns B·P."""
+    B, P = _channels(where, "X", X, C)
+    _float_array("Y", Y, 2, True)
+    _same_dtype(where, ["X", "Y"], [X, Y])
+    _shape("Y", Y, (B, C))
     if P == 0:
-        raise ValueError(f"{x_name}: expected at least one position per channel, got shape {X.shape}")
+        raise ValueError(f"X: expected at least one position per channel, got shape {X.shape}")
     return B
 
 
@@ -369,7 +367,7 @@ def global_avg_pool_forward(X, Y, C):
     -------
     Y
     """
-    if _gap_check("global_avg_pool_forward", "X", X, "Y", Y, C):
+    if _gap_check("global_avg_pool_forward", X, Y, C):
         if X.dtype == F32:
             _gap_forward[float](X, Y, C)
         else:
@@ -391,8 +389,13 @@ def global_avg_pool_backward(dY, dX, C):
     -------
     dX
     """
-    _float_array("dY", dY, 2)
-    if _gap_check("global_avg_pool_backward", "dX", dX, "dY", dY, C):
+    B, one = _channels("global_avg_pool_backward", "dY", dY, C)
+    _shape("dY", dY, (B, C))
+    _float_array("dX", dX, 2, True)
+    _same_dtype("global_avg_pool_backward", ["dY", "dX"], [dY, dX])
+    if dX.shape[0] != B or dX.shape[1] % C or dX.shape[1] == 0:
+        raise ValueError(f"dX: expected shape ({B}, C·P) with C = {C} and P >= 1, got {dX.shape}")
+    if B:
         if dX.dtype == F32:
             _gap_backward[float](dY, dX, C)
         else:

@@ -1,7 +1,7 @@
 """Pooling, BatchNorm and LayerNorm kernels (csrc/pool.pxi, csrc/norm.pxi): each against a
 straightforward NumPy reference over a sweep of shapes, float64 finite differences of the
 backward passes, BatchNorm composed from its pieces against a NumPy port of PyTorch's
-BatchNorm2d training formulas, thread-count independence and the boundary.
+BatchNorm2d training formulas, and the boundary (thread-count independence: test_threads.py).
 
 Layout: a batch is (B, C·H·W), NCHW rows (tests reshape to (B, C, H, W) for the references).
 """
@@ -11,7 +11,6 @@ import pytest
 from pyneuro import _core
 from reference import DTYPES, assert_close, assert_scaled_close, f64
 
-needs_openmp = pytest.mark.skipif(not _core.openmp_enabled(), reason="built without OpenMP")
 
 # (C, H, W, kernel, stride, padding): odd sizes, stride 2, padding, kernel 1, one channel,
 # overlapping windows (kernel 3 stride 2), asymmetric kernels, a LeNet-sized plane
@@ -370,62 +369,8 @@ def test_layernorm_finite_differences(rng):
     np.testing.assert_allclose(db, numeric_grad(lambda v: loss(X, gamma, v), beta), rtol=1e-6, atol=1e-8)
 
 
-# ---- threads: bitwise the same on 1, 2, 3 threads (sizes above PARALLEL_MIN_WORK) ------------
-def _pool_run(kind, geom, B):
-    def run(rng, dt):
-        C, H, W, k, s, p = geom
-        plan = _core.PoolPlan(C, H, W, kind, kernel=k, stride=s, padding=p, dtype=dt)
-        X = rng.standard_normal((B, C * H * W)).astype(dt)
-        Y = run_pool(plan, X)
-        return [Y, run_pool_backward(plan, rng.standard_normal(Y.shape).astype(dt), plan.in_features)]
-    return run
-
-
-def _bn_run(B, C, P):
-    def run(rng, dt):
-        X = rng.standard_normal((B, C * P)).astype(dt)
-        g, b = rng.standard_normal(C).astype(dt), rng.standard_normal(C).astype(dt)
-        Y, xhat, inv = bn_forward(X, g, b, C, 1e-5)
-        return [Y, xhat, inv, *bn_backward(rng.standard_normal(X.shape).astype(dt), xhat, g, inv, C)]
-    return run
-
-
-def _ln_run(rng, dt):
-    B, F = 700, 67
-    X, dY = (rng.standard_normal((B, F)).astype(dt) for _ in range(2))
-    g, b = rng.standard_normal(F).astype(dt), rng.standard_normal(F).astype(dt)
-    out = [np.empty_like(X), np.empty(B, dt), np.empty_like(X), np.empty_like(X), np.empty(F, dt), np.empty(F, dt)]
-    _core.layernorm_forward(X, g, b, 1e-5, *out[:3])
-    _core.layernorm_backward(dY, out[0], g, out[1], *out[3:])
-    return out
-
-
-def _gap_run(rng, dt):
-    X = rng.standard_normal((64, 32 * 25)).astype(dt)
-    Y = _core.global_avg_pool_forward(X, np.empty((64, 32), dt), 32)
-    return [Y, _core.global_avg_pool_backward(Y, np.empty_like(X), 32)]
-
-
-THREAD_CASES = {
-    "maxpool_k2": _pool_run("max", (32, 24, 24, 2, 2, 0), 5),
-    "maxpool_k3_s2_overlap": _pool_run("max", (7, 17, 19, 3, 2, 1), 23),
-    "avgpool_k3_s2_overlap": _pool_run("avg", (7, 17, 19, 3, 2, 1), 23),
-    "batchnorm_images": _bn_run(37, 7, 143),
-    "batchnorm_dense": _bn_run(3001, 37, 1),
-    "layernorm": _ln_run,
-    "global_avg_pool": _gap_run,
-}
-
-
-@needs_openmp
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", sorted(THREAD_CASES))
-def test_bitwise_identical_on_1_2_3_threads(num_threads, case, dtype):
-    outputs = {}
-    for n in (1, 2, 3):
-        num_threads(n)
-        outputs[n] = [np.asarray(r).tobytes() for r in THREAD_CASES[case](np.random.default_rng(7), dtype)]
-    assert outputs[2] == outputs[1] and outputs[3] == outputs[1]
+# ---- threads: bitwise the same on 1, 2, 3 (and 4) threads: the cases maxpool_*, avgpool_*,
+# global_avg_pool, batchnorm_* and layernorm of tests/test_threads.py's KERNELS.
 
 
 # ---- the boundary (the array-by-array variants are in test_kernel_boundary.py) -----------------
