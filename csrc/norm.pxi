@@ -211,18 +211,21 @@ cdef void _bn_apply(const floating[:, ::1] X, const floating[::1] mean, const fl
     cdef floating *xh
     cdef floating *y
     cdef floating *pxh = &xhat[0, 0] if xhat is not None else NULL
-    cdef floating v
+    cdef floating m, s, g, b
     with nogil:
         for r in prange(B * C, num_threads=_nthreads_for(B * C * P), schedule="static"):
             c = r % C
+            m, s, g, b = mean[c], invstd[c], gamma[c], beta[c]   # locals: stores cannot change them
             x = &X[0, 0] + r * P
             y = &Y[0, 0] + r * P
-            xh = pxh + r * P if pxh != NULL else NULL
-            for p in range(P):
-                v = (x[p] - mean[c]) * invstd[c]
-                if xh != NULL:
-                    xh[p] = v
-                y[p] = gamma[c] * v + beta[c]
+            if pxh != NULL:
+                xh = pxh + r * P
+                for p in range(P):
+                    xh[p] = (x[p] - m) * s
+                    y[p] = g * xh[p] + b
+            else:
+                for p in range(P):
+                    y[p] = g * ((x[p] - m) * s) + b
 
 
 def batchnorm_apply(X, mean, invstd, gamma, beta, C, xhat, Y):

@@ -33,12 +33,17 @@ cdef enum:
 
 ctypedef struct PoolGeom:
     Py_ssize_t H, W, Ho, Wo, kh, kw, sh, sw, ph, pw
+    const Py_ssize_t *cover   # windows covering row h: i in [cover[2h], cover[2h+1]); column w:
+                              # j in [cover[2H + 2w], cover[2H + 2w + 1])  (the plan's table)
 
 
-cdef inline void _maxpool_plane(const floating *x, floating *y, int32_t *arg, const PoolGeom *g) noexcept nogil:
-    """One plane of max pooling: y[i, j] = max of window (i, j), arg[i, j] its index (arg may be NULL)."""
-    cdef Py_ssize_t i, j, h, w, h0, h1, w0, w1, best_k
+cdef inline void _maxpool_plane(const floating *x, floating *y, int32_t *arg, const PoolGeom *geom) noexcept nogil:
+    """One plane of max pooling: y[i, j] = max of window (i, j), arg[i, j] its index (arg may be NULL).
+    Branch-free selection (a max over random data defeats the branch predictor)."""
+    cdef PoolGeom g = geom[0]         # a local copy: stores through y cannot change it
+    cdef Py_ssize_t i, j, h, w, h0, h1, w0, w1, k, best_k
     cdef floating best, v
+    cdef bint take
     for i in range(g.Ho):
         h0 = i * g.sh - g.ph
         h1 = min(h0 + g.kh, g.H)
@@ -51,10 +56,11 @@ cdef inline void _maxpool_plane(const floating *x, floating *y, int32_t *arg, co
             best = x[best_k]
             for h in range(h0, h1):
                 for w in range(w0, w1):
-                    v = x[h * g.W + w]
-                    if v > best or (v != v and best == best):
-                        best = v
-                        best_k = h * g.W + w
+                    k = h * g.W + w
+                    v = x[k]
+                    take = (v > best) | ((v != v) & (best == best))   # the first NaN wins
+                    best = v if take else best
+                    best_k = k if take else best_k
             y[i * g.Wo + j] = best
             if arg != NULL:
                 arg[i * g.Wo + j] = <int32_t>best_k
@@ -89,27 +95,28 @@ cdef inline void _maxpool_plane_backward(const floating *dy, const int32_t *arg,
         dx[arg[o]] += dy[o]
 
 
-cdef inline Py_ssize_t _first_window(Py_ssize_t h, Py_ssize_t p, Py_ssize_t k, Py_ssize_t s) noexcept nogil:
-    """The first window index i with i·s − p + k − 1 ≥ h (i ≥ 0): ⌈(h + p − k + 1)/s⌉⁺."""
-    cdef Py_ssize_t n = h + p - k + 1
-    return 0 if n <= 0 else (n + s - 1) // s
-
-
-cdef inline void _avgpool_plane_backward(const floating *dy, floating *dx, const PoolGeom *g) noexcept nogil:
+cdef inline void _avgpool_plane_backward(const floating *dy, floating *dx, const PoolGeom *geom) noexcept nogil:
     """dx[h, w] = Σ_{windows (i, j) covering (h, w)} dy[i, j] / (kh·kw), i then j ascending, in double."""
-    cdef Py_ssize_t h, w, i, j, i0, i1, j0, j1
+    cdef PoolGeom g = geom[0]
+    cdef Py_ssize_t h, w, i, j, i0, i1
+    cdef const Py_ssize_t *cw = g.cover + 2 * g.H
     cdef double s, area = <double>(g.kh * g.kw)
     for h in range(g.H):
-        i0 = _first_window(h, g.ph, g.kh, g.sh)
-        i1 = min(g.Ho, (h + g.ph) // g.sh + 1)
+        i0, i1 = g.cover[2 * h], g.cover[2 * h + 1]
         for w in range(g.W):
-            j0 = _first_window(w, g.pw, g.kw, g.sw)
-            j1 = min(g.Wo, (w + g.pw) // g.sw + 1)
             s = 0
             for i in range(i0, i1):
-                for j in range(j0, j1):
+                for j in range(cw[2 * w], cw[2 * w + 1]):
                     s += dy[i * g.Wo + j]
             dx[h * g.W + w] = <floating>(s / area)
+
+
+def _covering_windows(n, k, s, p, n_out):
+    """For each position h < n: [first, last + 1) of the windows i (i·s − p ≤ h ≤ i·s − p + k − 1)."""
+    h = np.arange(n)
+    first = np.maximum(0, -((k - 1 - h - p) // s))      # ⌈(h + p − k + 1)/s⌉, at least 0
+    last = np.minimum(n_out - 1, (h + p) // s)
+    return np.stack([first, np.maximum(first, last + 1)], axis=1).ravel()
 
 
 cdef void _pool_forward(int kind, const floating *X, floating *Y, int32_t *arg, Py_ssize_t planes,
@@ -176,6 +183,7 @@ cdef class PoolPlan:
     cdef readonly str kind
     cdef readonly object dtype
     cdef int _kind
+    cdef object _cover           # intp: the covering-window table PoolGeom.cover points into
     cdef object _argmax          # int32 (capacity rows, out_features), or None before training
     cdef Py_ssize_t _recorded    # rows whose argmax the last training forward recorded (−1: none)
 
@@ -207,6 +215,9 @@ cdef class PoolPlan:
             raise TypeError(f"PoolPlan: dtype must be float32 or float64, got {dt}")
         self.g.H, self.g.W, self.g.Ho, self.g.Wo = H, W, Ho, Wo
         self.g.kh, self.g.kw, self.g.sh, self.g.sw, self.g.ph, self.g.pw = kh, kw, sh, sw, ph, pw
+        self._cover = np.ascontiguousarray(np.concatenate([_covering_windows(H, kh, sh, ph, Ho),
+                                                           _covering_windows(W, kw, sw, pw, Wo)]), np.intp)
+        self.g.cover = <const Py_ssize_t *>cnp.PyArray_DATA(<cnp.ndarray>self._cover)
         self.C, self.out_h, self.out_w = C, Ho, Wo
         self.in_features, self.out_features = C * H * W, C * Ho * Wo
         self.kind, self._kind, self.dtype = kind, POOL_MAX if kind == "max" else POOL_AVG, dt
