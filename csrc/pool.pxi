@@ -39,11 +39,12 @@ ctypedef struct PoolGeom:
 
 cdef inline void _maxpool_plane(const floating *x, floating *y, int32_t *arg, const PoolGeom *geom) noexcept nogil:
     """One plane of max pooling: y[i, j] = max of window (i, j), arg[i, j] its index (arg may be NULL).
-    Branch-free selection (a max over random data defeats the branch predictor)."""
+    Branch-free selection (a max over random data defeats the branch predictor); a window
+    holding a NaN is scanned again for its first NaN."""
     cdef PoolGeom g = geom[0]         # a local copy: stores through y cannot change it
     cdef Py_ssize_t i, j, h, w, h0, h1, w0, w1, k, best_k
     cdef floating best, v
-    cdef bint take
+    cdef int nan_seen
     for i in range(g.Ho):
         h0 = i * g.sh - g.ph
         h1 = min(h0 + g.kh, g.H)
@@ -54,13 +55,19 @@ cdef inline void _maxpool_plane(const floating *x, floating *y, int32_t *arg, co
             w0 = max(w0, 0)
             best_k = h0 * g.W + w0          # every window holds a real position (padding ≤ k/2)
             best = x[best_k]
+            nan_seen = 0
             for h in range(h0, h1):
                 for w in range(w0, w1):
                     k = h * g.W + w
                     v = x[k]
-                    take = (v > best) | ((v != v) & (best == best))   # the first NaN wins
-                    best = v if take else best
-                    best_k = k if take else best_k
+                    best_k = k if v > best else best_k
+                    best = v if v > best else best
+                    nan_seen |= v != v
+            if nan_seen:                    # rare: the first NaN wins (and propagates)
+                for k in range(h1 * g.W - 1, h0 * g.W - 1, -1):
+                    if w0 <= k % g.W < w1 and x[k] != x[k]:
+                        best_k = k
+                best = x[best_k]
             y[i * g.Wo + j] = best
             if arg != NULL:
                 arg[i * g.Wo + j] = <int32_t>best_k
