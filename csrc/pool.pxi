@@ -11,16 +11,15 @@
 #          (a NaN wins and propagates, the first one);
 #          dX[s,c,h,w] = Σ over windows whose argmax is (h, w) of dY[s,c,i,j]
 #     avg  Y[s,c,i,j] = (1/(kh·kw))·Σ_window X   (padding counts as zeros: count_include_pad)
-#          dX[s,c,h,w] = (1/(kh·kw))·Σ over windows covering (h, w) of dY[s,c,i,j]
+#          dX[s,c,h,w] = Σ over windows covering (h, w) of dY[s,c,i,j]/(kh·kw)
 #     X, dX: (B, C·H·W),  Y, dY: (B, C·Ho·Wo),  argmax: int32 index h·W + w within a plane
 #   global_avg_pool_forward   Y[s,c] = (1/P)·Σ_p X[s,c,p]      X: (B, C·P), Y: (B, C)
 #   global_avg_pool_backward  dX[s,c,p] = dY[s,c]/P
 #
-# Precision: the average pools' sums are accumulated in double (the window sum of the
-# forward, the Σ over covering windows of the backward, norm.pxi's seg_reduce for the
-# global pool); max pooling's backward adds the few dY routed to one position in the dtype.
+# Precision: the forward's window sums are accumulated in double (norm.pxi's seg_reduce for
+# the global pool); the backward passes add the few dY routed to one position in the dtype.
 # Threads: tasks own whole (sample, channel) planes (global pooling: whole rows); inside a
-# plane everything runs serially in a fixed order (max backward zeroes its plane, then adds
+# plane everything runs serially in a fixed order (a backward zeroes its plane, then adds
 # dY in row-major output order), so no two threads touch one output and every result is
 # bitwise the same on any number of threads.
 # uses: norm (seg_reduce), threads, checks.
@@ -33,8 +32,6 @@ cdef enum:
 
 ctypedef struct PoolGeom:
     Py_ssize_t H, W, Ho, Wo, kh, kw, sh, sw, ph, pw
-    const Py_ssize_t *cover   # windows covering row h: i in [cover[2h], cover[2h+1]); column w:
-                              # j in [cover[2H + 2w], cover[2H + 2w + 1])  (the plan's table)
 
 
 cdef inline void _maxpool_plane(const floating *x, floating *y, int32_t *arg, const PoolGeom *geom) noexcept nogil:
@@ -103,27 +100,25 @@ cdef inline void _maxpool_plane_backward(const floating *dy, const int32_t *arg,
 
 
 cdef inline void _avgpool_plane_backward(const floating *dy, floating *dx, const PoolGeom *geom) noexcept nogil:
-    """dx[h, w] = Σ_{windows (i, j) covering (h, w)} dy[i, j] / (kh·kw), i then j ascending, in double."""
-    cdef PoolGeom g = geom[0]
-    cdef Py_ssize_t h, w, i, j, i0, i1
-    cdef const Py_ssize_t *cw = g.cover + 2 * g.H
-    cdef double s, area = <double>(g.kh * g.kw)
-    for h in range(g.H):
-        i0, i1 = g.cover[2 * h], g.cover[2 * h + 1]
-        for w in range(g.W):
-            s = 0
-            for i in range(i0, i1):
-                for j in range(cw[2 * w], cw[2 * w + 1]):
-                    s += dy[i * g.Wo + j]
-            dx[h * g.W + w] = <floating>(s / area)
-
-
-def _covering_windows(n, k, s, p, n_out):
-    """For each position h < n: [first, last + 1) of the windows i (i·s − p ≤ h ≤ i·s − p + k − 1)."""
-    h = np.arange(n)
-    first = np.maximum(0, -((k - 1 - h - p) // s))      # ⌈(h + p − k + 1)/s⌉, at least 0
-    last = np.minimum(n_out - 1, (h + p) // s)
-    return np.stack([first, np.maximum(first, last + 1)], axis=1).ravel()
+    """dx = 0, then each output (i, j) in row-major order adds dy[i, j]/(kh·kw) to its window's
+    real positions (the same order on any number of threads: the plane is one task)."""
+    cdef PoolGeom g = geom[0]          # a local copy: stores through dx cannot change it
+    cdef Py_ssize_t i, j, h, w, h0, h1, w0, w1
+    cdef floating v, area = <floating>(g.kh * g.kw)
+    for h in range(g.H * g.W):
+        dx[h] = 0
+    for i in range(g.Ho):
+        h0 = i * g.sh - g.ph
+        h1 = min(h0 + g.kh, g.H)
+        h0 = max(h0, 0)
+        for j in range(g.Wo):
+            w0 = j * g.sw - g.pw
+            w1 = min(w0 + g.kw, g.W)
+            w0 = max(w0, 0)
+            v = dy[i * g.Wo + j] / area
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    dx[h * g.W + w] += v
 
 
 cdef void _pool_forward(int kind, const floating *X, floating *Y, int32_t *arg, Py_ssize_t planes,
@@ -190,7 +185,6 @@ cdef class PoolPlan:
     cdef readonly str kind
     cdef readonly object dtype
     cdef int _kind
-    cdef object _cover           # intp: the covering-window table PoolGeom.cover points into
     cdef object _argmax          # int32 (capacity rows, out_features), or None before training
     cdef Py_ssize_t _recorded    # rows whose argmax the last training forward recorded (−1: none)
 
@@ -222,9 +216,6 @@ cdef class PoolPlan:
             raise TypeError(f"PoolPlan: dtype must be float32 or float64, got {dt}")
         self.g.H, self.g.W, self.g.Ho, self.g.Wo = H, W, Ho, Wo
         self.g.kh, self.g.kw, self.g.sh, self.g.sw, self.g.ph, self.g.pw = kh, kw, sh, sw, ph, pw
-        self._cover = np.ascontiguousarray(np.concatenate([_covering_windows(H, kh, sh, ph, Ho),
-                                                           _covering_windows(W, kw, sw, pw, Wo)]), np.intp)
-        self.g.cover = <const Py_ssize_t *>cnp.PyArray_DATA(<cnp.ndarray>self._cover)
         self.C, self.out_h, self.out_w = C, Ho, Wo
         self.in_features, self.out_features = C * H * W, C * Ho * Wo
         self.kind, self._kind, self.dtype = kind, POOL_MAX if kind == "max" else POOL_AVG, dt
