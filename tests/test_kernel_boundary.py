@@ -89,7 +89,55 @@ SPECS = {
     "argmax_rows": Spec(lambda a: _core.argmax_rows(a["Z"], a["out"]), {"Z": (5, 4), "out": (5,)},
                         outputs=("out",), checked=("out",), ints=("out",),
                         make_int=lambda n, s: np.zeros(s, np.int64)),
+    # pool.pxi, norm.pxi: (B, C·P) batches, here C = 3 channels of P = 2 (pooling: 2 channels of 4x4)
+    "channel_sums": Spec(lambda a: _core.channel_sums(a["X"], 3, a["out"]), {"X": (5, 6), "out": (3,)},
+                         outputs=("out",), checked=("out",)),
+    "channel_sq_dev": Spec(lambda a: _core.channel_sq_dev(a["X"], a["mean"], 3, a["out"]),
+                           {"X": (5, 6), "mean": (3,), "out": (3,)}, outputs=("out",), checked=("mean", "out")),
+    "channel_dot": Spec(lambda a: _core.channel_dot(a["A"], a["B"], 3, a["out"]),
+                        {"A": (5, 6), "B": (5, 6), "out": (3,)}, outputs=("out",), checked=("B", "out")),
+    "batchnorm_apply": Spec(lambda a: _core.batchnorm_apply(a["X"], a["mean"], a["invstd"], a["gamma"], a["beta"], 3,
+                                                            a["xhat"], a["Y"]),
+                            {"X": (5, 6), "mean": (3,), "invstd": (3,), "gamma": (3,), "beta": (3,), "xhat": (5, 6),
+                             "Y": (5, 6)}, outputs=("xhat", "Y"),
+                            checked=("mean", "invstd", "gamma", "beta", "xhat", "Y"), optional=("xhat",)),
+    "batchnorm_input_grad": Spec(lambda a: _core.batchnorm_input_grad(a["dY"], a["xhat"], a["gamma"], a["invstd"],
+                                                                      a["sum_dY"], a["sum_dY_xhat"], 10, 3, a["dX"]),
+                                 {"dY": (5, 6), "xhat": (5, 6), "gamma": (3,), "invstd": (3,), "sum_dY": (3,),
+                                  "sum_dY_xhat": (3,), "dX": (5, 6)}, outputs=("dX",),
+                                 checked=("xhat", "gamma", "invstd", "sum_dY", "sum_dY_xhat", "dX")),
+    "layernorm_forward": Spec(lambda a: _core.layernorm_forward(a["X"], a["gamma"], a["beta"], 1e-5, a["xhat"],
+                                                                a["invstd"], a["Y"]),
+                              {"X": (5, 4), "gamma": (4,), "beta": (4,), "xhat": (5, 4), "invstd": (5,), "Y": (5, 4)},
+                              outputs=("xhat", "invstd", "Y"), checked=("gamma", "beta", "xhat", "invstd", "Y"),
+                              optional=("xhat", "invstd")),
+    "layernorm_backward": Spec(lambda a: _core.layernorm_backward(a["dY"], a["xhat"], a["gamma"], a["invstd"], a["dX"],
+                                                                  a["dgamma"], a["dbeta"]),
+                               {"dY": (5, 4), "xhat": (5, 4), "gamma": (4,), "invstd": (5,), "dX": (5, 4),
+                                "dgamma": (4,), "dbeta": (4,)}, outputs=("dX", "dgamma", "dbeta"),
+                               checked=("xhat", "gamma", "invstd", "dX", "dgamma", "dbeta")),
+    "global_avg_pool_forward": Spec(lambda a: _core.global_avg_pool_forward(a["X"], a["Y"], 3),
+                                    {"X": (5, 6), "Y": (5, 3)}, outputs=("Y",), checked=("Y",)),
+    "global_avg_pool_backward": Spec(lambda a: _core.global_avg_pool_backward(a["dY"], a["dX"], 3),
+                                     {"dY": (5, 3), "dX": (5, 6)}, outputs=("dX",), checked=("dX",)),
+    "PoolPlan.forward": Spec(lambda a: _core.PoolPlan(2, 4, 4, "max", kernel=2, dtype=_dtype_of(a, "X", "Y"))
+                             .forward(a["X"], a["Y"]), {"X": (5, 32), "Y": (5, 8)}, outputs=("Y",), checked=("Y",)),
+    "PoolPlan.backward": Spec(lambda a: _trained(_core.PoolPlan(2, 4, 4, "max", kernel=2, dtype=_dtype_of(a, "dY", "dX")),
+                                                 5).backward(a["dY"], a["dX"]),
+                              {"dY": (5, 8), "dX": (5, 32)}, outputs=("dX",), checked=("dX",)),
 }
+
+
+def _dtype_of(a, *names):
+    """The float dtype of the call's arrays that have one (a pooling plan is made for one dtype)."""
+    return next((a[n].dtype for n in names if isinstance(a[n], np.ndarray) and a[n].dtype in DTYPES), np.float64)
+
+
+def _trained(plan, rows):
+    """The plan after a training forward of `rows` rows (max pooling's backward needs its argmax)."""
+    plan.forward(np.random.default_rng(0).standard_normal((rows, plan.in_features)).astype(plan.dtype),
+                 np.empty((rows, plan.out_features), plan.dtype))
+    return plan
 
 
 # ---- bad variants of one array --------------------------------------------------------

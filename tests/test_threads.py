@@ -175,7 +175,53 @@ def _argmax_rows(rng, dt):
     return [_core.argmax_rows(rng.standard_normal((1000, 37)).astype(dt), np.empty(1000, np.int64))]
 
 
+def _pool(kind, C, H, W, k, s, p, B):
+    def run(rng, dt):
+        plan = _core.PoolPlan(C, H, W, kind, kernel=k, stride=s, padding=p, dtype=dt)
+        Y = plan.forward(rng.standard_normal((B, plan.in_features)).astype(dt), np.empty((B, plan.out_features), dt))
+        return [Y, plan.backward(rng.standard_normal(Y.shape).astype(dt), np.empty((B, plan.in_features), dt))]
+    return run
+
+
+def _global_avg_pool(rng, dt):
+    X = rng.standard_normal((64, 32 * 25)).astype(dt)
+    Y = _core.global_avg_pool_forward(X, np.empty((64, 32), dt), 32)
+    return [Y, _core.global_avg_pool_backward(Y, np.empty_like(X), 32)]
+
+
+def _batchnorm(B, C, P):
+    """Training BatchNorm composed from its pieces, as the layer does it."""
+    def run(rng, dt):
+        X, dY = (rng.standard_normal((B, C * P)).astype(dt) for _ in range(2))
+        g, b = rng.standard_normal(C).astype(dt), rng.standard_normal(C).astype(dt)
+        mean = _core.channel_sums(X, C, np.empty(C, dt)) / (B * P)
+        inv = (1 / np.sqrt(_core.channel_sq_dev(X, mean, C, np.empty(C, dt)) / (B * P) + 1e-5)).astype(dt)
+        xhat, Y, dX = np.empty_like(X), np.empty_like(X), np.empty_like(X)
+        _core.batchnorm_apply(X, mean, inv, g, b, C, xhat, Y)
+        sums = [_core.channel_sums(dY, C, np.empty(C, dt)), _core.channel_dot(dY, xhat, C, np.empty(C, dt))]
+        _core.batchnorm_input_grad(dY, xhat, g, inv, *sums, B * P, C, dX)
+        return [mean, inv, xhat, Y, *sums, dX]
+    return run
+
+
+def _layernorm(rng, dt):
+    B, F = 700, 67
+    X, dY = (rng.standard_normal((B, F)).astype(dt) for _ in range(2))
+    g, b = rng.standard_normal(F).astype(dt), rng.standard_normal(F).astype(dt)
+    out = [np.empty_like(X), np.empty(B, dt), np.empty_like(X), np.empty_like(X), np.empty(F, dt), np.empty(F, dt)]
+    _core.layernorm_forward(X, g, b, 1e-5, *out[:3])
+    _core.layernorm_backward(dY, out[0], g, out[1], *out[3:])
+    return out
+
+
 KERNELS = {
+    "maxpool_k2": _pool("max", 32, 24, 24, 2, 2, 0, 5),
+    "maxpool_k3_s2_overlapping": _pool("max", 7, 17, 19, 3, 2, 1, 23),
+    "avgpool_k3_s2_overlapping": _pool("avg", 7, 17, 19, 3, 2, 1, 23),
+    "global_avg_pool": _global_avg_pool,
+    "batchnorm_images": _batchnorm(37, 7, 143),     # one channel per task
+    "batchnorm_dense": _batchnorm(3001, 37, 1),     # 16 channels per task
+    "layernorm": _layernorm,
     **{f"gemm_300x500x700_ta{int(ta)}_tb{int(tb)}": _gemm(300, 500, 700, ta, tb)
        for ta in (False, True) for tb in (False, True)},
     "gemm_50x600x700_column_split": _gemm(50, 600, 700, False, False),   # threads split N
