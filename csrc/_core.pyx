@@ -30,6 +30,7 @@ include "reduce.pxi"         # ordered sums, row max and Σ e^(z − max); argma
 include "activations.pxi"    # A = f(Z), delta = dA ⊙ f′(Z)
 include "gemm.pxi"           # C = α·op(A)·op(B) + β·C, with a bias+activation epilogue
 include "dense.pxi"          # the dense layer: Z = X·W + b, A = f(Z) and its gradients
+include "conv.pxi"           # the 2-d convolution (ConvPlan): im2col + gemm, forward and backward
 include "dense_chain.pxi"    # the compiled prediction chain of dense layers (DenseChain)
 include "losses.pxi"         # loss values and delta = ∂L/∂Z
 include "optim.pxi"          # SGD / Adam / RMSprop steps, the global gradient norm
