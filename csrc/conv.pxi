@@ -28,7 +28,7 @@
 # nb·P columns is large enough for gemm's own thread grid and packs W once per thread. The
 # unfolded columns cost K·nb·P elements written and read once, against Cout·K·nb·P
 # multiply-adds: 1/Cout of the work (bench/conv.py measures the whole). A chunk holds at most
-# CONV_COLS_MAX elements of columns (a function of the sizes alone), so a large prediction
+# _conv_cols_max elements of columns (a function of the sizes alone), so a large prediction
 # batch never unfolds whole; the plan's buffers grow to the largest chunk seen and are reused.
 #
 # The output layout (Cout × nb·P from the GEMM, B × Cout·P wanted) is why bias and f are
@@ -44,12 +44,25 @@
 # number of threads.
 # uses: gemm (gemm), activations (act_forward, _act_code, ACT_*), threads, checks.
 
-cdef enum:
-    CONV_COLS_MAX = 1 << 22     # elements of unfolded columns per chunk (16 MiB float32)
+cdef Py_ssize_t _conv_cols_max = 1 << 22   # elements of unfolded columns per chunk (16 MiB
+                                           # float32); _set_conv_cols_max changes it (benchmarks)
+
+
+def _set_conv_cols_max(Py_ssize_t n):
+    """Set the most elements of unfolded columns a ConvPlan holds per chunk (≥ 1); returns
+    the previous value. For benchmarks: forward results do not depend on it, dW's rounding does."""
+    global _conv_cols_max
+    if n < 1:
+        raise ValueError(f"_set_conv_cols_max: n must be >= 1, got {n}")
+    old, _conv_cols_max = _conv_cols_max, n
+    return old
 
 
 cdef struct ConvGeom:
     Py_ssize_t C, H, W, Cout, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, P, K
+    const int64_t *rows    # rows[2i], rows[2i+1]: the output rows [lo, hi) that kernel row i
+                           # reads inside the image (not in the padding); cols likewise for j
+    const int64_t *cols
 
 
 cdef inline Py_ssize_t floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -74,44 +87,48 @@ cdef void im2col(const ConvGeom *g, const floating *X, Py_ssize_t nb, floating *
                  int nt) noexcept nogil:
     """cols[(c,i,j), s·P + ho·Wo + wo] = Xpad[s, c, ho·sh + i·dh, wo·sw + j·dw] for s < nb
     (zero where the position falls in the padding). X: nb × C·H·W, cols: K × nb·P.
-    A task writes one (row, sample) stretch of P."""
-    cdef Py_ssize_t t, k, s, c, i, j, ho, wo, yoff, xoff, ylo, yhi, xlo, xhi
+    A task writes one row (c,i,j) of cols, sample after sample."""
+    cdef Py_ssize_t k, s, c, i, j, yoff, xoff, ylo, yhi, xlo, xhi
     cdef Py_ssize_t N = nb * g.P, HW = g.H * g.W, khw = g.kh * g.kw
     cdef const floating *src
-    cdef const floating *srow
-    cdef floating *dst
-    cdef floating *row
-    for t in prange(g.K * nb, num_threads=nt, schedule="static"):
-        k = t // nb
-        s = t % nb
+    for k in prange(g.K, num_threads=nt, schedule="static"):
         c = k // khw
         i = k // g.kw % g.kh
         j = k % g.kw
-        src = X + s * g.C * HW + c * HW
-        dst = cols + k * N + s * g.P
         yoff = i * g.dh - g.pt
         xoff = j * g.dw - g.pl
-        ylo = out_lo(yoff, g.sh)
-        yhi = out_hi(yoff, g.sh, g.H, g.Ho)
-        xlo = out_lo(xoff, g.sw)
-        xhi = out_hi(xoff, g.sw, g.W, g.Wo)
-        for ho in range(g.Ho):
-            row = dst + ho * g.Wo
-            if ho < ylo or ho >= yhi:
-                for wo in range(g.Wo):
-                    row[wo] = 0
+        ylo, yhi = g.rows[2 * i], g.rows[2 * i + 1]
+        xlo, xhi = g.cols[2 * j], g.cols[2 * j + 1]
+        for s in range(nb):
+            src = X + (s * g.C + c) * HW
+            im2col_plane(g, src, cols + k * N + s * g.P, yoff, xoff, ylo, yhi, xlo, xhi)
+
+
+cdef inline void im2col_plane(const ConvGeom *g, const floating *src, floating *dst,
+                              Py_ssize_t yoff, Py_ssize_t xoff, Py_ssize_t ylo, Py_ssize_t yhi,
+                              Py_ssize_t xlo, Py_ssize_t xhi) noexcept nogil:
+    """dst[ho·Wo + wo] = src[(ho·sh + yoff)·W + wo·sw + xoff] inside [ylo, yhi) × [xlo, xhi),
+    0 outside: one kernel tap (i, j) of one channel plane of one sample."""
+    cdef Py_ssize_t ho, wo
+    cdef const floating *srow
+    cdef floating *row
+    for ho in range(g.Ho):
+        row = dst + ho * g.Wo
+        if ho < ylo or ho >= yhi:
+            for wo in range(g.Wo):
+                row[wo] = 0
+        else:
+            srow = src + (ho * g.sh + yoff) * g.W + xoff
+            for wo in range(min(xlo, g.Wo)):
+                row[wo] = 0
+            if g.sw == 1:
+                for wo in range(xlo, xhi):
+                    row[wo] = srow[wo]
             else:
-                srow = src + (ho * g.sh + yoff) * g.W + xoff
-                for wo in range(min(xlo, g.Wo)):
-                    row[wo] = 0
-                if g.sw == 1:
-                    for wo in range(xlo, xhi):
-                        row[wo] = srow[wo]
-                else:
-                    for wo in range(xlo, xhi):
-                        row[wo] = srow[wo * g.sw]
-                for wo in range(xhi, g.Wo):
-                    row[wo] = 0
+                for wo in range(xlo, xhi):
+                    row[wo] = srow[wo * g.sw]
+            for wo in range(xhi, g.Wo):
+                row[wo] = 0
 
 
 cdef void col2im(const ConvGeom *g, const floating *dcols, Py_ssize_t nb, floating *dX,
@@ -133,12 +150,10 @@ cdef void col2im(const ConvGeom *g, const floating *dcols, Py_ssize_t nb, floati
             plane[k] = 0
         for i in range(g.kh):
             yoff = i * g.dh - g.pt
-            ylo = out_lo(yoff, g.sh)
-            yhi = out_hi(yoff, g.sh, g.H, g.Ho)
+            ylo, yhi = g.rows[2 * i], g.rows[2 * i + 1]
             for j in range(g.kw):
                 xoff = j * g.dw - g.pl
-                xlo = out_lo(xoff, g.sw)
-                xhi = out_hi(xoff, g.sw, g.W, g.Wo)
+                xlo, xhi = g.cols[2 * j], g.cols[2 * j + 1]
                 src = dcols + ((c * g.kh + i) * g.kw + j) * N + s * g.P
                 for ho in range(ylo, yhi):
                     prow = plane + (ho * g.sh + yoff) * g.W + xoff
@@ -333,11 +348,11 @@ cdef class ConvPlan:
     cdef readonly Py_ssize_t C, H, W, out_channels, out_h, out_w, in_features, out_features, k
     cdef readonly tuple kernel, stride, padding, dilation
     cdef readonly object dtype
-    cdef Py_ssize_t chunk
-    cdef object _cols, _tmp, _dwt
+    cdef object _cols, _tmp, _dwt, _bounds
 
     def __init__(self, C, H, W, out_channels, kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0),
                  dilation=(1, 1), dtype=np.float32):
+        cdef ConvGeom *g
         sizes = {"C": C, "H": H, "W": W, "out_channels": out_channels}
         for name, v in sizes.items():
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -369,9 +384,14 @@ cdef class ConvPlan:
         self.out_h, self.out_w = Ho, Wo
         self.in_features, self.out_features, self.k = C * H * W, out_channels * Ho * Wo, C * kh * kw
         self.dtype = dt
-        self.g = ConvGeom(C=C, H=H, W=W, Cout=out_channels, kh=kh, kw=kw, sh=sh, sw=sw, pt=pt,
-                          pl=pl, dh=dh, dw=dw, Ho=Ho, Wo=Wo, P=Ho * Wo, K=self.k)
-        self.chunk = max(1, CONV_COLS_MAX // (self.k * Ho * Wo))
+        bounds = [(out_lo(i * dh - pt, sh), out_hi(i * dh - pt, sh, H, Ho)) for i in range(kh)]
+        bounds += [(out_lo(j * dw - pl, sw), out_hi(j * dw - pl, sw, W, Wo)) for j in range(kw)]
+        self._bounds = np.array(bounds, np.int64).reshape(-1)
+        g = &self.g
+        g.C, g.H, g.W, g.Cout, g.kh, g.kw, g.sh, g.sw = C, H, W, out_channels, kh, kw, sh, sw
+        g.pt, g.pl, g.dh, g.dw, g.Ho, g.Wo, g.P, g.K = pt, pl, dh, dw, Ho, Wo, Ho * Wo, self.k
+        g.rows = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>self._bounds)
+        g.cols = g.rows + 2 * g.kh
         self._cols = self._tmp = np.empty(0, dt)
         self._dwt = np.empty(self.k * out_channels, dt)
 
@@ -386,19 +406,20 @@ cdef class ConvPlan:
 
     cdef Py_ssize_t _reserve(self, Py_ssize_t B) except -1:
         """Grow the column buffers to the chunk a batch of B samples uses; returns the chunk."""
-        cdef Py_ssize_t nb = min(B, self.chunk), P = self.g.P
+        cdef Py_ssize_t P = self.g.P, nb = min(B, max(1, _conv_cols_max // (self.k * P)))
         if self._cols.size < self.k * nb * P:
             self._cols = np.empty(self.k * nb * P, self.dtype)
         if self._tmp.size < self.out_channels * nb * P:
             self._tmp = np.empty(self.out_channels * nb * P, self.dtype)
         return nb
 
-    cdef object _check(self, str where, list names, list arrays, list shapes, list written):
-        """Each array (None skipped) is a C-contiguous float array of the plan's dtype
-        with its expected shape; those in `written` must be writable."""
-        present = [(n, a) for n, a in zip(names, arrays) if a is not None]
+    cdef object _check(self, str where, list names, list arrays, list shapes, list written,
+                       tuple optional):
+        """Each array is a C-contiguous float array of the plan's dtype with its expected
+        shape (those named in `optional` may be None); those in `written` must be writable."""
+        present = [(n, a) for n, a in zip(names, arrays) if a is not None or n not in optional]
         for n, a, shape, w in zip(names, arrays, shapes, written):
-            if a is not None:
+            if a is not None or n not in optional:
                 _float_array(n, a, len(shape), w)
         _same_dtype(where, [n for n, _ in present], [a for _, a in present])
         if present[0][1].dtype != self.dtype:
@@ -444,7 +465,7 @@ cdef class ConvPlan:
         cdef Py_ssize_t B = X.shape[0], Cout = self.out_channels
         self._check("ConvPlan.forward", ["X", "W", "b", "Z", "A"], [X, W, b, Z, A],
                     [(B, self.in_features), (Cout, self.k), (Cout,), (B, self.out_features),
-                     (B, self.out_features)], [False, False, False, True, True])
+                     (B, self.out_features)], [False, False, False, True, True], ("b", "A"))
         if B == 0:
             return
         cdef Py_ssize_t chunk = self._reserve(B)
@@ -500,7 +521,8 @@ cdef class ConvPlan:
         self._check("ConvPlan.backward", ["X", "W", "delta", "dW", "db", "dX"],
                     [X, W, delta, dW, db, dX],
                     [(B, self.in_features), (Cout, self.k), (B, self.out_features), (Cout, self.k),
-                     (Cout,), (B, self.in_features)], [False, False, False, True, True, True])
+                     (Cout,), (B, self.in_features)], [False, False, False, True, True, True],
+                    ("db", "dX"))
         if B == 0:
             dW[...] = 0
             if db is not None:
