@@ -27,7 +27,7 @@ GEOMETRIES = {
     "padding_past_the_kernel": (1, 3, 3, 2, 2, 1, 3, 1, 2),
     "kernel_is_the_image": (2, 5, 4, 3, (5, 4), 1, 0, 1, 3),
     "lenet_conv2": (32, 12, 12, 64, 5, 1, 0, 1, 3),
-    "chunks": (4, 64, 64, 3, 3, 1, 0, 1, 65),        # K·P·B > CONV_COLS_MAX: 3 chunks
+    "chunks": (4, 64, 64, 3, 3, 1, 0, 1, 65),        # K·P > a chunk's columns: 65 chunks of 1
 }
 
 
@@ -224,7 +224,7 @@ def test_no_allocation_per_batch_after_the_first(rng):
     """The plan's column buffers are sized by the first batch and reused: later batches of that
     size or smaller allocate nothing (NumPy reports its buffers to tracemalloc; gemm's packing
     buffers are per-thread and kept, runtime.h)."""
-    plan = _core.ConvPlan(8, 12, 12, 16, kernel=5, padding=(2, 2, 2, 2))
+    plan = _core.ConvPlan(2, 8, 8, 4, kernel=3, padding=(1, 1, 1, 1))   # 65 samples fit a chunk
     X, W, b = arrays(plan, 65, rng, np.float32)
     Z, A = np.empty((65, plan.out_features), np.float32), np.empty((65, plan.out_features), np.float32)
     delta, dW, db, dX = rng.standard_normal(Z.shape).astype(np.float32), np.empty_like(W), np.empty_like(b), np.empty_like(X)
