@@ -8,19 +8,18 @@ Cases: the LeNet shapes at batch 64, float32: conv1 1→32 channels, 5×5 on 28�
 and backward without dX: a first layer needs none) and conv2 32→64 channels, 5×5 on 12×12
 (forward, and backward with dX). Forward includes bias and ReLU. FLOPs counted are the
 GEMMs' 2·B·Cout·P·K per product (one forward; two backward with dX, one without).
-Samples of the libraries alternate, as in bench/gemm.py (whose calibrate, sample and
+torch's backward samples include its forward (autograd needs the graph), so its
+backward figures understate torch. Samples of the libraries alternate, as in bench/gemm.py (whose calibrate, sample and
 peak_gflops this script uses), so all see the same machine state; the ratio column is the
 median of side-by-side ratios other/pyneuro (> 1: pyneuro faster).
 Needs threadpoolctl (pip install ".[bench]") to hold NumPy's BLAS to the same thread count.
 """
-import argparse
 import statistics
-import sys
 import time
 
 import numpy as np
 
-from gemm import SETTLE_SECONDS, calibrate, peak_gflops, sample
+from gemm import SETTLE_SECONDS, bench_args, calibrate, peak_gflops, sample
 from pyneuro import _core
 
 BATCH = 64
@@ -119,16 +118,7 @@ def paired(fns, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--repeats", type=int, default=9, help="samples per case, median quoted (>= 5)")
-    args = parser.parse_args(argv)
-    if args.repeats < 5:
-        parser.error(f"--repeats must be >= 5, got {args.repeats}")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        sys.exit("bench/conv.py needs threadpoolctl: pip install '.[bench]'")
+    threads, repeats, threadpool_limits = bench_args(__doc__, "conv.py", argv)
     try:
         import torch
     except ImportError:
@@ -137,12 +127,12 @@ def main(argv=None):
     print(f"pyneuro micro-kernel: {_core.gemm_kernel()}; NumPy {np.__version__}; "
           f"torch {torch.__version__ if torch else 'not installed'}; batch {BATCH}, float32")
     rows = []
-    for nt in [int(t) for t in args.threads.split(",")]:
+    for nt in threads:
         _core.set_num_threads(nt)
         if torch:
             torch.set_num_threads(nt)
         with threadpool_limits(limits=nt):
-            peak = peak_gflops(np.float32, args.repeats)
+            peak = peak_gflops(np.float32, repeats)
             print(f"peak ({nt} thread{'s' * (nt > 1)}): float32 {peak:.1f} GFLOP/s")
             for name, spec, with_dx in CASES:
                 case = Case(spec, with_dx, np.random.default_rng(0))
@@ -150,7 +140,7 @@ def main(argv=None):
                     case.torch_setup(torch)
                 for pass_ in ("forward", "backward"):
                     fns = [getattr(case, f"{lib.lower()}_{pass_}") for lib in ("ours", "numpy", "torch")[:len(libs)]]
-                    secs, ratios = paired(fns, args.repeats)
+                    secs, ratios = paired(fns, repeats)
                     gf = [case.flops(pass_ == "backward") / s / 1e9 for s in secs]
                     label = pass_ + (" (dW, db, dX)" if pass_ == "backward" and with_dx else
                                      " (dW, db)" if pass_ == "backward" else " (+b, relu)")
