@@ -127,8 +127,10 @@ CASES = [
 ]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_args(doc, script, argv=None):
+    """--threads and --repeats of a benchmark, and threadpoolctl's threadpool_limits (which
+    holds NumPy's BLAS to the same thread count): (thread counts, repeats, threadpool_limits)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--repeats", type=int, default=9, help="samples per case, median quoted (>= 5)")
     args = parser.parse_args(argv)
@@ -137,20 +139,24 @@ def main(argv=None):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        sys.exit("bench/gemm.py needs threadpoolctl: pip install '.[bench]'")
-    threads = [int(t) for t in args.threads.split(",")]
+        sys.exit(f"bench/{script} needs threadpoolctl: pip install '.[bench]'")
+    return [int(t) for t in args.threads.split(",")], args.repeats, threadpool_limits
+
+
+def main(argv=None):
+    threads, repeats, threadpool_limits = bench_args(__doc__, "gemm.py", argv)
 
     print(f"pyneuro micro-kernel: {_core.gemm_kernel()}; NumPy {np.__version__}")
     rows, speed = [], {}
     for nt in threads:
         _core.set_num_threads(nt)
         with threadpool_limits(limits=nt):
-            peak = {dt: peak_gflops(dt, args.repeats) for dt in (np.float32, np.float64)}
+            peak = {dt: peak_gflops(dt, repeats) for dt in (np.float32, np.float64)}
             print(f"peak ({nt} thread{'s' * (nt > 1)}): float32 {peak[np.float32]:.1f} GFLOP/s, "
                   f"float64 {peak[np.float64]:.1f} GFLOP/s")
             for name, dtype, make in CASES:
                 ops = make(dtype, np.random.default_rng(0))
-                t_ours, t_numpy, ratio = paired_medians(ops, args.repeats)
+                t_ours, t_numpy, ratio = paired_medians(ops, repeats)
                 ours, theirs = flops(ops) / t_ours / 1e9, flops(ops) / t_numpy / 1e9
                 speed[name, dtype, nt] = ours
                 rows.append((name, np.dtype(dtype).name, nt, ours, theirs, ratio,

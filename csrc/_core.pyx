@@ -30,6 +30,7 @@ include "reduce.pxi"         # ordered sums, row max and Σ e^(z − max); argma
 include "activations.pxi"    # A = f(Z), delta = dA ⊙ f′(Z)
 include "gemm.pxi"           # C = α·op(A)·op(B) + β·C, with a bias+activation epilogue
 include "dense.pxi"          # the dense layer: Z = X·W + b, A = f(Z) and its gradients
+include "conv.pxi"           # the 2-d convolution (ConvPlan): im2col + gemm, forward and backward
 include "norm.pxi"           # per-channel sums (BatchNorm's pieces), BatchNorm apply/grad, LayerNorm
 include "pool.pxi"           # max/avg pooling (PoolPlan), global average pooling
 include "dense_chain.pxi"    # the compiled prediction chain of dense layers (DenseChain)

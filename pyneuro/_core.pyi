@@ -85,3 +85,30 @@ class PoolPlan:
                  dtype: Any = ...) -> None: ...
     def forward(self, X: _Array, Y: _Array, training: bool = ...) -> _Array: ...
     def backward(self, dY: _Array, dX: _Array) -> _Array: ...
+
+
+class ConvPlan:
+    """A 2-d convolution of fixed geometry (csrc/conv.pxi); images are (B, C·H·W) rows, NCHW."""
+    C: int
+    H: int
+    W: int
+    out_channels: int
+    out_h: int
+    out_w: int
+    in_features: int
+    out_features: int
+    k: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    dtype: np.dtype[Any]
+    work_elements: int
+    def __init__(self, C: int, H: int, W: int, out_channels: int,
+                 kernel: int | tuple[int, int] = ..., stride: int | tuple[int, int] = ...,
+                 padding: int | tuple[int, int] | tuple[int, int, int, int] = ...,
+                 dilation: int | tuple[int, int] = ..., dtype: Any = ...) -> None: ...
+    def forward(self, X: _Array, W: _Array, b: _Array | None, Z: _Array, A: _Array | None,
+                activation: str = ..., alpha: float = ...) -> None: ...
+    def backward(self, X: _Array, W: _Array, delta: _Array, dW: _Array, db: _Array | None,
+                 dX: _Array | None = ...) -> None: ...

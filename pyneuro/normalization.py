@@ -19,6 +19,7 @@ LayerNorm, per sample over its F values (all of C·H·W for an image):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class BatchNorm(Layer):
         self.momentum = check_float(momentum, "BatchNorm momentum", 0.0, 1.0)
         self.eps = check_float(eps, "BatchNorm eps", 0.0, low_open=True)
         self._training = False
-        self.ranks = None     # distributed training: what sums over the ranks (Trainer sets it)
+        self.ranks: Any = None     # distributed training: what sums over the ranks (Trainer sets it)
         self._N = 0           # values per channel in the (global) batch of the last training forward
 
     def build_shape(self, in_shape, dtype):
@@ -62,12 +63,17 @@ class BatchNorm(Layer):
         self.P = math.prod(in_shape[1:])
         self.dtype, self.in_shape, self.out_shape = dtype, in_shape, in_shape
         self.n_in = self.n_out = math.prod(in_shape)
-        # per-channel work vectors: μ, σ², 1/√(σ² + ε), a product, the whole batch's Σ dY and Σ dY·x̂
-        self._mean, self._var, self._invstd, self._scale, self._sum_dY, self._sum_dY_xhat = (
-            np.empty(self.C, dtype) for _ in range(6))
-        self._zero, self._one = np.zeros(self.C, dtype), np.ones(self.C, dtype)
-        self._shared = np.empty(2 * self.C + 1, dtype)    # what goes over the ranks in one message
+        self._shared = None    # the work vectors, made at the first forward (loading allocates nothing)
         return in_shape
+
+    def _work(self) -> None:
+        """Per-channel work vectors: μ, σ², 1/√(σ² + ε), a product, the whole batch's Σ dY and
+        Σ dY·x̂, the constants 0 and 1, and what goes over the ranks in one message."""
+        C, dtype = self.C, self.dtype
+        self._mean, self._var, self._invstd, self._scale, self._sum_dY, self._sum_dY_xhat = (
+            np.empty(C, dtype) for _ in range(6))
+        self._zero, self._one = np.zeros(C, dtype), np.ones(C, dtype)
+        self._shared = np.empty(2 * C + 1, dtype)
 
     def param_shapes(self):
         return [("gamma", (self.C,)), ("beta", (self.C,))]
@@ -126,6 +132,8 @@ class BatchNorm(Layer):
 
     def forward(self, x, training=False):
         B = x.shape[0]
+        if self._shared is None:
+            self._work()
         if training:
             self._statistics(x)
             mean, var = self._mean, self._var

@@ -142,3 +142,46 @@ def away_from(rng, shape, kinks=(0.0,), margin=0.1, low=-3.0, high=3.0):
             return x
         x[near] = rng.uniform(low, high, size=int(near.sum()))
     raise RuntimeError("could not sample away from the kinks")
+
+
+# ---- 2-d convolution (the formula of csrc/conv.pxi, written as k_h·k_w shifted slices) ----
+def _conv_taps(plan, Xp):
+    """For each kernel tap (i, j): the slice of the padded input it reads, (B, C, Ho, Wo)."""
+    (sh, sw), (dh, dw), Ho, Wo = plan.stride, plan.dilation, plan.out_h, plan.out_w
+    for i in range(plan.kernel[0]):
+        for j in range(plan.kernel[1]):
+            yield i, j, (slice(None), slice(None), slice(i * dh, i * dh + sh * (Ho - 1) + 1, sh),
+                         slice(j * dw, j * dw + sw * (Wo - 1) + 1, sw))
+
+
+def _padded(plan, X):
+    pt, pl, pb, pr = plan.padding
+    x = f64(X).reshape(-1, plan.C, plan.H, plan.W)
+    return np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+
+
+def conv_forward_ref(plan, X, W, b=None):
+    """Z[s, o, ho, wo] = Σ_{c,i,j} W[o, c, i, j] · Xpad[s, c, ho·sh + i·dh, wo·sw + j·dw] + b[o],
+    flattened to (B, out_features); float64."""
+    Xp = _padded(plan, X)
+    w = f64(W).reshape(plan.out_channels, plan.C, *plan.kernel)
+    Z = np.zeros((Xp.shape[0], plan.out_channels, plan.out_h, plan.out_w))
+    for i, j, taps in _conv_taps(plan, Xp):
+        Z += np.einsum("bchw,oc->bohw", Xp[taps], w[:, :, i, j])
+    if b is not None:
+        Z += f64(b)[None, :, None, None]
+    return Z.reshape(Xp.shape[0], -1)
+
+
+def conv_backward_ref(plan, X, W, delta):
+    """(dW, db, dX) of Z = conv(X, W) + b given delta = ∂L/∂Z; float64."""
+    Xp = _padded(plan, X)
+    w = f64(W).reshape(plan.out_channels, plan.C, *plan.kernel)
+    d = f64(delta).reshape(Xp.shape[0], plan.out_channels, plan.out_h, plan.out_w)
+    dW, dXp = np.zeros_like(w), np.zeros_like(Xp)
+    for i, j, taps in _conv_taps(plan, Xp):
+        dW[:, :, i, j] = np.einsum("bohw,bchw->oc", d, Xp[taps])
+        dXp[taps] += np.einsum("bohw,oc->bchw", d, w[:, :, i, j])
+    pt, pl = plan.padding[:2]
+    dX = dXp[:, :, pt:pt + plan.H, pl:pl + plan.W]
+    return dW.reshape(plan.out_channels, -1), d.sum(axis=(0, 2, 3)), dX.reshape(Xp.shape[0], -1)

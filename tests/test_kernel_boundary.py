@@ -37,6 +37,13 @@ def _labels(name, shape):
     return np.arange(shape[0], dtype=np.int64) % 3
 
 
+def _conv(a):
+    """A ConvPlan's arguments, in the dtype most of the arrays have (a test changes one at a time)."""
+    dts = [x.dtype for x in a.values() if isinstance(x, np.ndarray) and x.dtype.kind == "f"]
+    return dict(C=2, H=5, W=4, out_channels=3, kernel=(3, 2), padding=(1, 0, 0, 1),
+                dtype=max(set(dts), key=dts.count) if dts else np.float32)
+
+
 SPECS = {
     "gemm_into": Spec(lambda a: _core.gemm_into(a["A"], a["B"], a["C"]),
                       {"A": (5, 7), "B": (7, 4), "C": (5, 4)}, outputs=("C",), checked=("B", "C")),
@@ -86,6 +93,13 @@ SPECS = {
                                                   ["relu", "softmax"], [0.0, 0.0]).forward(a["X"], a["out"]),
                        {"Ws[0]": (3, 4), "bs[0]": (4,), "Ws[1]": (4, 2), "bs[1]": (2,), "X": (5, 3),
                         "out": (5, 2)}, outputs=("out",), checked=("bs[0]", "Ws[1]", "bs[1]", "out")),
+    "ConvPlan.forward": Spec(lambda a: _core.ConvPlan(**_conv(a)).forward(a["X"], a["W"], a["b"], a["Z"], a["A"], "relu"),
+                             {"X": (3, 40), "W": (3, 12), "b": (3,), "Z": (3, 48), "A": (3, 48)},
+                             outputs=("Z", "A"), checked=("W", "b", "Z", "A"), optional=("b", "A")),
+    "ConvPlan.backward": Spec(lambda a: _core.ConvPlan(**_conv(a)).backward(a["X"], a["W"], a["delta"], a["dW"], a["db"], a["dX"]),
+                              {"X": (3, 40), "W": (3, 12), "delta": (3, 48), "dW": (3, 12), "db": (3,),
+                               "dX": (3, 40)}, outputs=("dW", "db", "dX"),
+                              checked=("W", "delta", "dW", "db", "dX"), optional=("db", "dX")),
     "argmax_rows": Spec(lambda a: _core.argmax_rows(a["Z"], a["out"]), {"Z": (5, 4), "out": (5,)},
                         outputs=("out",), checked=("out",), ints=("out",),
                         make_int=lambda n, s: np.zeros(s, np.int64)),

@@ -160,6 +160,18 @@ def _dense_chain(rng, dt):
     return [chain.forward(X, np.empty((257, 10), dt)), chain.forward(X[:1], np.empty((1, 10), dt))]
 
 
+def _conv(rng, dt):
+    plan = _core.ConvPlan(16, 13, 12, 24, kernel=(3, 4), stride=(1, 2), padding=(1, 1, 2, 1), dtype=dt)
+    X = rng.standard_normal((64, plan.in_features)).astype(dt)
+    W = rng.standard_normal((24, plan.k)).astype(dt)
+    b, D = rng.standard_normal(24).astype(dt), rng.standard_normal((64, plan.out_features)).astype(dt)
+    Z, A = np.empty_like(D), np.empty_like(D)
+    dW, db, dX = np.empty_like(W), np.empty_like(b), np.empty_like(X)
+    plan.forward(X, W, b, Z, A, "elu", 0.7)
+    plan.backward(X, W, D, dW, db, dX)
+    return [Z, A, dW, db, dX]
+
+
 def _dropout_mask(rng, dt):
     U = rng.uniform(0, 1, N).astype(dt)
     _core.dropout_mask(U, 0.3)
@@ -231,6 +243,7 @@ KERNELS = {
     **{f"dense_forward_{a}": _dense_forward(a) for a in sorted(_core.ACTIVATIONS)},
     "dense_backward": _dense_backward,
     "dense_chain": _dense_chain,
+    "conv": _conv,
     **{f"activation_{a}": _activation(a) for a in sorted(_core.ACTIVATIONS)},
     "cross_entropy_labels": _cross_entropy("labels"),
     "cross_entropy_probabilities": _cross_entropy("probabilities"),
