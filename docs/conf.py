@@ -34,6 +34,15 @@ extensions = [
     "pyneuro_docs",            # API pages from __all__, the pages' doctests and figures
 ]
 
+# MathJax from the site itself where sphinx-mathjax-offline is installed (the docs extra
+# installs it: pages then read formulas with no network); otherwise from MathJax's CDN.
+try:
+    import importlib
+    importlib.import_module("sphinx-mathjax-offline")
+    extensions.append("sphinx-mathjax-offline")
+except ImportError:
+    pass
+
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
@@ -50,5 +59,5 @@ html_theme = "alabaster"
 html_static_path = []
 html_title = f"pyneuro {release}"
 html_theme_options = {"description": "a neural-network library built from the math up",
-                      "fixed_sidebar": True}
+                      "fixed_sidebar": True, "page_width": "1160px", "sidebar_width": "230px"}
 html_sidebars = {"**": ["about.html", "navigation.html", "searchbox.html"]}
