@@ -158,6 +158,16 @@ class Conv2D(Layer):
             cfg["alpha"] = self.alpha
         return cfg
 
+    def __repr__(self) -> str:
+        """Conv2D(C, C_out, k, ...) with the arguments that differ from their defaults."""
+        k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else list(self.kernel_size)
+        shown = [f"{self.in_channels}, {self.out_channels}, {k}"]
+        defaults = {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "activation": "identity",
+                    "bias": True}
+        shown += [f"{key}={value!r}" for key, value in self.config().items()
+                  if key in defaults and value != defaults[key]]
+        return f"Conv2D({', '.join(shown)})"
+
     def inference(self):
         return [("conv", self)]
 
