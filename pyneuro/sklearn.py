@@ -18,6 +18,8 @@ warm_start, verbose) plus pyneuro's own (dtype, threads, dropout).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
@@ -27,6 +29,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import _core
 from ._validation import check_float, check_int
+from .architectures import layers_from_spec
 from .callbacks import Callback
 from .layers import Dense
 from .metrics import classes_from_outputs
@@ -64,7 +67,7 @@ class _BaseMLP(BaseEstimator):
                  batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, dtype="float32",
-                 threads=None, dropout=0.0):
+                 threads=None, dropout=0.0, layers=None, input_shape=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -85,6 +88,8 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.threads = threads
         self.dropout = dropout
+        self.layers = layers
+        self.input_shape = input_shape
 
     # ---- parameters -> pyneuro objects ------------------------------------------------------
     def _check_params(self):
@@ -108,8 +113,15 @@ class _BaseMLP(BaseEstimator):
         return min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
 
     def _build(self, n_in, n_out, sizes):
-        return Sequential.mlp(n_in, sizes, n_out, _ACTIVATIONS[self.activation], self.dropout,
-                              seed=int(self._rng.integers(2**63)), dtype=self.dtype)
+        seed = int(self._rng.integers(2**63))
+        if self.layers is None:
+            return Sequential.mlp(n_in, sizes, n_out, _ACTIVATIONS[self.activation], self.dropout,
+                                  seed=seed, dtype=self.dtype)
+        shape = (n_in,) if self.input_shape is None else tuple(self.input_shape)
+        if math.prod(shape) != n_in:
+            raise ValueError(f"input_shape {shape} holds {math.prod(shape)} values, X has {n_in} features")
+        return Sequential(layers_from_spec(self.layers, shape, n_out, _ACTIVATIONS[self.activation]), seed=seed,
+                          dtype=self.dtype, input_shape=shape)
 
     def _trainer(self, n_samples):
         batch = self._batch(n_samples)
@@ -335,6 +347,13 @@ _PARAMETERS = """Parameters
     threads : int or None
         pyneuro's kernel threads (process-wide, as pn.set_num_threads).
     dropout : float
-        Dropout after each hidden layer."""
+        Dropout after each hidden layer (of hidden_layer_sizes).
+    layers : str, optional
+        The hidden layers as a one-line spec (pyneuro.architectures, as ``pyneuro train
+        --layers``), e.g. 'conv32x5,pool2,conv64x5,pool2,dense128': a convolutional network;
+        it replaces hidden_layer_sizes and dropout.
+    input_shape : tuple of int, optional
+        One sample's shape (C, H, W) for convolutional layers; X stays 2-d, each row the
+        image's C·H·W values."""
 for _cls in (MLPClassifier, MLPRegressor):
     _cls.__doc__ = (_cls.__doc__ or "").replace("{parameters}", _PARAMETERS)

@@ -300,3 +300,17 @@ def test_batchnorm_on_two_mpi_ranks_trains_like_one_process(tmp_path):
     exec(MPI_CNN.split("if __name__")[0], ns)
     single = ns["train"](False)
     assert np.abs(ranks[0] - single).max() <= 1e-10 * np.abs(single).max()
+
+
+def test_the_scikit_learn_classifier_trains_a_cnn_from_a_layer_spec():
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+    from sklearn.base import clone
+    from pyneuro.sklearn import MLPClassifier
+    X, y = pn.datasets.load_digits()
+    X_tr, X_te, y_tr, y_te = pn.datasets.train_test_split(X, y, test_size=0.25, seed=0)
+    clf = MLPClassifier(layers="conv16x3p1,pool2,dense64", input_shape=(1, 8, 8), max_iter=12,
+                        learning_rate_init=2e-3, batch_size=32, random_state=0).fit(X_tr, y_tr)
+    assert isinstance(clf.model_.layers[0], pn.Conv2D) and clf.score(X_te, y_te) > 0.95
+    assert clone(clf).get_params()["layers"] == "conv16x3p1,pool2,dense64"
+    with pytest.raises(ValueError, match=r"input_shape \(1, 7, 7\) holds 49 values, X has 64"):
+        MLPClassifier(layers="conv4x3", input_shape=(1, 7, 7), max_iter=1).fit(X_tr, y_tr)
