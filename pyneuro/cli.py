@@ -34,6 +34,8 @@ DEFAULTS = {
               "batch_size": 64, "epochs": 12, "schedule": "cosine", "validation_split": 0.1},
 }
 DEFAULTS["idx"] = DEFAULTS["mnist"]
+# convolutional networks (--model cnn, --layers): fewer epochs (8 reach 99.39 % on MNIST's test set)
+CNN_DEFAULTS = {"mnist": {"epochs": 8}, "idx": {"epochs": 8}}
 DATASETS = {"digits": "the 1,797 8x8 UCI digits bundled with pyneuro (a stratified test split)",
             "mnist": "MNIST's four IDX files in --data-dir (default $PYNEURO_DATA, then ~/.cache/pyneuro)",
             "idx": "any four IDX files in MNIST's layout and names in --data-dir"}
@@ -303,7 +305,8 @@ def train(args) -> dict:
         pn.set_num_threads(args.threads)
     dataset = args.dataset or "digits"
     args.hidden_given = args.hidden is not None
-    for key, value in DEFAULTS[dataset].items():
+    conv = args.model == "cnn" or args.layers is not None
+    for key, value in {**DEFAULTS[dataset], **(CNN_DEFAULTS.get(dataset, {}) if conv else {})}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.output_activation is None:
