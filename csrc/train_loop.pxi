@@ -47,6 +47,7 @@ cdef dict GATHER_KINDS = {np.dtype(t): k for k, t in enumerate(
     (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
      np.uint64, np.bool_))}
 cdef dict RULES = {"sgd": PN_SGD, "adam": PN_ADAM, "rmsprop": PN_RMSPROP}
+cdef object F64 = np.dtype(np.float64)
 
 
 cdef struct LoopLayer:
@@ -377,16 +378,18 @@ cdef class TrainLoop:
     def __init__(self, list layers, params, grads, X, y, w, Py_ssize_t batch, str loss, double scale,
                  double huber_delta, pos_weight, str rule, dict hyper, s1, s2, list runs,
                  double clip_norm, bint accuracy, double threshold, int first):
-        _check_vectors("TrainLoop", ["params", "grads"], [params, grads])
+        _check_vectors("TrainLoop", ["params", "grads"], [params, grads], 0)
         dt = self.dtype = params.dtype
         keep = self._keep = [params, grads, X, y]
         if not layers or len(layers) > 64:
             raise ValueError(f"TrainLoop: expected 1 to 64 layers, got {len(layers)}")
         if batch < 1:
             raise ValueError(f"TrainLoop: batch must be >= 1, got {batch}")
-        if not isinstance(X, np.ndarray) or X.dtype not in GATHER_KINDS or X.ndim != 2 or not X.flags.c_contiguous:
-            raise TypeError(f"X: expected a C-contiguous 2-d array of a dtype in {sorted(map(str, GATHER_KINDS))}, "
-                            f"got {getattr(X, 'dtype', type(X).__name__)} {getattr(X, 'shape', '')}")
+        if not isinstance(X, np.ndarray) or X.dtype not in GATHER_KINDS:
+            raise TypeError(f"X: expected an array of a dtype in {sorted(map(str, GATHER_KINDS))}, "
+                            f"got {getattr(X, 'dtype', type(X).__name__)}")
+        if X.ndim != 2 or not X.flags.c_contiguous:
+            raise ValueError(f"X: expected a C-contiguous 2-d array, got shape {X.shape}, strides {X.strides}")
         if rule not in RULES:
             raise ValueError(f"TrainLoop: rule must be one of {sorted(RULES)}, got {rule!r}")
         cdef int L = len(layers), l
@@ -444,7 +447,7 @@ cdef class TrainLoop:
         self.r.ylab, self.r.ytar, self.r.tb, self.r.yb = NULL, NULL, NULL, NULL
         if loss == "cross_entropy" and isinstance(y, np.ndarray) and y.ndim == 1:
             if y.dtype != I64 or not y.flags.c_contiguous:
-                raise TypeError(f"y: expected contiguous int64 labels, got {y.dtype}")
+                raise TypeError(f"y: expected contiguous int64 labels, got {y.dtype} with strides {y.strides}")
             self.r.loss, self.r.ylab = LOSS_CE_LABELS, <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>y)
             labels = np.empty(batch, np.int64)
             keep.append(labels)
@@ -524,6 +527,13 @@ cdef class TrainLoop:
         dtype) for these steps' rows, made into the masks in place; loss_out (float64) and
         correct_out (int64) receive each step's loss and rows right; zout (rows × n_L) the
         outputs, when given. Returns the steps completed (fewer when a loss was not finite)."""
+        for name, a, dt, out in (("perm", perm, I64, False), ("lrs", lrs, F64, False),
+                                 ("loss_out", loss_out, F64, True), ("correct_out", correct_out, I64, True)):
+            if not isinstance(a, np.ndarray) or a.dtype != dt:
+                raise TypeError(f"{name}: expected a numpy array of {dt}, got {getattr(a, 'dtype', type(a).__name__)}")
+            if a.ndim != 1 or not a.flags.c_contiguous or (out and not a.flags.writeable):
+                raise ValueError(f"{name}: expected a contiguous{' writable' if out else ''} 1-d array, got shape "
+                                 f"{a.shape}, strides {a.strides}")
         cdef const int64_t[::1] p = perm
         cdef const double[::1] lr = lrs
         cdef double[::1] lo = loss_out
