@@ -445,10 +445,16 @@ class Trainer:
         permutation of `rows` (at most `steps` of them), or an iterable source's own batches."""
         if rows is None:
             return steps, source.batches()
+        n_batches, perm = self._epoch_rows(rows, batch, steps)
+        return n_batches, (perm[b * batch:(b + 1) * batch] for b in range(n_batches))
+
+    def _epoch_rows(self, rows, batch, steps) -> tuple[int, np.ndarray]:
+        """(number of batches, the rows they take in order): a seeded permutation of `rows`,
+        cut to `steps` batches when given."""
         perm = rows[self.rng.permutation(rows.shape[0])]
         n_batches = (rows.shape[0] + batch - 1) // batch
         n_batches = n_batches if steps is None else min(steps, n_batches)
-        return n_batches, (perm[b * batch:(b + 1) * batch] for b in range(n_batches))
+        return n_batches, np.ascontiguousarray(perm[:min(perm.shape[0], n_batches * batch)])
 
     def _train_epoch(self, source, rows, batch, steps, callbacks, interrupt, w=None) -> dict:
         """One pass over the source (a seeded permutation of `rows`), a step per batch; the epoch's
@@ -488,11 +494,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        logs = {"loss": total_loss / weight if weight else 0.0,
-                **({"accuracy": total_correct / seen} if self._accuracy else {})}
-        if outputs is not None:
-            logs.update(self._metric_values(outputs))
-        return logs
+        return self._epoch_logs(total_loss, weight, total_correct, seen, outputs)
 
     # ---- the compiled path: runs of whole steps in one call (csrc/train_loop.pxi) ----------
     _compiled = True      # (private) False: every epoch takes the step-by-step path
@@ -573,10 +575,7 @@ class Trainer:
         _core.TrainLoop), each chunk about 0.1 s of work: Ctrl-C, the progress bar and the
         model's lock are seen between chunks. Same logs, same weights, same streams."""
         m, opt = self.model, self.optimizer
-        perm = rows[self.rng.permutation(rows.shape[0])]
-        n_batches = (rows.shape[0] + batch - 1) // batch
-        n_batches = n_batches if steps is None else min(steps, n_batches)
-        perm = np.ascontiguousarray(perm[:min(perm.shape[0], n_batches * batch)])
+        n_batches, perm = self._epoch_rows(rows, batch, steps)
         total_loss, total_correct, seen, weight = 0.0, 0, 0, 0.0
         outputs: list | None = [] if self._metrics else None
         bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}") if self.verbose == 1 else None
@@ -634,8 +633,12 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        return self._epoch_logs(total_loss, weight, total_correct, seen, outputs)
+
+    def _epoch_logs(self, total_loss: float, weight: float, correct: int, seen: int, outputs) -> dict:
+        """The epoch's logs: loss Σ L_b W_b / Σ W_b, accuracy, the training metrics."""
         logs = {"loss": total_loss / weight if weight else 0.0,
-                **({"accuracy": total_correct / seen} if self._accuracy else {})}
+                **({"accuracy": correct / seen} if self._accuracy else {})}
         if outputs is not None:
             logs.update(self._metric_values(outputs))
         return logs
