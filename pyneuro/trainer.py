@@ -5,7 +5,9 @@ Each epoch: a seeded permutation of the training rows; for every batch of it
                          of the data set; Datasets and iterables of batches: data_sources.py)
     Z = model(X_b);  L, ∂L/∂Z = loss(Z, y_b);  backprop;  θ ← optimizer(θ, ∂L/∂θ)
 then validation, history, callbacks. Nothing is allocated per batch but the
-few scalars Python needs.
+few scalars Python needs. A model of Dense and Dropout layers with a built-in loss and
+optimizer, and no callback at batch ends, runs its steps in chunks of whole steps in the
+core (_core.TrainLoop, csrc/train_loop.pxi): the same results, bitwise.
 """
 from __future__ import annotations
 
@@ -564,7 +566,7 @@ class Trainer:
                 if opt.schedule is None or getattr(opt.schedule, "per", "epoch") == "epoch":
                     lrs.extend(lrs[-1:] * (k - 1))
                     break
-        except ValueError as error:
+        except Exception as error:   # raised after the steps before it, as the step-by-step path does
             return np.array(lrs, np.float64), error
         finally:
             opt.t = t0

@@ -303,3 +303,21 @@ def test_ctrl_c_stops_the_compiled_loop_within_a_second():
     assert first == "interrupted", proc.stderr.read()
     assert latency < 1.0, latency
     assert result == ["True", "0", "True"], (result, proc.stderr.read())
+
+
+def test_a_schedule_that_fails_mid_epoch_fails_after_the_same_steps():
+    """A per-step schedule whose factor turns invalid at step 17: both paths raise there, with
+    the weights of the 17 steps before it."""
+    def factor(n):
+        return 1.0 if n < 17 else -1.0
+    factor.per = "step"
+    X, y = data()
+    out = []
+    for compiled in (False, True):
+        trainer = pn.Trainer(net(), "cross_entropy", pn.SGD(0.05, schedule=factor), batch_size=16, seed=7, verbose=0)
+        trainer._compiled = compiled
+        with pytest.raises(ValueError, match="step 17"):
+            trainer.fit(X, y, epochs=2)
+        out.append(trainer)
+    assert out[0].optimizer.t == out[1].optimizer.t == 17
+    assert out[0].model.params.tobytes() == out[1].model.params.tobytes()
