@@ -25,7 +25,7 @@ from gemm import peak_gflops             # noqa: E402
 WIDTHS = (784, 256, 128, 10)
 FLOP_PER_SAMPLE = 2 * sum(a * b for a, b in zip(WIDTHS, WIDTHS[1:])) * 2 + 2 * sum(
     a * b for a, b in zip(WIDTHS[1:], WIDTHS[2:]))
-BATCHES = {32: 600, 128: 200, 512: 60}   # batch → steps per timed epoch (~0.1–0.5 s each)
+BATCHES = {32: 300, 128: 100, 512: 30}   # batch → steps per timed epoch (~0.1–0.4 s each)
 
 
 def trainer(batch, compiled):
