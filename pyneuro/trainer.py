@@ -591,6 +591,7 @@ class Trainer:
                 lrs, error = self._planned_lrs(k)
                 k = lrs.shape[0]
                 if k == 0:
+                    assert error is not None
                     raise error
                 start = done * batch
                 n_rows = min(perm.shape[0], start + k * batch) - start
@@ -614,7 +615,7 @@ class Trainer:
                     weight += W_b
                     seen += b - a
                     total_correct += int(correct[j])
-                    if outputs is not None:
+                    if outputs is not None and zout is not None:
                         outputs.append((zout[a - start:b - start], source.y[perm[a:b]]))
                 done += got
                 if bar is not None:
