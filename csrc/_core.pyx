@@ -39,3 +39,4 @@ include "optim.pxi"          # SGD / Adam / RMSprop steps, the global gradient n
 include "gather.pxi"         # out[i] = X[idx[i]]: a shuffled batch, converted to the model dtype
 include "dropout.pxi"        # the inverted-dropout mask
 include "elementwise.pxi"    # out = A ⊙ B
+include "train_loop.pxi"      # TrainLoop: runs of whole training steps (gather … update) in one call

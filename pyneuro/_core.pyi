@@ -112,3 +112,17 @@ class ConvPlan:
                 activation: str = ..., alpha: float = ...) -> None: ...
     def backward(self, X: _Array, W: _Array, delta: _Array, dW: _Array, db: _Array | None,
                  dX: _Array | None = ...) -> None: ...
+
+
+# train_loop.pxi: runs of whole training steps of Dense/Dropout networks in one call
+class TrainLoop:
+    batch: int
+    n_out: int
+    dropout_widths: tuple[int, ...]
+    def __init__(self, layers: list[tuple], params: _Array, grads: _Array, X: _Array, y: _Array,
+                 w: _Array | None, batch: int, loss: str, scale: float, huber_delta: float,
+                 pos_weight: _Array | None, rule: str, hyper: dict[str, float], s1: _Array | None,
+                 s2: _Array | None, runs: list[tuple[int, int]], clip_norm: float, accuracy: bool,
+                 threshold: float, first: int) -> None: ...
+    def run(self, perm: _Array, start: int, steps: int, lrs: _Array, t0: int, masks: Sequence[_Array],
+            loss_out: _Array, correct_out: _Array, zout: _Array | None = None) -> int: ...

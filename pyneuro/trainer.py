@@ -5,7 +5,9 @@ Each epoch: a seeded permutation of the training rows; for every batch of it
                          of the data set; Datasets and iterables of batches: data_sources.py)
     Z = model(X_b);  L, ∂L/∂Z = loss(Z, y_b);  backprop;  θ ← optimizer(θ, ∂L/∂θ)
 then validation, history, callbacks. Nothing is allocated per batch but the
-few scalars Python needs.
+few scalars Python needs. A model of Dense and Dropout layers with a built-in loss and
+optimizer, and no callback at batch ends, runs its steps in chunks of whole steps in the
+core (_core.TrainLoop, csrc/train_loop.pxi): the same results, bitwise.
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ from .callbacks import Callback, History
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_sources import ArraySource, data_source
 from .distributed import Distributed, OneProcess
-from .layers import Softmax
-from .losses import Loss, get_loss
+from .layers import Dense, Dropout, Softmax
+from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss, get_loss
 from .metrics import Outputs, count_correct, metric
 from .model import Sequential
 from .normalization import BatchNorm
-from .optimizers import Adam, Optimizer, get_optimizer
+from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
 
 
 def _in_notebook() -> bool:
@@ -432,6 +434,7 @@ class Trainer:
         n, dtype = y.shape[0], self.model.dtype
         w = np.ones(n, dtype) if sample_weight is None else check_sample_weight(sample_weight, n, dtype)
         if class_weight is not None:
+            w = w.copy() if sample_weight is not None else w   # never the caller's array, written below
             classes = self.loss.classes_of(y, self.model.n_out)
             per_row = class_weight_rows(class_weight, classes[rows], self.model.n_out)
             w[rows] *= per_row.astype(dtype)
@@ -444,14 +447,23 @@ class Trainer:
         permutation of `rows` (at most `steps` of them), or an iterable source's own batches."""
         if rows is None:
             return steps, source.batches()
+        n_batches, perm = self._epoch_rows(rows, batch, steps)
+        return n_batches, (perm[b * batch:(b + 1) * batch] for b in range(n_batches))
+
+    def _epoch_rows(self, rows, batch, steps) -> tuple[int, np.ndarray]:
+        """(number of batches, the rows they take in order): a seeded permutation of `rows`,
+        cut to `steps` batches when given."""
         perm = rows[self.rng.permutation(rows.shape[0])]
         n_batches = (rows.shape[0] + batch - 1) // batch
         n_batches = n_batches if steps is None else min(steps, n_batches)
-        return n_batches, (perm[b * batch:(b + 1) * batch] for b in range(n_batches))
+        return n_batches, np.ascontiguousarray(perm[:min(perm.shape[0], n_batches * batch)])
 
     def _train_epoch(self, source, rows, batch, steps, callbacks, interrupt, w=None) -> dict:
         """One pass over the source (a seeded permutation of `rows`), a step per batch; the epoch's
         logs (its loss the mean over rows, weighted by w when given)."""
+        loop = self._compiled_loop(source, rows, batch, w, callbacks)
+        if loop is not None:
+            return self._train_epoch_compiled(loop, source, rows, batch, steps, interrupt, w)
         n_batches, batches = self._epoch_batches(source, rows, batch, steps)
         total_loss, total_correct, seen, weight = 0.0, 0, 0, 0.0
         outputs: list | None = [] if self._metrics else None   # (Z_b, y_b) of this rank's rows
@@ -484,8 +496,152 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        return self._epoch_logs(total_loss, weight, total_correct, seen, outputs)
+
+    # ---- the compiled path: runs of whole steps in one call (csrc/train_loop.pxi) ----------
+    _compiled = True      # (private) False: every epoch takes the step-by-step path
+
+    def _compiled_loop(self, source, rows, batch, w, callbacks):
+        """A _core.TrainLoop for this epoch when the core can run its steps whole, else None.
+        It can when: one process, an array source whose X needs no per-batch overflow check,
+        only Dense and Dropout layers (each Dropout its own stream), a built-in loss and
+        optimizer (clip_norm: one trainable run), and no callback with on_batch_end. The
+        results are bitwise those of the step-by-step path (tests/test_train_loop.py)."""
+        m, opt, loss = self.model, self.optimizer, self.loss
+        if not (self._compiled and self.dist.size == 1 and isinstance(source, ArraySource) and rows is not None):
+            return None
+        if any(getattr(cb.on_batch_end, "__func__", None) is not Callback.on_batch_end for cb in callbacks):
+            return None
+        X = source.X
+        if X.dtype == np.float16 or (X.dtype.kind == "f" and X.dtype.itemsize > m.dtype.itemsize
+                                     and not self.allow_nonfinite):
+            return None   # float16: converted in NumPy; float64 → float32: checked for overflow per batch
+        kinds = [type(layer) for layer in m.layers]
+        drops = [layer for layer in m.layers if type(layer) is Dropout and layer.p > 0]
+        if (not set(kinds) <= {Dense, Dropout} or Dense not in kinds
+                or len({id(d.rng) for d in drops}) != len(drops)):
+            return None
+        if type(loss) not in (CrossEntropy, BinaryCrossEntropy, MSE, MAE, Huber):
+            return None
+        hyper = {"weight_decay": opt.weight_decay}
+        if type(opt) is SGD:
+            rule, s1, s2 = "sgd", opt.v, None
+            hyper.update(momentum=opt.momentum, nesterov=opt.nesterov)
+        elif type(opt) in (Adam, AdamW):
+            rule, s1, s2 = "adam", opt.m, opt.v
+            hyper.update(beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps, decoupled=opt.decoupled)
+        elif type(opt) is RMSprop:
+            rule, s1, s2 = "rmsprop", opt.v, None
+            hyper.update(rho=opt.rho, eps=opt.eps)
+        else:
+            return None
+        runs = [(r.start, r.stop) for r in opt._runs()]
+        if opt.clip_norm is not None and len(runs) != 1:
+            return None
+        specs = []
+        for layer in m.layers:
+            if type(layer) is Dense:
+                specs.append(("dense", layer.W, layer.b, layer.dW, layer.db, layer.activation, layer.alpha))
+            elif layer.p > 0:
+                specs.append(("dropout", layer.n_out, layer.p))
+        first = m._first_with_params - sum(type(layer) is Dropout and layer.p == 0
+                                           for layer in m.layers[:m._first_with_params])
+        scale = 1.0
+        if type(loss) is MSE and loss.REDUCTIONS[loss.reduction] is not None:
+            scale = loss.REDUCTIONS[loss.reduction] * m.n_out
+        pos_weight = loss._pos_weight(np.empty((0, m.n_out), m.dtype)) if type(loss) is BinaryCrossEntropy else None
+        self._drops = drops
+        return _core.TrainLoop(specs, m.params, m.grads, X, source.y, w, batch, loss.name, scale, loss.huber_delta if loss.name != "cross_entropy"
+                               else 1.0, pos_weight, rule, hyper, s1, s2, runs, opt.clip_norm or 0.0,
+                               self._accuracy, self._threshold, first)
+
+    def _planned_lrs(self, k: int) -> tuple[np.ndarray, Exception | None]:
+        """The learning rates of the next k steps (Optimizer._scheduled_lr at t, t+1, …), and the
+        error a schedule raised at the step where it did (the lrs then stop before it)."""
+        opt, t0, lrs = self.optimizer, self.optimizer.t, []
+        try:
+            for j in range(k):
+                opt.t = t0 + j
+                lrs.append(opt._scheduled_lr())
+                if opt.schedule is None or getattr(opt.schedule, "per", "epoch") == "epoch":
+                    lrs.extend(lrs[-1:] * (k - 1))
+                    break
+        except Exception as error:   # raised after the steps before it, as the step-by-step path does
+            return np.array(lrs, np.float64), error
+        finally:
+            opt.t = t0
+        return np.array(lrs, np.float64), None
+
+    def _train_epoch_compiled(self, loop, source, rows, batch, steps, interrupt, w) -> dict:
+        """_train_epoch's epoch, its steps run in chunks of whole steps by `loop` (a
+        _core.TrainLoop), each chunk about 0.1 s of work: Ctrl-C, the progress bar and the
+        model's lock are seen between chunks. Same logs, same weights, same streams."""
+        m, opt = self.model, self.optimizer
+        n_batches, perm = self._epoch_rows(rows, batch, steps)
+        total_loss, total_correct, seen, weight = 0.0, 0, 0, 0.0
+        outputs: list | None = [] if self._metrics else None
+        bar = _progress_bar(n_batches, f"epoch {self.epoch + 1}") if self.verbose == 1 else None
+        widths = loop.dropout_widths
+        # steps per chunk: grown towards ~0.1 s of work, the dropout uniforms kept under 16 MB
+        most = max(1, (16 << 20) // max(1, sum(widths) * batch * m.dtype.itemsize))
+        done, k = 0, 1
+        try:
+            while done < n_batches:
+                k = min(k, n_batches - done, most)
+                lrs, error = self._planned_lrs(k)
+                k = lrs.shape[0]
+                if k == 0:
+                    assert error is not None
+                    raise error
+                start = done * batch
+                n_rows = min(perm.shape[0], start + k * batch) - start
+                states = [d.rng.bit_generator.state for d in self._drops]
+                masks = [np.empty(n_rows * n, m.dtype) for n in widths]
+                for d, u in zip(self._drops, masks):
+                    d.rng.random(out=u, dtype=m.dtype)
+                losses, correct = np.empty(k), np.zeros(k, np.int64)
+                zout = np.empty((n_rows, m.n_out), m.dtype) if outputs is not None else None
+                t0, tick = opt.t, time.perf_counter()
+                with m._lock:
+                    got = loop.run(perm, start, k, lrs, t0, masks, losses, correct, zout)
+                tick = time.perf_counter() - tick
+                opt.t = t0 + got
+                if got:
+                    opt._current_lr = float(lrs[got - 1])
+                for j in range(got):
+                    a, b = start + j * batch, min(perm.shape[0], start + (j + 1) * batch)
+                    W_b = float(b - a) if w is None else float(w[perm[a:b]].sum(dtype=np.float64))
+                    total_loss += float(losses[j]) * W_b
+                    weight += W_b
+                    seen += b - a
+                    total_correct += int(correct[j])
+                    if outputs is not None and zout is not None:
+                        outputs.append((zout[a - start:b - start], source.y[perm[a:b]]))
+                done += got
+                if bar is not None:
+                    bar.set_postfix(loss=f"{total_loss / weight:.4f}" if weight else "n/a", refresh=False)
+                    bar.update(got)
+                if got < k:               # a loss that is not finite: the streams as the step-by-step path leaves them
+                    for d, state in zip(self._drops, states):
+                        d.rng.bit_generator.state = state
+                        d.rng.random(out=np.empty((min(perm.shape[0], start + (got + 1) * batch) - start)
+                                                  * d.n_out, m.dtype), dtype=m.dtype)
+                    raise DivergenceError(f"loss became {float(losses[got])} at epoch {self.epoch + 1}, batch "
+                                          f"{done + 1} of {n_batches}; the model keeps the weights from before "
+                                          "this batch (try a smaller learning rate or clip_norm)")
+                interrupt.check()         # Ctrl-C lands here, between whole chunks of steps
+                if error is not None and done < n_batches:
+                    raise error
+                k = max(1, min(4 * k, int(k * 0.1 / max(tick, 1e-6))))
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._epoch_logs(total_loss, weight, total_correct, seen, outputs)
+
+    def _epoch_logs(self, total_loss: float, weight: float, correct: int, seen: int, outputs) -> dict:
+        """The epoch's logs: loss Σ L_b W_b / Σ W_b, accuracy, the training metrics."""
         logs = {"loss": total_loss / weight if weight else 0.0,
-                **({"accuracy": total_correct / seen} if self._accuracy else {})}
+                **({"accuracy": correct / seen} if self._accuracy else {})}
         if outputs is not None:
             logs.update(self._metric_values(outputs))
         return logs

@@ -134,6 +134,14 @@ SPECS = {
                                     {"X": (5, 6), "Y": (5, 3)}, outputs=("Y",), checked=("Y",)),
     "global_avg_pool_backward": Spec(lambda a: _core.global_avg_pool_backward(a["dY"], a["dX"], 3),
                                      {"dY": (5, 3), "dX": (5, 6)}, outputs=("dX",), checked=("dX",)),
+    "TrainLoop": Spec(lambda a: _core.TrainLoop([("dense", a["W"], a["b"], a["dW"], a["db"], "relu", 0.0)], a["params"],
+                                                a["grads"], a["X"], a["y"], None, 2, "cross_entropy", 1.0, 1.0, None,
+                                                "sgd", {}, None, None, [(0, 16)], 0.0, True, 0.0, 0)
+                      .run(a["perm"], 0, 2, np.full(2, 0.1), 0, [], np.empty(2), np.empty(2, np.int64)),
+                      {"params": (16,), "grads": (16,), "W": (3, 4), "b": (4,), "dW": (3, 4), "db": (4,), "X": (5, 3),
+                       "y": (5,), "perm": (4,)}, outputs=("params", "grads", "dW", "db"),
+                      checked=("grads", "b", "dW", "db", "y"), ints=("y", "perm"), any_real=("X",),
+                      make_int=lambda n, s: np.arange(s[0], dtype=np.int64) % 3),
     "PoolPlan.forward": Spec(lambda a: _core.PoolPlan(2, 4, 4, "max", kernel=2, dtype=_dtype_of(a, "X", "Y"))
                              .forward(a["X"], a["Y"]), {"X": (5, 32), "Y": (5, 8)}, outputs=("Y",), checked=("Y",)),
     "PoolPlan.backward": Spec(lambda a: _trained(_core.PoolPlan(2, 4, 4, "max", kernel=2, dtype=_dtype_of(a, "dY", "dX")),

@@ -226,7 +226,30 @@ def _layernorm(rng, dt):
     return out
 
 
+def _train_loop(rng, dt):
+    """Three whole steps (gather of uint8 rows, Dense–Dropout–Dense, weighted cross-entropy, Adam
+    with clipping) of _core.TrainLoop, sizes that split every piece over the threads."""
+    widths = (300, 200, 10)
+    params = (rng.standard_normal(300 * 200 + 200 + 200 * 10 + 10) * 0.05).astype(dt)
+    grads, m, v = np.zeros_like(params), np.zeros_like(params), np.zeros_like(params)
+    W1, b1 = params[:60000].reshape(300, 200), params[60000:60200]
+    W2, b2 = params[60200:62200].reshape(200, 10), params[62200:]
+    dW1, db1 = grads[:60000].reshape(300, 200), grads[60000:60200]
+    dW2, db2 = grads[60200:62200].reshape(200, 10), grads[62200:]
+    X = rng.integers(0, 256, (900, widths[0]), dtype=np.uint8)
+    y, w = rng.integers(0, 10, 900), rng.random(900).astype(dt)
+    loop = _core.TrainLoop([("dense", W1, b1, dW1, db1, "gelu", 0.0), ("dropout", 200, 0.3),
+                            ("dense", W2, b2, dW2, db2, "identity", 0.0)], params, grads, X, y, w, 300,
+                           "cross_entropy", 1.0, 1.0, None, "adam", {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+                           m, v, [(0, params.size)], 1.0, True, 0.0, 0)
+    perm = rng.permutation(900)
+    losses, right = np.empty(3), np.empty(3, np.int64)
+    loop.run(perm, 0, 3, np.full(3, 1e-3), 0, [rng.random(900 * 200).astype(dt)], losses, right)
+    return [params, grads, m, v, losses, right]
+
+
 KERNELS = {
+    "train_loop": _train_loop,
     "maxpool_k2": _pool("max", 32, 24, 24, 2, 2, 0, 5),
     "maxpool_k3_s2_overlapping": _pool("max", 7, 17, 19, 3, 2, 1, 23),
     "avgpool_k3_s2_overlapping": _pool("avg", 7, 17, 19, 3, 2, 1, 23),

@@ -1,0 +1,69 @@
+"""Whole training step of the 784-256-128-10 network (relu, float32, SGD with momentum):
+the step-by-step path (Trainer._compiled = False: one Python call per kernel per step)
+against the compiled path (csrc/train_loop.pxi: runs of whole steps in one call), side by
+side, interleaved epochs, medians; as GFLOP/s and as % of the FMA peak probed in the same run
+on the same threads (bench/gemm.py's peak_gflops).
+
+FLOP per sample: forward 2·(784·256 + 256·128 + 128·10) = 469,504; weight gradients the same;
+input gradients of layers 2 and 3, 2·(256·128 + 128·10) = 68,096: 1,007,104 ≈ 1.007 MFLOP
+(the loss, activations, bias gradients and the update are not counted).
+
+    flock /work/timing.lock python bench/step.py [--repeats 7] [--threads 1 2]
+"""
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pyneuro as pn                     # noqa: E402
+from pyneuro import _core                # noqa: E402
+from gemm import peak_gflops             # noqa: E402
+
+WIDTHS = (784, 256, 128, 10)
+FLOP_PER_SAMPLE = 2 * sum(a * b for a, b in zip(WIDTHS, WIDTHS[1:])) * 2 + 2 * sum(
+    a * b for a, b in zip(WIDTHS[1:], WIDTHS[2:]))
+BATCHES = {32: 300, 128: 100, 512: 30}   # batch → steps per timed epoch (~0.1–0.4 s each)
+
+
+def trainer(batch, compiled):
+    model = pn.Sequential([pn.Dense(784, 256, "relu"), pn.Dense(256, 128, "relu"), pn.Dense(128, 10)], seed=0)
+    t = pn.Trainer(model, "cross_entropy", pn.SGD(0.01, momentum=0.9), batch_size=batch, seed=0, verbose=0)
+    t._compiled = compiled
+    return t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"FLOP per sample: {FLOP_PER_SAMPLE:,} ({FLOP_PER_SAMPLE / 1e6:.3f} MFLOP); medians of "
+          f"{args.repeats} interleaved epochs")
+    print(f"{'threads':>7} {'batch':>5} {'peak GF/s':>9} {'old µs/step':>11} {'new µs/step':>11} {'new/old':>7} "
+          f"{'old % peak':>10} {'new % peak':>10}")
+    for nt in args.threads:
+        _core.set_num_threads(nt)
+        peak = peak_gflops(np.float32, 5)
+        for batch, steps in BATCHES.items():
+            X = rng.random((batch * steps, 784), dtype=np.float32)
+            y = rng.integers(0, 10, batch * steps)
+            runs = {False: trainer(batch, False), True: trainer(batch, True)}
+            times = {False: [], True: []}
+            for r in range(args.repeats + 1):
+                for compiled, t in runs.items():
+                    t.fit(X, y, epochs=1)
+                    if r:                                   # the first epoch warms up
+                        times[compiled].append(t.history["time"][-1] / steps)
+            old, new = statistics.median(times[False]), statistics.median(times[True])
+            pct = [100 * FLOP_PER_SAMPLE * batch / s / 1e9 / peak for s in (old, new)]
+            print(f"{nt:>7} {batch:>5} {peak:>9.1f} {old * 1e6:>11.1f} {new * 1e6:>11.1f} {old / new:>6.2f}x "
+                  f"{pct[0]:>9.1f}% {pct[1]:>9.1f}%", flush=True)
+    _core.set_num_threads(None)
+
+
+if __name__ == "__main__":
+    main()

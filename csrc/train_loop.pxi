@@ -1,0 +1,575 @@
+# train_loop.pxi — a run of k training steps of a dense network in one compiled call (TrainLoop).
+#
+# Step s = 0..k−1 of an epoch whose shuffled rows are perm (batch B; the last batch may be short):
+#   rows   = perm[start + s·B : start + (s+1)·B]                      B_s rows
+#   A₀     = T(X[rows])           gathered, converted to the model's float T   A₀: B_s×n₀
+#   layer l, Dense    Z_l = A_{l−1}·W_l + b_l,  A_l = f_l(Z_l)        W_l: n_{l−1}×n_l, b_l: n_l
+#            Dropout  A_l = A_{l−1} ⊙ M_l,  M_l = [U ≥ p]/(1−p)       U: uniforms drawn by the caller
+#   L, δ   = loss(A_last, y[rows], w[rows])    losses.pxi's row kernels (δ = ∂L/∂A_last: B_s×n_L)
+#   back   Dense    δ_l = dA_l ⊙ f′(Z_l);  dW_l = A_{l−1}ᵀ·δ_l;  db_l = Σ_rows δ_l;  dA_{l−1} = δ_l·W_lᵀ
+#          Dropout  dA_{l−1} = dA_l ⊙ M_l      (down to the first layer with parameters)
+#   update g ← σ·g (σ = min(1, c/(‖g‖₂ + 10⁻¹²)) with clip_norm c, else 1), then per trainable
+#          run of θ the optimizer's update (optim_kernels.h) with η = lrs[s] and t = t₀ + s + 1
+#   out    loss[s] = L; correct[s] = rows classified right (when counted); the outputs A_last
+#          (when kept)
+# A step whose L is not finite ends the run after its backward pass, before its update (the
+# caller raises, as the step-by-step path does).
+#
+# Every piece is the kernel the step-by-step path (Trainer, layers.py) calls: gather's
+# conversion, dense_layer, act_backward, gemm, colsum, ce_label_rows / ce_prob_rows /
+# pointwise_rows with the same chunks, pn_update_* over the same UPDATE_CHUNK slices, with
+# the same thread counts; so a run is bitwise those k steps taken one by one, and, as each
+# kernel is, the same on any number of threads. The uniforms U of every Dropout layer for the
+# k steps are drawn by the caller from the layer's own stream before the call, in the order
+# the steps would draw them (a stream drawn in one piece or in k pieces gives the same values).
+# Work buffers (B rows of every layer) belong to the TrainLoop, made once; the GIL is released
+# for the whole run.
+# uses: gather (source_t), dense (dense_layer, colsum), gemm, activations (act_backward,
+# ACT_*), losses (weight_sum, ce_label_rows, ce_prob_rows, pointwise_rows, LOSS_*), reduce
+# (chunk_rows, sum_in_order, MAX_CHUNKS), optim (pn_update_*, UPDATE_CHUNK, NORM_CHUNK,
+# sumsq_range, PN_*), threads, checks.
+
+from libc.math cimport pow, sqrt, isfinite
+from libc.string cimport memcpy
+from libc.stdlib cimport calloc
+
+cdef enum:
+    LAYER_DENSE = 0
+    LAYER_DROPOUT = 1
+    LOSS_CE_LABELS = 10      # (the pointwise kinds are losses.pxi's LOSS_BCE … LOSS_HUBER)
+    LOSS_CE_PROBS = 11
+    ACC_NONE = 0
+    ACC_LABELS = 1           # argmax of the outputs against integer labels
+    ACC_ARGMAX = 2           # … against the argmax of class-probability targets
+    ACC_BINARY = 3           # [z > threshold] of one output against [y > ½]
+
+cdef dict GATHER_KINDS = {np.dtype(t): k for k, t in enumerate(
+    (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+     np.uint64, np.bool_))}
+cdef dict RULES = {"sgd": PN_SGD, "adam": PN_ADAM, "rmsprop": PN_RMSPROP}
+cdef object F64 = np.dtype(np.float64)
+
+
+cdef struct LoopLayer:
+    int kind, act, grad_in        # grad_in: this layer hands ∂L/∂A_{l−1} down
+    Py_ssize_t n, m               # input and output widths
+    double alpha, p
+    char *W
+    char *b
+    char *dW
+    char *db
+    char *Z
+    char *A                       # the output A_l (Z for identity)
+    char *delta                   # δ_l (Dense with an activation), else NULL: δ_l is dA_l
+    char *dX
+    char *mask                    # Dropout: this run's uniforms → masks, step after step
+
+
+cdef struct LoopRun:
+    int nl, first, src, loss, acc, rule, n_runs
+    Py_ssize_t N, n_in, n_out, n_rows, batch
+    const char *X
+    const int64_t *ylab
+    const char *ytar
+    const char *w
+    const char *pos_weight
+    int64_t *yb
+    char *tb
+    char *wb
+    char *xb
+    char *dZ
+    char *params
+    char *grads
+    char *s1
+    char *s2
+    const int64_t *runs
+    double huber_delta, scale, threshold, clip
+    double hyper[8]               # mu, nesterov | b1, b2, eps, decoupled | rho, eps; wd in [7]
+    double *norm_partial
+    LoopLayer *layers
+
+
+cdef void gather_typed(const source_t *X, Py_ssize_t n, const int64_t *rows, Py_ssize_t k,
+                       floating *out) noexcept nogil:
+    """out[i, :] = T(X[rows[i], :]) (gather.pxi's conversion; rows already in range)."""
+    cdef Py_ssize_t i, j
+    for i in prange(k, num_threads=_nthreads_for(k * n), schedule="static"):
+        for j in range(n):
+            out[i * n + j] = <floating>X[rows[i] * n + j]
+
+
+cdef void gather_source(int src, const char *X, Py_ssize_t n, const int64_t *rows, Py_ssize_t k,
+                        floating *out) noexcept nogil:
+    """gather_typed for X of dtype GATHER_KINDS code `src` (bool read as uint8)."""
+    if src == 0:
+        gather_typed(<const float *>X, n, rows, k, out)
+    elif src == 1:
+        gather_typed(<const double *>X, n, rows, k, out)
+    elif src == 2:
+        gather_typed(<const int8_t *>X, n, rows, k, out)
+    elif src == 3:
+        gather_typed(<const int16_t *>X, n, rows, k, out)
+    elif src == 4:
+        gather_typed(<const int32_t *>X, n, rows, k, out)
+    elif src == 5:
+        gather_typed(<const int64_t *>X, n, rows, k, out)
+    elif src == 6 or src == 10:
+        gather_typed(<const uint8_t *>X, n, rows, k, out)
+    elif src == 7:
+        gather_typed(<const uint16_t *>X, n, rows, k, out)
+    elif src == 8:
+        gather_typed(<const uint32_t *>X, n, rows, k, out)
+    else:
+        gather_typed(<const uint64_t *>X, n, rows, k, out)
+
+
+cdef void multiply_into(const floating *a, const floating *b, floating *out, Py_ssize_t n) noexcept nogil:
+    """out = a ⊙ b (elementwise.pxi's multiply)."""
+    cdef Py_ssize_t i
+    for i in prange(n, num_threads=_nthreads_for(n), schedule="static"):
+        out[i] = a[i] * b[i]
+
+
+cdef double batch_loss(LoopRun *r, const floating *Z, floating *delta, Py_ssize_t B) noexcept nogil:
+    """L of the batch and δ = ∂L/∂Z, as softmax_cross_entropy / pointwise_loss compute them:
+    chunks of chunk_rows(B) rows, their sums added in order, W = Σ w (or B)."""
+    cdef Py_ssize_t m = r.n_out, chunk = chunk_rows(B), c
+    cdef Py_ssize_t nchunks = (B + chunk - 1) // chunk
+    cdef double partial[MAX_CHUNKS]
+    cdef double W = B
+    cdef int bad = 0, nt = _nthreads_for(B * m)
+    cdef const floating *w = <const floating *>r.wb if r.w != NULL else NULL
+    cdef floating inv
+    if r.loss == LOSS_CE_LABELS or r.loss == LOSS_CE_PROBS:
+        inv = <floating>1 / B
+        if w != NULL:
+            W = weight_sum(w, B, &bad)
+            inv = <floating>1 / <floating>W if W > 0 else 0
+        for c in prange(nchunks, num_threads=nt, schedule="static"):
+            if r.loss == LOSS_CE_LABELS:
+                partial[c] = ce_label_rows(Z, r.yb, w, delta, c * chunk, min(B, (c + 1) * chunk), m, inv, &bad)
+            else:
+                partial[c] = ce_prob_rows(Z, <const floating *>r.tb, w, delta, c * chunk,
+                                          min(B, (c + 1) * chunk), m, inv)
+        return sum_in_order(partial, nchunks) / W if W > 0 else 0.0
+    inv = <floating>r.scale / (B * m)
+    if w != NULL:
+        W = weight_sum(w, B, &bad)
+        inv = <floating>r.scale / <floating>(m * W) if W > 0 else 0
+    for c in prange(nchunks, num_threads=nt, schedule="static"):
+        partial[c] = pointwise_rows(r.loss, <floating>r.huber_delta, Z, <const floating *>r.tb, w,
+                                    <const floating *>r.pos_weight, delta, c * chunk,
+                                    min(B, (c + 1) * chunk), m, inv)
+    return r.scale * sum_in_order(partial, nchunks) / (m * W) if W > 0 else 0.0
+
+
+cdef int64_t count_right(LoopRun *r, const floating *Z, Py_ssize_t B) noexcept nogil:
+    """Rows whose class (metrics.classes_from_outputs) is the true one (labels_from_targets)."""
+    cdef Py_ssize_t i, j, best, truth, m = r.n_out
+    cdef const floating *t
+    cdef int64_t right = 0
+    for i in range(B):
+        if r.acc == ACC_BINARY:
+            best = Z[i] > <floating>r.threshold
+            truth = (<const floating *>r.tb)[i] > 0.5
+        else:
+            best = 0
+            for j in range(1, m):
+                if Z[i * m + j] > Z[i * m + best]:
+                    best = j
+            if r.acc == ACC_LABELS:
+                truth = r.yb[i]
+            else:
+                t = <const floating *>r.tb + i * m
+                truth = 0
+                for j in range(1, m):
+                    if t[j] > t[truth]:
+                        truth = j
+        right += best == truth
+    return right
+
+
+cdef void update_run(LoopRun *r, Py_ssize_t a, Py_ssize_t e, const double *h, const floating *tag) noexcept nogil:
+    """θ[a:e] updated by the optimizer's rule in UPDATE_CHUNK slices (optim.pxi's _update)."""
+    cdef Py_ssize_t n = e - a, c, i0, k
+    cdef floating *w = <floating *>r.params + a
+    cdef const floating *g = <const floating *>r.grads + a
+    cdef floating *p1 = <floating *>r.s1 + a if r.s1 != NULL else NULL
+    cdef floating *p2 = <floating *>r.s2 + a if r.s2 != NULL else NULL
+    for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
+        i0 = c * UPDATE_CHUNK
+        k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
+        if floating is float:
+            pn_update_f32(r.rule, k, w + i0, g + i0, p1 + i0 if p1 != NULL else NULL,
+                          p2 + i0 if p2 != NULL else NULL, h)
+        else:
+            pn_update_f64(r.rule, k, w + i0, g + i0, p1 + i0 if p1 != NULL else NULL,
+                          p2 + i0 if p2 != NULL else NULL, h)
+
+
+cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag) noexcept nogil:
+    """One update of every trainable run (Optimizer.step): the clip scale σ of ‖g‖₂ (optim.pxi's
+    global_norm, one run), then the rule's scalars in optim.pxi's order."""
+    cdef double h[11]
+    cdef double s = 1, norm
+    cdef Py_ssize_t a, e, c, nchunks
+    cdef int i
+    cdef double *q = r.hyper
+    if r.clip > 0:
+        a, e = r.runs[0], r.runs[1]
+        nchunks = (e - a + NORM_CHUNK - 1) // NORM_CHUNK
+        for c in prange(nchunks, num_threads=_nthreads(), schedule="static"):
+            r.norm_partial[c] = sumsq_range(<const floating *>r.grads + a, c * NORM_CHUNK,
+                                            min(e - a, (c + 1) * NORM_CHUNK))
+        norm = sqrt(sum_in_order(r.norm_partial, nchunks)) if e > a else 0
+        s = min(1.0, r.clip / (norm + 1e-12))
+    if r.rule == PN_SGD:            # lr, momentum, nesterov, weight_decay, grad_scale
+        h[0], h[1], h[2], h[3], h[4] = lr, q[0], q[1], q[7], s
+    elif r.rule == PN_ADAM:         # lr, β₁, β₂, 1−β₁, 1−β₂, ε, λ, decoupled, c₁, c₂, σ
+        h[0], h[1], h[2], h[3], h[4] = lr, q[2], q[3], 1.0 - q[2], 1.0 - q[3]
+        h[5], h[6], h[7] = q[4], q[7], q[5]
+        h[8], h[9], h[10] = 1.0 / (1.0 - pow(q[2], <double>t)), 1.0 / (1.0 - pow(q[3], <double>t)), s
+    else:                           # lr, ρ, 1−ρ, ε, λ, σ
+        h[0], h[1], h[2], h[3], h[4], h[5] = lr, q[6], 1.0 - q[6], q[4], q[7], s
+    for i in range(r.n_runs):
+        update_run(r, r.runs[2 * i], r.runs[2 * i + 1], h, tag)
+
+
+cdef Py_ssize_t run_steps(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_ssize_t steps,
+                          const double *lrs, long t0, double *loss_out, int64_t *correct_out,
+                          floating *zout, const floating *tag) noexcept nogil:
+    """The steps (formulas at the top of the file); returns how many were completed (the index
+    of a step whose loss was not finite, else `steps`), or −1 when GEMM buffers failed."""
+    cdef Py_ssize_t s, l, B, r0, done_rows = 0
+    cdef int nt = _nthreads()
+    cdef LoopLayer *L
+    cdef const floating *x
+    cdef const floating *dA
+    cdef floating *delta
+    cdef floating *mask
+    cdef floating keep, p
+    cdef Py_ssize_t i
+    cdef const int64_t *rows
+    cdef Py_ssize_t off[64]
+    cdef double loss
+    for l in range(r.nl):
+        off[l] = 0
+    for s in range(steps):
+        r0 = start + s * r.batch
+        B = min(r.batch, r.n_rows - r0)
+        rows = perm + r0
+        # the batch: A₀, targets, weights
+        gather_source(r.src, r.X, r.n_in, rows, B, <floating *>r.xb)
+        if r.ylab != NULL:
+            for i in range(B):
+                r.yb[i] = r.ylab[rows[i]]
+        else:
+            gather_typed(<const floating *>r.ytar, r.n_out, rows, B, <floating *>r.tb)
+        if r.w != NULL:
+            for i in range(B):
+                (<floating *>r.wb)[i] = (<const floating *>r.w)[rows[i]]
+        # forward
+        x = <const floating *>r.xb
+        for l in range(r.nl):
+            L = &r.layers[l]
+            if L.kind == LAYER_DENSE:
+                if dense_layer(B, L.n, L.m, x, <const floating *>L.W, <const floating *>L.b, L.act,
+                               <floating>L.alpha, <floating *>L.Z,
+                               <floating *>L.A if L.act != ACT_IDENTITY else NULL, nt):
+                    return -1
+            else:
+                mask = <floating *>L.mask + off[l]
+                p = <floating>L.p
+                keep = 1 / (1 - p)
+                for i in prange(B * L.n, num_threads=_nthreads_for(B * L.n), schedule="static"):
+                    mask[i] = keep if mask[i] >= p else 0
+                multiply_into(x, mask, <floating *>L.A, B * L.n)
+            x = <const floating *>L.A
+        # loss, accuracy, outputs
+        loss = batch_loss(r, x, <floating *>r.dZ, B)
+        loss_out[s] = loss
+        if r.acc != ACC_NONE:
+            correct_out[s] = count_right(r, x, B)
+        if zout != NULL:
+            memcpy(zout + done_rows * r.n_out, x, B * r.n_out * sizeof(floating))
+        done_rows += B
+        # backward, down to the first layer with parameters
+        dA = <const floating *>r.dZ
+        for l in range(r.nl - 1, r.first - 1, -1):
+            L = &r.layers[l]
+            x = <const floating *>(r.layers[l - 1].A if l > 0 else r.xb)
+            if L.kind == LAYER_DENSE:
+                delta = <floating *>dA
+                if L.act != ACT_IDENTITY:
+                    delta = <floating *>L.delta
+                    for i in prange(B, num_threads=_nthreads_for(B * L.m), schedule="static"):
+                        act_backward(L.act, <floating>L.alpha, <const floating *>L.Z + i * L.m,
+                                     <const floating *>L.A + i * L.m, dA + i * L.m, delta + i * L.m, L.m)
+                if gemm(True, False, L.n, L.m, B, <floating>1, x, L.n, delta, L.m, <floating>0,
+                        <floating *>L.dW, L.m, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt):
+                    return -1
+                colsum(delta, B, L.m, <floating *>L.db, _nthreads_for(B * L.m))
+                if L.grad_in and gemm(False, True, B, L.n, L.m, <floating>1, delta, L.m,
+                                      <const floating *>L.W, L.m, <floating>0, <floating *>L.dX, L.n,
+                                      <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt):
+                    return -1
+            else:
+                multiply_into(dA, <const floating *>L.mask + off[l], <floating *>L.dX, B * L.n)
+            dA = <const floating *>L.dX
+        if not isfinite(loss):       # the step-by-step path stops here too, gradients made
+            return s
+        for l in range(r.nl):
+            if r.layers[l].kind == LAYER_DROPOUT:
+                off[l] += B * r.layers[l].n
+        optimizer_step(r, lrs[s], t0 + s + 1, tag)
+    return steps
+
+
+cdef class TrainLoop:
+    """Runs of training steps of a network of Dense and Dropout layers in one compiled call
+    each (formulas in csrc/train_loop.pxi); bitwise the Trainer's step-by-step results.
+
+    Parameters
+    ----------
+    layers : list of tuple
+        ('dense', W, b, dW, db, activation, alpha) — W (n, m), b (m,) and their gradients dW,
+        db, views of `params` and `grads` — or ('dropout', n, p), p in (0, 1).
+    params, grads : ndarray
+        The model's flat parameter and gradient vectors (float32 or float64).
+    X : ndarray (N, n₀), C-contiguous, a dtype of GATHER_KINDS (float16 is not taken)
+    y : ndarray
+        int64 labels (N,) (cross_entropy) or targets (N, n_L) of the model's dtype.
+    w : ndarray (N,) or None
+        Sample weights, the model's dtype, finite and ≥ 0.
+    batch : int
+        Rows of a step (the last step of an epoch may have fewer).
+    loss : str
+        'cross_entropy', 'binary_cross_entropy', 'mse', 'mae' or 'huber'.
+    scale, huber_delta : float
+        pointwise_loss's scale and δ.
+    pos_weight : ndarray (n_L,) or None
+        binary_cross_entropy's weight of the positive term.
+    rule : str
+        'sgd', 'adam' or 'rmsprop'; `hyper` its scalars: momentum, nesterov (sgd), beta1,
+        beta2, eps, decoupled (adam), rho, eps (rmsprop), weight_decay.
+    s1, s2 : ndarray or None
+        The optimizer's state vectors (sgd: velocity or None; adam: m, v; rmsprop: v).
+    runs : list of (start, stop)
+        The trainable runs of params.
+    clip_norm : float
+        c > 0 clips by the global norm (one run only), 0 does not.
+    accuracy : bool
+        Count the rows classified right; `threshold` is that of a single output.
+    first : int
+        Index of the first layer with parameters (backward stops there).
+    """
+    cdef LoopRun r
+    cdef list _keep
+    cdef object dtype
+    cdef readonly Py_ssize_t batch, n_out
+    cdef readonly tuple dropout_widths
+
+    def __cinit__(self):
+        self.r.layers = NULL
+
+    def __dealloc__(self):
+        free(self.r.layers)
+
+    def __init__(self, list layers, params, grads, X, y, w, Py_ssize_t batch, str loss, double scale,
+                 double huber_delta, pos_weight, str rule, dict hyper, s1, s2, list runs,
+                 double clip_norm, bint accuracy, double threshold, int first):
+        _check_vectors("TrainLoop", ["params", "grads"], [params, grads], 0)
+        dt = self.dtype = params.dtype
+        keep = self._keep = [params, grads, X, y]
+        if not layers or len(layers) > 64:
+            raise ValueError(f"TrainLoop: expected 1 to 64 layers, got {len(layers)}")
+        if batch < 1:
+            raise ValueError(f"TrainLoop: batch must be >= 1, got {batch}")
+        if not isinstance(X, np.ndarray) or X.dtype not in GATHER_KINDS:
+            raise TypeError(f"X: expected an array of a dtype in {sorted(map(str, GATHER_KINDS))}, "
+                            f"got {getattr(X, 'dtype', type(X).__name__)}")
+        if X.ndim != 2 or not X.flags.c_contiguous:
+            raise ValueError(f"X: expected a C-contiguous 2-d array, got shape {X.shape}, strides {X.strides}")
+        if rule not in RULES:
+            raise ValueError(f"TrainLoop: rule must be one of {sorted(RULES)}, got {rule!r}")
+        cdef int L = len(layers), l
+        self.r.layers = <LoopLayer *>calloc(L, sizeof(LoopLayer))
+        if self.r.layers == NULL:
+            raise MemoryError("TrainLoop: out of memory")
+        self.r.nl, self.r.first, self.r.batch = L, first, batch
+        self.batch = batch
+        width = X.shape[1]
+        drops = []
+        cdef LoopLayer *Ly
+        for l, spec in enumerate(layers):
+            Ly = &self.r.layers[l]
+            if spec[0] == "dense":
+                _, W, b, dW, db, act, alpha = spec
+                for name, a, wr in (("W", W, False), ("b", b, False), ("dW", dW, True), ("db", db, True)):
+                    _float_array(f"layers[{l}].{name}", a, 2 if name in ("W", "dW") else 1, wr)
+                _same_dtype("TrainLoop", ["params", "W", "b", "dW", "db"], [params, W, b, dW, db])
+                if W.shape[0] != width:
+                    raise ValueError(f"TrainLoop: layers[{l}] takes {W.shape[0]} inputs, the layer before gives {width}")
+                _shape("b", b, (W.shape[1],))
+                _shape("dW", dW, W.shape)
+                _shape("db", db, b.shape)
+                Ly.kind, Ly.act, Ly.alpha = LAYER_DENSE, _act_code(act), float(alpha)
+                Ly.n, Ly.m = W.shape[0], W.shape[1]
+                for name, a in (("W", W), ("b", b), ("dW", dW), ("db", db)):
+                    keep.append(a)
+                Ly.W, Ly.b = <char *>cnp.PyArray_DATA(<cnp.ndarray>W), <char *>cnp.PyArray_DATA(<cnp.ndarray>b)
+                Ly.dW, Ly.db = <char *>cnp.PyArray_DATA(<cnp.ndarray>dW), <char *>cnp.PyArray_DATA(<cnp.ndarray>db)
+                Ly.Z = self._buffer(batch * Ly.m)
+                Ly.A = self._buffer(batch * Ly.m) if Ly.act != ACT_IDENTITY else Ly.Z
+                Ly.delta = self._buffer(batch * Ly.m) if Ly.act != ACT_IDENTITY else NULL
+                width = Ly.m
+            elif spec[0] == "dropout":
+                _, n, p = spec
+                if n != width or not 0 < p < 1:
+                    raise ValueError(f"TrainLoop: layers[{l}] is dropout of width {n} (layer before: {width}) "
+                                     f"with p {p}; expected p in (0, 1)")
+                Ly.kind, Ly.n, Ly.m, Ly.p = LAYER_DROPOUT, n, n, p
+                Ly.A = self._buffer(batch * n)
+                drops.append(n)
+            else:
+                raise ValueError(f"TrainLoop: layers[{l}]: expected 'dense' or 'dropout', got {spec[0]!r}")
+            Ly.grad_in = l > first
+            Ly.dX = self._buffer(batch * Ly.n) if Ly.grad_in else NULL
+        self.dropout_widths = tuple(drops)
+        if not 0 <= first < L or self.r.layers[first].kind != LAYER_DENSE:
+            raise ValueError(f"TrainLoop: first must be the index of the first Dense layer, got {first}")
+        self.r.n_in, self.r.n_out, self.n_out = X.shape[1], width, width
+        self.r.N = X.shape[0]
+        self.r.src = GATHER_KINDS[X.dtype]
+        self.r.X = <const char *>cnp.PyArray_DATA(<cnp.ndarray>X)
+        self.r.xb = self._buffer(batch * X.shape[1])
+        self.r.dZ = self._buffer(batch * width)
+        self.r.ylab, self.r.ytar, self.r.tb, self.r.yb = NULL, NULL, NULL, NULL
+        if loss == "cross_entropy" and isinstance(y, np.ndarray) and y.ndim == 1:
+            if y.dtype != I64 or not y.flags.c_contiguous:
+                raise TypeError(f"y: expected contiguous int64 labels, got {y.dtype} with strides {y.strides}")
+            self.r.loss, self.r.ylab = LOSS_CE_LABELS, <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>y)
+            labels = np.empty(batch, np.int64)
+            keep.append(labels)
+            self.r.yb = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>labels)
+        else:
+            if loss != "cross_entropy" and loss not in POINTWISE_LOSSES:
+                raise ValueError(f"TrainLoop: unknown loss {loss!r}")
+            _float_array("y", y, 2)
+            _same_dtype("TrainLoop", ["params", "y"], [params, y])
+            self.r.loss = LOSS_CE_PROBS if loss == "cross_entropy" else POINTWISE_LOSSES[loss]
+            self.r.ytar, self.r.tb = <const char *>cnp.PyArray_DATA(<cnp.ndarray>y), self._buffer(batch * width)
+        if y.shape[0] != X.shape[0] or (y.ndim == 2 and y.shape[1] != width):
+            raise ValueError(f"y: expected {X.shape[0]} rows of {width} targets (or labels), got shape {y.shape}")
+        self.r.w = self.r.wb = NULL
+        if w is not None:
+            _float_array("w", w, 1)
+            _same_dtype("TrainLoop", ["params", "w"], [params, w])
+            _shape("w", w, (X.shape[0],))
+            keep.append(w)
+            self.r.w, self.r.wb = <const char *>cnp.PyArray_DATA(<cnp.ndarray>w), self._buffer(batch)
+        self.r.pos_weight = NULL
+        if pos_weight is not None:
+            _float_array("pos_weight", pos_weight, 1)
+            _same_dtype("TrainLoop", ["params", "pos_weight"], [params, pos_weight])
+            _shape("pos_weight", pos_weight, (width,))
+            keep.append(pos_weight)
+            self.r.pos_weight = <const char *>cnp.PyArray_DATA(<cnp.ndarray>pos_weight)
+        self.r.scale, self.r.huber_delta = scale, huber_delta
+        self.r.acc = ACC_NONE
+        if accuracy:
+            self.r.acc = (ACC_LABELS if self.r.ylab != NULL else ACC_BINARY if width == 1 else ACC_ARGMAX)
+        self.r.threshold = threshold
+        # the optimizer
+        self.r.rule = RULES[rule]
+        q = [hyper.get(k, 0.0) for k in ("momentum", "nesterov", "beta1", "beta2", "eps", "decoupled", "rho",
+                                         "weight_decay")]
+        for l in range(8):
+            self.r.hyper[l] = float(q[l])
+        self.r.params = <char *>cnp.PyArray_DATA(<cnp.ndarray>params)
+        self.r.grads = <char *>cnp.PyArray_DATA(<cnp.ndarray>grads)
+        self.r.s1 = self.r.s2 = NULL
+        for name, s in (("s1", s1), ("s2", s2)):
+            if s is not None:
+                _check_vectors("TrainLoop", ["params", name], [params, s])
+                keep.append(s)
+        if s1 is not None:
+            self.r.s1 = <char *>cnp.PyArray_DATA(<cnp.ndarray>s1)
+        if s2 is not None:
+            self.r.s2 = <char *>cnp.PyArray_DATA(<cnp.ndarray>s2)
+        if (self.r.rule == PN_ADAM and s2 is None) or (self.r.rule != PN_SGD and s1 is None):
+            raise ValueError(f"TrainLoop: {rule} needs its state vectors")
+        spans = np.asarray(runs, dtype=np.int64).reshape(-1)
+        if spans.size % 2 or (spans.size and (spans.min() < 0 or spans.max() > params.shape[0]
+                                               or (spans[1::2] < spans[::2]).any())):
+            raise ValueError(f"TrainLoop: runs must be (start, stop) pairs within params, got {runs}")
+        keep.append(spans)
+        self.r.runs = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>spans)
+        self.r.n_runs = spans.size // 2
+        self.r.clip = clip_norm
+        if clip_norm > 0 and self.r.n_runs != 1:
+            raise ValueError("TrainLoop: clip_norm needs exactly one trainable run")
+        partial = np.empty(max(1, (params.shape[0] + NORM_CHUNK - 1) // NORM_CHUNK), np.float64)
+        keep.append(partial)
+        self.r.norm_partial = <double *>cnp.PyArray_DATA(<cnp.ndarray>partial)
+
+    cdef char *_buffer(self, Py_ssize_t n) except NULL:
+        """A work buffer of n values of the model's dtype, owned by the loop."""
+        a = np.empty(max(n, 1), self.dtype)
+        self._keep.append(a)
+        return <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+    def run(self, perm, Py_ssize_t start, Py_ssize_t steps, lrs, long t0, masks, loss_out,
+            correct_out, zout=None):
+        """Steps start/batch … of the epoch's rows `perm` (int64, the epoch's rows in order):
+        `steps` of them from row `start`, with learning rates lrs[s] (float64) and optimizer
+        step counts t0 + 1 …; masks: one flat array per Dropout layer of uniforms (the model's
+        dtype) for these steps' rows, made into the masks in place; loss_out (float64) and
+        correct_out (int64) receive each step's loss and rows right; zout (rows × n_L) the
+        outputs, when given. Returns the steps completed (fewer when a loss was not finite)."""
+        for name, a, dt, out in (("perm", perm, I64, False), ("lrs", lrs, F64, False),
+                                 ("loss_out", loss_out, F64, True), ("correct_out", correct_out, I64, True)):
+            if not isinstance(a, np.ndarray) or a.dtype != dt:
+                raise TypeError(f"{name}: expected a numpy array of {dt}, got {getattr(a, 'dtype', type(a).__name__)}")
+            if a.ndim != 1 or not a.flags.c_contiguous or (out and not a.flags.writeable):
+                raise ValueError(f"{name}: expected a contiguous{' writable' if out else ''} 1-d array, got shape "
+                                 f"{a.shape}, strides {a.strides}")
+        cdef const int64_t[::1] p = perm
+        cdef const double[::1] lr = lrs
+        cdef double[::1] lo = loss_out
+        cdef int64_t[::1] co = correct_out
+        cdef Py_ssize_t n_rows = p.shape[0], rows, l, k = 0, got
+        if steps < 1 or start < 0 or start + (steps - 1) * self.r.batch >= n_rows:
+            raise ValueError(f"TrainLoop.run: steps {steps} from row {start} do not fit in {n_rows} rows")
+        if lr.shape[0] < steps or lo.shape[0] < steps or co.shape[0] < steps:
+            raise ValueError(f"TrainLoop.run: lrs, loss_out and correct_out need {steps} entries")
+        if p.shape[0] and (np.min(perm) < 0 or np.max(perm) >= self.r.N):
+            raise ValueError(f"perm: row indices must lie in [0, {self.r.N - 1}]")
+        rows = min(n_rows, start + steps * self.r.batch) - start
+        if len(masks) != len(self.dropout_widths):
+            raise ValueError(f"masks: expected {len(self.dropout_widths)} arrays, got {len(masks)}")
+        for l in range(self.r.nl):
+            if self.r.layers[l].kind == LAYER_DROPOUT:
+                _float_array(f"masks[{k}]", masks[k], 1, True)
+                if masks[k].dtype != self.dtype or masks[k].shape[0] < rows * self.r.layers[l].n:
+                    raise ValueError(f"masks[{k}]: expected {rows * self.r.layers[l].n} values of {self.dtype}")
+                self.r.layers[l].mask = <char *>cnp.PyArray_DATA(<cnp.ndarray>masks[k])
+                k += 1
+        cdef char *zo = NULL
+        if zout is not None:
+            _float_array("zout", zout, 2, True)
+            if zout.dtype != self.dtype or zout.shape[0] < rows or zout.shape[1] != self.n_out:
+                raise ValueError(f"zout: expected ({rows}, {self.n_out}) of {self.dtype}, got {zout.shape}")
+            zo = <char *>cnp.PyArray_DATA(<cnp.ndarray>zout)
+        cdef bint f32 = self.dtype == F32
+        self.r.n_rows = n_rows
+        with nogil:
+            if f32:
+                got = run_steps(&self.r, &p[0], start, steps, &lr[0], t0, &lo[0], &co[0], <float *>zo,
+                                <const float *>NULL)
+            else:
+                got = run_steps(&self.r, &p[0], start, steps, &lr[0], t0, &lo[0], &co[0], <double *>zo,
+                                <const double *>NULL)
+        if got < 0:
+            raise MemoryError("TrainLoop.run: could not allocate GEMM work buffers")
+        return got
