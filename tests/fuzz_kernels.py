@@ -72,6 +72,53 @@ def call(rng, name):
         acts = [str(rng.choice(ACTS)) for _ in range(2)]
         return (lambda a: _core.DenseChain([a[0], a[2]], [a[1], a[3]], acts, [0.1, 0.1]).forward(a[4], a[5]),
                 [f(n, k), f(k), f(k, m), f(m), f(B, n), f(B, m)], {5})
+    if name in ("ConvPlan", "PoolPlan"):
+        C, H, W, O = int(rng.integers(1, 4)), int(rng.integers(3, 7)), int(rng.integers(3, 7)), int(rng.integers(1, 4))
+        if name == "ConvPlan":
+            p = _core.ConvPlan(C, H, W, O, kernel=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+                               stride=int(rng.integers(1, 3)), padding=int(rng.integers(0, 2)), dtype=dt)
+            if rng.integers(2):
+                act = str(rng.choice(ACTS))
+                return (lambda a: p.forward(*a, act, 0.1),
+                        [f(B, p.in_features), f(O, p.k), f(O), f(B, p.out_features), f(B, p.out_features)], {3, 4})
+            return (lambda a: p.backward(*a), [f(B, p.in_features), f(O, p.k), f(B, p.out_features), f(O, p.k), f(O),
+                                               f(B, p.in_features)], {3, 4, 5})
+        p = _core.PoolPlan(C, H, W, str(rng.choice(["max", "avg"])), kernel=int(rng.integers(1, 3)), dtype=dt)
+        return (lambda a: (p.forward(a[0], a[1]), p.backward(a[2], a[3])),
+                [f(B, p.in_features), f(B, p.out_features), f(B, p.out_features), f(B, p.in_features)], {1, 3})
+    C, P = k + 1, int(rng.integers(1, 4))          # channels, positions per channel
+    if name in ("global_avg_pool_forward", "global_avg_pool_backward"):
+        arrays = [f(B, C * P), f(B, C)] if name.endswith("forward") else [f(B, C), f(B, C * P)]
+        return lambda a: getattr(_core, name)(*a, C), arrays, {1}
+    if name == "channel_sums":
+        return lambda a: _core.channel_sums(a[0], C, a[1]), [f(B, C * P), f(C)], {1}
+    if name in ("channel_sq_dev", "channel_dot"):
+        second = f(C) if name == "channel_sq_dev" else f(B, C * P)
+        return lambda a: getattr(_core, name)(a[0], a[1], C, a[2]), [f(B, C * P), second, f(C)], {2}
+    if name == "batchnorm_apply":
+        return (lambda a: _core.batchnorm_apply(*a[:5], C, a[5], a[6]),
+                [f(B, C * P), f(C), f(C), f(C), f(C), f(B, C * P), f(B, C * P)], {5, 6})
+    if name == "batchnorm_input_grad":
+        N = float(rng.choice([B * P, 0, -1, np.nan]))
+        return (lambda a: _core.batchnorm_input_grad(*a[:6], N, C, a[6]),
+                [f(B, C * P), f(B, C * P), f(C), f(C), f(C), f(C), f(B, C * P)], {6})
+    if name == "layernorm_forward":
+        eps = float(rng.choice([1e-5, 0.0, -1.0, np.nan]))
+        return (lambda a: _core.layernorm_forward(a[0], a[1], a[2], eps, a[3], a[4], a[5]),
+                [f(B, n), f(n), f(n), f(B, n), f(B), f(B, n)], {3, 4, 5})
+    if name == "layernorm_backward":
+        return (lambda a: _core.layernorm_backward(*a), [f(B, n), f(B, n), f(n), f(B), f(B, n), f(n), f(n)], {4, 5, 6})
+    if name == "TrainLoop":
+        size = n * m + m
+        rule = str(rng.choice(["sgd", "adam"]))
+        state = [f(size), f(size)] if rule == "adam" else [None, None]
+
+        def run(a):
+            loop = _core.TrainLoop([("dense", a[2], a[3], a[4], a[5], "relu", 0.0)], a[0], a[1], a[6], a[7], None, 2,
+                                   "cross_entropy", 1.0, 1.0, None, rule, {}, *state, [(0, size)], 0.0, True, 0.0, 0)
+            return loop.run(a[8], 0, 2, np.full(2, 0.1), 0, [], np.empty(2), np.empty(2, np.int64))
+        return run, [f(size), f(size), f(n, m), f(m), f(n, m), f(m), f(B, n), rng.integers(0, max(m, 1), B),
+                     rng.integers(-1, max(B, 1) + 1, 4).astype(np.int64)], {0, 1, 4, 5}
     raise KeyError(name)
 
 
@@ -113,7 +160,9 @@ def main(seed, count):
     names = ["gemm_into", "dense_forward", "dense_backward", "activation_forward",
              "activation_backward", "softmax_cross_entropy", "pointwise_loss", "sgd_step", "adam_step",
              "rmsprop_step", "global_norm", "gather_rows", "dropout_mask", "multiply", "argmax_rows",
-             "all_finite", "DenseChain", "affine_columns"]
+             "all_finite", "DenseChain", "affine_columns", "ConvPlan", "PoolPlan", "global_avg_pool_forward",
+             "global_avg_pool_backward", "channel_sums", "channel_sq_dev", "channel_dot", "batchnorm_apply",
+             "batchnorm_input_grad", "layernorm_forward", "layernorm_backward", "TrainLoop"]
     bad = 0
     for i in range(count):
         name = names[i % len(names)]
