@@ -24,8 +24,9 @@
 #   Z = C + b (row-broadcast),  Aout = f(Z).
 #
 # Blocking for this machine (L1d 32 KiB, L2 512 KiB – 1 MiB per core, shared L3), one place:
-#   KC = 256: an NR×KC B panel (16 KiB) and an MR×KC A panel (6 KiB) fit L1 together
-#   MC = 144: the packed A block MC×KC is 144 KiB (f32) / 288 KiB (f64), inside L2
+#   KC = 256: an NR×KC B panel (16 KiB) and an MR×KC A panel (6 / 12 KiB) fit L1 together
+#   MC = 144 (f32) / 72 (f64): the packed A block MC×KC is 144 KiB, inside L2 (as BLIS's zen3
+#        config; MC only groups tiles, so it never changes a result)
 #   NC = 4080: the packed B slice KC×NC is 4 MiB (f32) / 8 MiB (f64), in L3
 #
 # uses: activations (act_forward, ACT_*), threads (work buffers), cpu_dispatch (the
@@ -57,7 +58,7 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and ge
 cdef enum:
     MR = PN_MR
     KC = 256
-    MC = 144
+    MC = 144                     # float32; float64 takes MC // 2 (the same bytes)
     NC = 4080                    # a multiple of both NR
     TILE_MAX = PN_MR * PN_NR_F32
     PACK_COST = 24               # packing one element costs about 24 multiply-adds of the kernel
@@ -206,7 +207,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     longer stride (op(B) row-major, op(A) column-major) is read in place; so is a
     single row of A, whose one panel is that row with p-stride csa."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t kcs = even_slice(K, KC, 1), mcs = even_slice(M, MC, MR)
+    cdef Py_ssize_t kcs = even_slice(K, KC, 1)
+    cdef Py_ssize_t mcs = even_slice(M, MC if floating is float else MC // 2, MR)
     cdef Py_ssize_t ncs = even_slice(N, NC, nr)
     cdef bint a_inplace = (rsa == 1 and N <= INPLACE_PANELS * nr) or M == 1   # one row: a vector
     cdef bint b_inplace = csb == 1 and M <= INPLACE_PANELS * MR

@@ -1,8 +1,8 @@
 """gemm_into: C = α·op(A)·op(B) + β·C against NumPy, both dtypes, both micro-kernels.
 
-Blocking: MC=144, KC=256, NC=4080 (upper bounds: K, M and N are cut into equal
-slices), MR=6, NR=16 (float32) / 8 (float64); the shapes below straddle those
-edges. Tolerance: see tests/reference.py.
+Blocking: MC=144 (float32) / 72 (float64), KC=256, NC=4080 (upper bounds: K, M and N
+are cut into equal slices), MR=6, NR=16 (float32) / 8 (float64); the shapes below
+straddle those edges. Tolerance: see tests/reference.py.
 """
 import os
 import subprocess
