@@ -118,7 +118,7 @@ def paired(fns, repeats):
 
 
 def main(argv=None):
-    threads, repeats, threadpool_limits = bench_args(__doc__, "conv.py", argv)
+    threads, repeats, threadpool_limits, _ = bench_args(__doc__, "conv.py", argv)
     try:
         import torch
     except ImportError:

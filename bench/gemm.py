@@ -2,6 +2,7 @@
 
     python bench/gemm.py                 # threads 1 and 2, median of 9
     python bench/gemm.py --threads 1,2,4 --repeats 9
+    python bench/gemm.py --per-op --cases MLP,1024   # each MLP-step GEMM on its own row
 
 Prints one table: case, dtype, threads, GFLOP/s of pyneuro and of NumPy (medians),
 the median of their side-by-side ratios, and each as % of the peak measured here
@@ -14,7 +15,9 @@ steal time from the other library.
 
 Cases: square products (1024³ float32 and float64, 256³ and 257³ for the edge
 tiles) and one training step of a 784-256-128-10 MLP per batch size, i.e. its
-eight GEMMs summed: forward X·W (3), backward Xᵀ·δ (3) and δ·Wᵀ (2).
+eight GEMMs summed: forward X·W (3), backward Xᵀ·δ (3) and δ·Wᵀ (2); with --per-op each
+of the eight also gets its own row (named like "MLP b=512 X1ᵀ·D1": layer 1's Xᵀ·δ).
+--cases keeps only the cases whose name contains one of the given strings.
 Needs threadpoolctl (pip install ".[bench]") to hold NumPy's BLAS to the same
 thread count.
 """
@@ -48,6 +51,15 @@ def mlp_step(batch, dtype, rng, widths=MLP):
     ops += [(False, True, D, W, np.empty((batch, W.shape[0]), dtype))
             for D, W in list(zip(deltas, weights))[1:]]
     return ops
+
+
+OP_NAMES = ["X1·W1", "X2·W2", "X3·W3", "X1ᵀ·D1", "X2ᵀ·D2", "X3ᵀ·D3", "D2·W2ᵀ", "D3·W3ᵀ"]   # mlp_step's order
+
+
+def per_op_cases(batches=(32, 128, 512)):
+    """One case per GEMM of mlp_step, for each batch size."""
+    return [(f"MLP b={b} {name}", np.float32, lambda dt, rng, b=b, i=i: mlp_step(b, dt, rng)[i:i + 1])
+            for b in batches for i, name in enumerate(OP_NAMES)]
 
 
 def flops(ops):
@@ -127,12 +139,15 @@ CASES = [
 ]
 
 
-def bench_args(doc, script, argv=None):
+def bench_args(doc, script, argv=None, extra=()):
     """--threads and --repeats of a benchmark, and threadpoolctl's threadpool_limits (which
-    holds NumPy's BLAS to the same thread count): (thread counts, repeats, threadpool_limits)."""
+    holds NumPy's BLAS to the same thread count): (thread counts, repeats, threadpool_limits,
+    all the parsed arguments)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--repeats", type=int, default=9, help="samples per case, median quoted (>= 5)")
+    for flag, options in extra:    # the script's own flags
+        parser.add_argument(flag, **options)
     args = parser.parse_args(argv)
     if args.repeats < 5:
         parser.error(f"--repeats must be >= 5, got {args.repeats}")
@@ -140,11 +155,17 @@ def bench_args(doc, script, argv=None):
         from threadpoolctl import threadpool_limits
     except ImportError:
         sys.exit(f"bench/{script} needs threadpoolctl: pip install '.[bench]'")
-    return [int(t) for t in args.threads.split(",")], args.repeats, threadpool_limits
+    return [int(t) for t in args.threads.split(",")], args.repeats, threadpool_limits, args
 
 
 def main(argv=None):
-    threads, repeats, threadpool_limits = bench_args(__doc__, "gemm.py", argv)
+    threads, repeats, threadpool_limits, args = bench_args(__doc__, "gemm.py", argv, [
+        ("--per-op", {"action": "store_true", "help": "also time each MLP-step GEMM on its own"}),
+        ("--cases", {"default": "", "help": "comma-separated substrings: keep only matching cases"})])
+    cases = CASES + (per_op_cases() if args.per_op else [])
+    if args.cases:
+        keep = args.cases.split(",")
+        cases = [c for c in cases if any(k in c[0] for k in keep)]
 
     print(f"pyneuro micro-kernel: {_core.gemm_kernel()}; NumPy {np.__version__}")
     rows, speed = [], {}
@@ -154,7 +175,7 @@ def main(argv=None):
             peak = {dt: peak_gflops(dt, repeats) for dt in (np.float32, np.float64)}
             print(f"peak ({nt} thread{'s' * (nt > 1)}): float32 {peak[np.float32]:.1f} GFLOP/s, "
                   f"float64 {peak[np.float64]:.1f} GFLOP/s")
-            for name, dtype, make in CASES:
+            for name, dtype, make in cases:
                 ops = make(dtype, np.random.default_rng(0))
                 t_ours, t_numpy, ratio = paired_medians(ops, repeats)
                 ours, theirs = flops(ops) / t_ours / 1e9, flops(ops) / t_numpy / 1e9
@@ -169,8 +190,9 @@ def main(argv=None):
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.0f}% | {r[7]:.0f}% |")
     for nt in threads:
-        edge = speed["257³", np.float32, nt] / speed["256³", np.float32, nt]
-        print(f"\nedge tiles, {nt} thread(s): 257³ runs at {edge:.2f}× the GFLOP/s of 256³")
+        if ("257³", np.float32, nt) in speed and ("256³", np.float32, nt) in speed:
+            edge = speed["257³", np.float32, nt] / speed["256³", np.float32, nt]
+            print(f"\nedge tiles, {nt} thread(s): 257³ runs at {edge:.2f}× the GFLOP/s of 256³")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
  * (NAME_T_generic) and, on x86-64 with GCC or Clang, for AVX2+FMA through a target
  * attribute (NAME_T_avx2), so no -march flag is needed and a wheel runs on any
  * x86-64. One process-wide setting, pn_isa, picks the variant of all of them at
- * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h) and the
+ * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h), its
+ * operand packing (gemm_pack.h) and the
  * optimizer updates (optim_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
  * set_gemm_kernel, PYNEURO_GEMM_KERNEL at import). Last here: the entry points the
  * Cython code calls (pn_tile_T, pn_update_T), each running the variant in use.
@@ -23,6 +24,7 @@
 
 /* ---- the kernels, each defined once per instruction set ---------------------- */
 #include "gemm_microkernel.h"
+#include "gemm_pack.h"
 #include "optim_kernels.h"
 
 /* ---- what this CPU supports --------------------------------------------------- */
@@ -49,6 +51,10 @@ static void pn_select_isa(int isa) { pn_isa = (isa == 1 && PN_HAVE_AVX2_KERNEL) 
 /* The variants in use, under the names the Cython code calls. */
 #define pn_wide_f32 PN_PICK(pn_wide, f32)
 #define pn_wide_f64 PN_PICK(pn_wide, f64)
+#define pn_pack_a_f32 PN_PICK(pn_pack_a, f32)
+#define pn_pack_a_f64 PN_PICK(pn_pack_a, f64)
+#define pn_pack_b_f32 PN_PICK(pn_pack_b, f32)
+#define pn_pack_b_f64 PN_PICK(pn_pack_b, f64)
 #define pn_fma_probe_f32 PN_PICK(pn_fma_probe, f32)
 #define pn_fma_probe_f64 PN_PICK(pn_fma_probe, f64)
 #define pn_sgd_f32 PN_PICK(pn_sgd, f32)

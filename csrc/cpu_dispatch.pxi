@@ -1,5 +1,6 @@
 # cpu_dispatch.pxi — which instruction set the SIMD kernels run: the GEMM's register
-# tiles and the optimizer updates, chosen together, once for the process (cpu_dispatch.h).
+# tiles and operand packing and the optimizer updates, chosen together, once for the
+# process (cpu_dispatch.h).
 #
 #   gemm_kernel()          'avx2' (AVX2+FMA) or 'generic' (any CPU)
 #   set_gemm_kernel(name)  'auto' (the best this CPU supports), 'avx2' or 'generic'
@@ -16,14 +17,15 @@ cdef extern from "cpu_dispatch.h" nogil:
 
 
 def gemm_kernel():
-    """The SIMD kernels in use (GEMM micro-kernel, optimizer updates): 'avx2' (AVX2+FMA)
-    or 'generic' (any CPU)."""
+    """The SIMD kernels in use (GEMM micro-kernel and packing, optimizer updates): 'avx2'
+    (AVX2+FMA) or 'generic' (any CPU)."""
     return "avx2" if pn_isa == 1 else "generic"
 
 
 def set_gemm_kernel(name):
-    """Choose the SIMD kernels (GEMM micro-kernel, optimizer updates): 'auto' (best this CPU
-    supports), 'avx2' or 'generic'. 'avx2' on a CPU without AVX2+FMA raises ValueError."""
+    """Choose the SIMD kernels (GEMM micro-kernel and packing, optimizer updates): 'auto'
+    (best this CPU supports), 'avx2' or 'generic'. 'avx2' on a CPU without AVX2+FMA raises
+    ValueError."""
     if name == "auto":
         pn_select_isa(1 if pn_cpu_has_avx2_fma() else 0)
     elif name == "avx2":

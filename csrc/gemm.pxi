@@ -24,14 +24,16 @@
 #   Z = C + b (row-broadcast),  Aout = f(Z).
 #
 # Blocking for this machine (L1d 32 KiB, L2 512 KiB – 1 MiB per core, shared L3), one place:
-#   KC = 256: an NR×KC B panel (16 KiB) and an MR×KC A panel (6 KiB) fit L1 together
-#   MC = 144: the packed A block MC×KC is 144 KiB (f32) / 288 KiB (f64), inside L2
+#   KC = 256: an NR×KC B panel (16 KiB) and an MR×KC A panel (6 / 12 KiB) fit L1 together
+#   MC = 144 (f32) / 72 (f64): the packed A block MC×KC is 144 KiB, inside L2 (as BLIS's zen3
+#        config; MC only groups tiles, so it never changes a result)
 #   NC = 4080: the packed B slice KC×NC is 4 MiB (f32) / 8 MiB (f64), in L3
 #
 # uses: activations (act_forward, ACT_*), threads (work buffers), cpu_dispatch (the
-# micro-kernels in use), checks; C headers gemm_microkernel.h (via cpu_dispatch.h), gemm_pack.h.
+# micro-kernels and packing in use), checks; C headers gemm_microkernel.h, gemm_pack.h (both via
+# cpu_dispatch.h).
 
-cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels, the variant in use
+cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and gemm_pack.h's packing, the variant in use
     enum:
         PN_MR
         PN_NR_F32
@@ -48,14 +50,15 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels, the v
     float pn_fma_probe_f32(long n, float x)
     double pn_fma_probe_f64(long n, double x)
 
-cdef extern from "gemm_pack.h" nogil:
-    void pn_pack_a6_f32(long k, const float *A, long rs, float *dst)
-    void pn_pack_a6_f64(long k, const double *A, long rs, double *dst)
+    void pn_pack_a_f32(long mc, long kc, const float *A, long rs, long cs, float *Ap)
+    void pn_pack_a_f64(long mc, long kc, const double *A, long rs, long cs, double *Ap)
+    void pn_pack_b_f32(long kc, long nc, const float *B, long rs, long cs, float *Bp)
+    void pn_pack_b_f64(long kc, long nc, const double *B, long rs, long cs, double *Bp)
 
 cdef enum:
     MR = PN_MR
     KC = 256
-    MC = 144
+    MC = 144                     # float32; float64 takes MC // 2 (the same bytes)
     NC = 4080                    # a multiple of both NR
     TILE_MAX = PN_MR * PN_NR_F32
     PACK_COST = 24               # packing one element costs about 24 multiply-adds of the kernel
@@ -107,50 +110,22 @@ cdef inline void tile_kernel(Py_ssize_t rows, int vecs, Py_ssize_t k, const floa
 cdef inline void pack_A(Py_ssize_t mc, Py_ssize_t kc, const floating *A, Py_ssize_t rs,
                         Py_ssize_t cs, floating *Ap) noexcept nogil:
     """Ap[ir·kc + p·MR + i] = A[(ir+i)·rs + p·cs]: MR-tall panels (a last, shorter one
-    leaves its missing rows unwritten: its kernel never reads them). The inner loop
-    runs along whichever of A's directions is contiguous."""
-    cdef Py_ssize_t ir_, ir, i, p, m
-    cdef floating *dst
-    for ir_ in range((mc + MR - 1) // MR):
-        ir = ir_ * MR
-        m = min(<Py_ssize_t>MR, mc - ir)
-        dst = Ap + ir * kc
-        if cs == 1 and m == MR:  # a full panel: SIMD transpose (gemm_pack.h)
-            if floating is float:
-                pn_pack_a6_f32(kc, A + ir * rs, rs, dst)
-            else:
-                pn_pack_a6_f64(kc, A + ir * rs, rs, dst)
-        elif cs == 1:
-            for i in range(m):
-                for p in range(kc):
-                    dst[p * MR + i] = A[(ir + i) * rs + p]
-        else:
-            for p in range(kc):
-                for i in range(m):
-                    dst[p * MR + i] = A[(ir + i) + p * cs]
+    leaves its missing rows unwritten: its kernel never reads them). SIMD along whichever
+    of A's directions is contiguous, for the ISA in use (gemm_pack.h via cpu_dispatch.h)."""
+    if floating is float:
+        pn_pack_a_f32(mc, kc, A, rs, cs, Ap)
+    else:
+        pn_pack_a_f64(mc, kc, A, rs, cs, Ap)
 
 
-cdef inline void pack_B(Py_ssize_t kc, Py_ssize_t nc, Py_ssize_t nr, const floating *B,
-                        Py_ssize_t rs, Py_ssize_t cs, floating *Bp) noexcept nogil:
+cdef inline void pack_B(Py_ssize_t kc, Py_ssize_t nc, const floating *B, Py_ssize_t rs,
+                        Py_ssize_t cs, floating *Bp) noexcept nogil:
     """Bp[jr·kc + p·nr + j] = B[p·rs + (jr+j)·cs]: nr-wide panels, columns past nc are 0.
-    The inner loop runs along whichever of B's directions is contiguous."""
-    cdef Py_ssize_t jr_, jr, j, p, n
-    cdef floating *dst
-    for jr_ in range((nc + nr - 1) // nr):
-        jr = jr_ * nr
-        n = min(nr, nc - jr)
-        dst = Bp + jr * kc
-        if cs == 1:
-            for p in range(kc):
-                for j in range(n):
-                    dst[p * nr + j] = B[p * rs + jr + j]
-        else:
-            for j in range(n):
-                for p in range(kc):
-                    dst[p * nr + j] = B[p + (jr + j) * cs]
-        for p in range(kc):
-            for j in range(n, nr):
-                dst[p * nr + j] = 0
+    SIMD along whichever of B's directions is contiguous, for the ISA in use."""
+    if floating is float:
+        pn_pack_b_f32(kc, nc, B, rs, cs, Bp)
+    else:
+        pn_pack_b_f64(kc, nc, B, rs, cs, Bp)
 
 
 cdef inline void epilogue_row(floating *Z, const floating *bias, int act, floating act_alpha,
@@ -232,7 +207,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     longer stride (op(B) row-major, op(A) column-major) is read in place; so is a
     single row of A, whose one panel is that row with p-stride csa."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t kcs = even_slice(K, KC, 1), mcs = even_slice(M, MC, MR)
+    cdef Py_ssize_t kcs = even_slice(K, KC, 1)
+    cdef Py_ssize_t mcs = even_slice(M, MC if floating is float else MC // 2, MR)
     cdef Py_ssize_t ncs = even_slice(N, NC, nr)
     cdef bint a_inplace = (rsa == 1 and N <= INPLACE_PANELS * nr) or M == 1   # one row: a vector
     cdef bint b_inplace = csb == 1 and M <= INPLACE_PANELS * MR
@@ -250,9 +226,9 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
             pc = pc_ * kcs
             kc = min(kcs, K - pc)
             if not b_inplace:
-                pack_B(kc, nc, nr, B + pc * rsb + jc * csb, rsb, csb, Bp)
+                pack_B(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp)
             elif jedge < nc:
-                pack_B(kc, nc - jedge, nr, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
+                pack_B(kc, nc - jedge, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
                 Bedge = Bp
             for ic_ in range((M + mcs - 1) // mcs):
                 ic = ic_ * mcs

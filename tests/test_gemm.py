@@ -1,8 +1,8 @@
 """gemm_into: C = α·op(A)·op(B) + β·C against NumPy, both dtypes, both micro-kernels.
 
-Blocking: MC=144, KC=256, NC=4080 (upper bounds: K, M and N are cut into equal
-slices), MR=6, NR=16 (float32) / 8 (float64); the shapes below straddle those
-edges. Tolerance: see tests/reference.py.
+Blocking: MC=144 (float32) / 72 (float64), KC=256, NC=4080 (upper bounds: K, M and N
+are cut into equal slices), MR=6, NR=16 (float32) / 8 (float64); the shapes below
+straddle those edges. Tolerance: see tests/reference.py.
 """
 import os
 import subprocess
@@ -185,3 +185,32 @@ def test_unknown_kernel_in_environment_is_refused():
     out = subprocess.run([sys.executable, "-c", "import pyneuro"], env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "PYNEURO_GEMM_KERNEL='sse9'" in out.stderr
+
+
+# Packing (gemm_pack.h): each contiguous direction of op(A) and op(B) has its own SIMD path
+# per kernel (A: 6 × L transposes or, for Aᵀ, straight copies of 6; B: NR-wide copies or,
+# for Bᵀ, L × L transposes), with scalar edges. Small integers make every product and sum
+# exact, so the result must equal NumPy's bit for bit: a misplaced element cannot hide.
+# A is packed when N > 8·NR and B when M > 8·MR (otherwise they are read in place).
+PACK_SHAPES = [
+    (49, 1, 129), (49, 3, 129), (53, 7, 131), (55, 9, 137),   # k below / around L = 8, 4
+    (61, 17, 145), (97, 255, 143), (145, 257, 161),            # m, n off MR, NR; k around KC
+    (293, 31, 300), (300, 260, 33),
+]
+
+
+@pytest.mark.parametrize("kernel", ["generic", "avx2"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M,K,N", PACK_SHAPES)
+def test_packing_edges_exact(gemm_kernel, num_threads, kernel, M, K, N, dtype):
+    gemm_kernel(kernel)
+    rng = np.random.default_rng(M * 1000 + K)
+    for ta, tb in TRANS:
+        A = rng.integers(-8, 9, (K, M) if ta else (M, K)).astype(dtype)
+        B = rng.integers(-8, 9, (N, K) if tb else (K, N)).astype(dtype)
+        expected = (A.T if ta else A).astype(np.int64) @ (B.T if tb else B).astype(np.int64)
+        for threads in (1, 2, 3):
+            num_threads(threads)
+            C = _core.gemm_into(A, B, np.full((M, N), np.nan, dtype), trans_a=ta, trans_b=tb)
+            np.testing.assert_array_equal(C, expected.astype(dtype),
+                                          err_msg=f"{kernel} {dtype.__name__} ta={ta} tb={tb} threads={threads}")
