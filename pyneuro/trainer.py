@@ -604,6 +604,7 @@ class Trainer:
                 t0, tick = opt.t, time.perf_counter()
                 with m._lock:
                     got = loop.run(perm, start, k, lrs, t0, masks, losses, correct, zout)
+                time.sleep(0)             # a predict() waiting in another thread gets its turn here
                 tick = time.perf_counter() - tick
                 opt.t = t0 + got
                 if got:
