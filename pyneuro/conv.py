@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _core
 from ._validation import check_float, check_int
-from .layers import _DEFAULT_ALPHA, _RELU_FAMILY, Layer, _activation_name, builtin_layer
+from .layers import _DEFAULT_ALPHA, _RELU_FAMILY, _activation_name, _Linear, builtin_layer
 
 
 def pair(value, what: str, minimum: int) -> tuple[int, int]:
@@ -37,7 +37,7 @@ def image_shape_of(in_shape, layer: str) -> tuple[int, int, int]:
 
 
 @builtin_layer
-class Conv2D(Layer):
+class Conv2D(_Linear):
     """2-D convolution (cross-correlation, as PyTorch's Conv2d), bias and activation fused:
     Z[o, y, x] = b[o] + Σ_{c,i,j} W[o, c, i, j]·X[c, y·sh + i·dh − p, x·sw + j·dw − p],
     A = f(Z).
@@ -135,19 +135,8 @@ class Conv2D(Layer):
             self.b, self.db = np.zeros(self.out_channels, self.dtype), np.empty(self.out_channels, self.dtype)
 
     def init_params(self, rng):
-        shape = self.W.shape
-        fan_in = shape[1] * shape[2] * shape[3]
-        if callable(self.init):
-            W = np.asarray(self.init(rng, shape, self.dtype))
-            if W.shape != shape:
-                raise ValueError(f"init: the callable returned shape {W.shape}, expected {shape}")
-        elif self.init == "he":
-            W = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-        else:
-            limit = np.sqrt(6.0 / (fan_in + shape[0] * shape[2] * shape[3]))
-            W = rng.uniform(-limit, limit, shape)
-        self.W[...] = W
-        self.b[...] = 0
+        _, C, kh, kw = self.W.shape
+        self._init_weights(rng, C * kh * kw, self.out_channels * kh * kw)
 
     def config(self):
         cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -171,23 +160,8 @@ class Conv2D(Layer):
     def inference(self):
         return [("conv", self)]
 
-    def pre_activation(self, X, A):
-        return self._Z
-
-    def forward(self, x, training=False):
-        B = x.shape[0]
-        Z = self._buffer("Z", B, self.n_out)
-        A = None if self.activation == "identity" else self._buffer("A", B, self.n_out)
+    def _forward(self, x, Z, A):
         self._plan.forward(x, self._W2, self.b, Z, A, self.activation, self.alpha)
-        self._x, self._Z, self._A = x, Z, (Z if A is None else A)
-        return self._A
 
-    def backward(self, dA, need_input_grad=True):
-        B = dA.shape[0]
-        delta = dA
-        if self.activation != "identity":
-            delta = self._buffer("delta", B, self.n_out)
-            _core.activation_backward(self.activation, self.alpha, self._Z, self._A, dA, delta)
-        dX = self._buffer("dX", B, self.n_in) if need_input_grad else None
+    def _backward(self, delta, dX):
         self._plan.backward(self._x, self._W2, delta, self._dW2, self.db, dX)
-        return dX

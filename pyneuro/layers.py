@@ -125,7 +125,62 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-class Dense(Layer):
+class _Linear(Layer):
+    """A layer Z = linear(X; W) + b, A = f(Z) with f fused into its kernel: Dense and Conv2D.
+    Subclasses give the kernel calls (_forward, _backward) and the fans of W for init."""
+
+    W: np.ndarray
+    b: np.ndarray
+    init: object
+    activation: str
+    alpha: float
+    _x = _Z = _A = None
+
+    def _forward(self, x, Z, A) -> None:
+        raise NotImplementedError
+
+    def _backward(self, delta, dX) -> None:
+        raise NotImplementedError
+
+    def _init_weights(self, rng, fan_in: int, fan_out: int) -> None:
+        """W from self.init: 'he' normal with σ = √(2/fan_in), 'glorot' uniform in
+        ±√(6/(fan_in + fan_out)), or the callable (rng, shape, dtype); b = 0."""
+        shape = self.W.shape
+        if callable(self.init):
+            W = np.asarray(self.init(rng, shape, self.dtype))
+            if W.shape != shape:
+                raise ValueError(f"init: the callable returned shape {W.shape}, expected {shape}")
+        elif self.init == "he":
+            W = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        else:
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            W = rng.uniform(-limit, limit, shape)
+        self.W[...] = W
+        self.b[...] = 0
+
+    def pre_activation(self, X, A):
+        return self._Z
+
+    def forward(self, x, training=False):
+        B = x.shape[0]
+        Z = self._buffer("Z", B, self.n_out)
+        A = None if self.activation == "identity" else self._buffer("A", B, self.n_out)
+        self._forward(x, Z, A)
+        self._x, self._Z, self._A = x, Z, (Z if A is None else A)
+        return self._A
+
+    def backward(self, dA, need_input_grad=True):
+        B = dA.shape[0]
+        delta = dA
+        if self.activation != "identity":
+            delta = self._buffer("delta", B, self.n_out)
+            _core.activation_backward(self.activation, self.alpha, self._Z, self._A, dA, delta)
+        dX = self._buffer("dX", B, self.n_in) if need_input_grad else None
+        self._backward(delta, dX)
+        return dX
+
+
+class Dense(_Linear):
     """Fully connected layer: Z = x·W + b, y = f(Z), bias and f fused into the GEMM.
 
     A sample of another shape (an image (C, H, W) after a convolution) is read as its flat
@@ -176,18 +231,7 @@ class Dense(Layer):
         self.dW, self.db = grads["W"], grads["b"]
 
     def init_params(self, rng):
-        shape = (self.n_in, self.n_out)
-        if callable(self.init):
-            W = np.asarray(self.init(rng, shape, self.dtype))
-            if W.shape != shape:
-                raise ValueError(f"init: the callable returned shape {W.shape}, expected {shape}")
-        elif self.init == "he":
-            W = rng.standard_normal(shape) * np.sqrt(2.0 / self.n_in)
-        else:
-            limit = np.sqrt(6.0 / (self.n_in + self.n_out))
-            W = rng.uniform(-limit, limit, shape)
-        self.W[...] = W
-        self.b[...] = 0
+        self._init_weights(rng, self.n_in, self.n_out)
 
     def config(self):
         cfg = {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation}
@@ -198,26 +242,11 @@ class Dense(Layer):
     def inference(self):
         return [("dense", self.W, self.b, self.activation, self.alpha)]
 
-    def pre_activation(self, X, A):
-        return self._Z
-
-    def forward(self, x, training=False):
-        B = x.shape[0]
-        Z = self._buffer("Z", B, self.n_out)
-        A = None if self.activation == "identity" else self._buffer("A", B, self.n_out)
+    def _forward(self, x, Z, A):
         _core.dense_forward(x, self.W, self.b, Z, A, self.activation, self.alpha)
-        self._x, self._Z, self._A = x, Z, (Z if A is None else A)
-        return self._A
 
-    def backward(self, dA, need_input_grad=True):
-        B = dA.shape[0]
-        delta = dA
-        if self.activation != "identity":
-            delta = self._buffer("delta", B, self.n_out)
-            _core.activation_backward(self.activation, self.alpha, self._Z, self._A, dA, delta)
-        dX = self._buffer("dX", B, self.n_in) if need_input_grad else None
+    def _backward(self, delta, dX):
         _core.dense_backward(self._x, self.W, delta, self.dW, self.db, dX)
-        return dX
 
 
 class Activation(Layer):
