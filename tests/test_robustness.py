@@ -226,23 +226,31 @@ INTERRUPT = textwrap.dedent("""
 """)
 
 
-def test_keyboard_interrupt_stops_within_a_second_and_keeps_the_last_step():
-    """Ctrl-C inside a long epoch: KeyboardInterrupt within a second, and the model holds
-    exactly the weights of its last completed step (bitwise the same as running that
-    many steps), with the history of the completed epochs."""
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def interrupted(script: str):
+    """Run `script` (it prints "ready", trains a long epoch, and on KeyboardInterrupt prints
+    "interrupted" then one line of results); send SIGINT 1.5 s after "ready" (well inside
+    the epoch). Returns (first line after the signal, seconds it took, result words, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO)
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(1.5)                                     # well inside the long epoch
+    time.sleep(1.5)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     first = proc.stdout.readline().strip()
     latency = time.perf_counter() - sent
     result = proc.stdout.readline().split()
     proc.wait(timeout=60)
-    assert first == "interrupted", proc.stderr.read()
+    return first, latency, result, proc.stderr.read()
+
+
+def test_keyboard_interrupt_stops_within_a_second_and_keeps_the_last_step():
+    """Ctrl-C inside a long epoch: KeyboardInterrupt within a second, and the model holds
+    exactly the weights of its last completed step (bitwise the same as running that
+    many steps), with the history of the completed epochs."""
+    first, latency, result, err = interrupted(INTERRUPT)
+    assert first == "interrupted", err
     assert latency < 1.0, latency
-    assert result == ["True", "True", "1", "True"], (result, proc.stderr.read())
+    assert result == ["True", "True", "1", "True"], (result, err)
 
 
 # ---- embedding: threads, fork, memory --------------------------------------------------------

@@ -2,12 +2,7 @@
 one call give bitwise the weights, optimizer state, streams and history of the step-by-step
 path (Trainer._compiled = False), on 1, 2 and 3 threads; models, losses, optimizers and
 callbacks it cannot run keep the step-by-step path; Ctrl-C still stops within a second."""
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +10,6 @@ import pytest
 import pyneuro as pn
 from pyneuro import _core
 from pyneuro.losses import MSE, BinaryCrossEntropy, Huber
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def data(n=203, n_in=12, classes=4, dtype=np.float32, seed=0):
@@ -290,19 +283,11 @@ INTERRUPT = textwrap.dedent("""
 
 
 def test_ctrl_c_stops_the_compiled_loop_within_a_second():
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(1.5)
-    sent = time.perf_counter()
-    proc.send_signal(signal.SIGINT)
-    first = proc.stdout.readline().strip()
-    latency = time.perf_counter() - sent
-    result = proc.stdout.readline().split()
-    proc.wait(timeout=60)
-    assert first == "interrupted", proc.stderr.read()
+    from test_robustness import interrupted
+    first, latency, result, err = interrupted(INTERRUPT)
+    assert first == "interrupted", err
     assert latency < 1.0, latency
-    assert result == ["True", "0", "True"], (result, proc.stderr.read())
+    assert result == ["True", "0", "True"], (result, err)
 
 
 def test_a_schedule_that_fails_mid_epoch_fails_after_the_same_steps():
