@@ -11,61 +11,37 @@
 #   backward  (δ = ∂L/∂Z, B × Cout·P)
 #             dW = Σ_s δ_s · cols_sᵀ       db[o] = Σ_{s,p} δ[s, o, p]       dX = col2im(Wᵀ · δ_s)
 #
-# As GEMMs (the project's gemm, gemm.pxi), over a chunk of nb samples at a time, q = s·P + p:
-#   im2col   cols[(c,i,j), q] = Xpad[s, c, ho·sh + i·dh, wo·sw + j·dw]          K × nb·P
-#   forward  Y = W · cols                                 Cout × nb·P   (one GEMM, gemm's threads)
-#            Z[s, o, p] = Y[o, q] + b[o],  A = f(Z)       one pass that reorders Y into NCHW and
-#                                                         applies bias and f while a row is in cache
-#   backward D[q, o] = δ[s, o, p]                         nb·P × Cout   (δ reordered, cheap)
-#            dWᵀ += cols · D                              K × Cout      (one GEMM; β = 1 after the
-#                                                         first chunk) and dW = (dWᵀ)ᵀ at the end
-#            dcols = Wᵀ · Dᵀ                              K × nb·P      (written over cols)
-#            dX[s, c, y, x] = Σ dcols[(c,i,j), q] over the (i, j, ho, wo) that read (y, x)
+# As GEMMs per sample (the project's gemm_block, gemm.pxi), never materialising the
+# unfolded input: with the zero-padded image x (C × Hp × Wp) and two tables fixed by the
+# geometry,  koff[(c,i,j)] = c·Hp·Wp + i·dh·Wp + j·dw  and  pbase[ho·Wo + wo] = ho·sh·Wp + wo·sw,
+#   cols[k, q] = x[koff[k] + pbase[q]]                    K × P, the unfolded image (implicit)
+#   forward  Z_s = W · cols_s  (+ b, then f row by row)   Cout × P: already sample s's NCHW rows
+#   backward dW  = Σ_s δ_s · cols_sᵀ                      δ_s: Cout × P, read as it lies
+#            dcols_s = Wᵀ · δ_s,  dx_s = col2im(dcols_s)  K × P in the thread's buffer
+# The GEMM packs its B panels straight from the image (pack_B_unfold: for stride 1 a half
+# panel is a run of the image row, copied as a block), so no column matrix is written and
+# read back; W (or Wᵀ) is packed once per pass (prepack_A), not once per sample.
+# Why per sample: a sample's product (Cout × P × K = 64 × 64 × 800 for LeNet's conv2) is
+# large enough to run the micro-kernel near its speed, its operands stay in L2, and its
+# output is Z's own layout, so no reordering pass. Measured (1 thread, batch 64, LeNet conv2,
+# forward): 181 µs/sample with the chunked im2col + GEMM + reorder this replaced.
 #
-# Why im2col into an owned buffer and one GEMM per chunk (not per sample, not implicit GEMM):
-# the LeNet shapes have few output channels (Cout = 32, 64) and few positions (P = 576, 64),
-# so a GEMM per sample is small and repacks W each time, while one GEMM over the chunk's
-# nb·P columns is large enough for gemm's own thread grid and packs W once per thread. The
-# unfolded columns cost K·nb·P elements written and read once, against Cout·K·nb·P
-# multiply-adds: 1/Cout of the work (bench/conv.py measures the whole). A chunk holds at most
-# _conv_cols_max elements of columns (a function of the sizes alone; 1 MiB of float32), so the
-# columns im2col writes are still in cache when the GEMM packs them, and a large prediction
-# batch never unfolds whole; the plan's buffers grow to the largest chunk seen and are reused.
-# Measured on the LeNet shapes (1 thread, batch 64): chunks of 2^18 elements against the
-# whole batch unfolded at once (2^22): forward 1.8x (conv1) and 1.8x (conv2) faster,
-# backward 1.9x and 1.5x.
-#
-# The output layout (Cout × nb·P from the GEMM, B × Cout·P wanted) is why bias and f are
-# applied in the reordering pass rather than in the GEMM's epilogue: each element of Z and
-# A is still written exactly once. dW is computed transposed (K × Cout) so that both GEMM
-# operands are read along rows (no transposing pack of the K × nb·P columns).
-#
-# Threads and determinism: every product is gemm's (each element summed over its K in one
-# fixed order on any grid); dW's sum over q = (s, p) is that GEMM's K dimension, chunks added
-# in order 0, 1, …; db[o]'s task sums s = 0..B−1, p = 0..P−1 in order; im2col, the
-# reordering passes and col2im write each element from one task (col2im's task owns one
-# (s, c) plane and adds (i, j, ho, wo) in order). So results are bitwise the same on any
-# number of threads.
-# uses: gemm (gemm), activations (act_forward, _act_code, ACT_*), threads, checks.
-
-cdef Py_ssize_t _conv_cols_max = 1 << 18   # elements of unfolded columns per chunk (1 MiB
-                                           # float32); _set_conv_cols_max changes it (benchmarks)
-
-
-def _set_conv_cols_max(Py_ssize_t n):
-    """Set the most elements of unfolded columns a ConvPlan holds per chunk (≥ 1); returns
-    the previous value. For benchmarks: forward results do not depend on it, dW's rounding does."""
-    global _conv_cols_max
-    if n < 1:
-        raise ValueError(f"_set_conv_cols_max: n must be >= 1, got {n}")
-    old, _conv_cols_max = _conv_cols_max, n
-    return old
-
+# Threads and determinism: forward and dX take a sample per task (a share of one sample's
+# positions, in whole NR panels, when samples are fewer than threads); every element is a
+# gemm sum over its K in one fixed order. dW's task owns a rectangle of rows and taps
+# (whole panels) and adds the samples s = 0, 1, … in order (β = 1 after the first); db[o]'s
+# task adds the samples in order, each by sum_lanes; col2im adds (i, j, ho, wo) in order within a plane. So
+# results are bitwise the same on any number of threads.
+# uses: gemm (gemm_block, prepack_A, Unfold), activations (act_forward, _act_code, ACT_*), threads, checks.
 
 cdef struct ConvGeom:
-    Py_ssize_t C, H, W, Cout, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, P, K
-    const int64_t *rows    # rows[2i], rows[2i+1]: the output rows [lo, hi) that kernel row i
-                           # reads inside the image (not in the padding); cols likewise for j
+    Py_ssize_t C, H, W, Cout, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, Ho, Wo, P, K
+    Py_ssize_t Hp, Wp          # the padded image: H + pt + pb rows, W + pl + pr columns
+    bint padded
+    const int64_t *koff        # koff[(c,i,j)] = c·Hp·Wp + i·dh·Wp + j·dw   (K entries)
+    const int64_t *pbase       # pbase[ho·Wo + wo] = ho·sh·Wp + wo·sw        (P entries)
+    const int64_t *rows        # rows[2i], rows[2i+1]: the output rows [lo, hi) that kernel row i
+                               # reads inside the image (not in the padding); cols likewise for j
     const int64_t *cols
 
 
@@ -87,69 +63,95 @@ cdef inline Py_ssize_t out_hi(Py_ssize_t off, Py_ssize_t stride, Py_ssize_t n,
     return max(out_lo(off, stride), min(nout, floor_div(n - 1 - off, stride) + 1))
 
 
-cdef void im2col(const ConvGeom *g, const floating *X, Py_ssize_t nb, floating *cols,
-                 int nt) noexcept nogil:
-    """cols[(c,i,j), s·P + ho·Wo + wo] = Xpad[s, c, ho·sh + i·dh, wo·sw + j·dw] for s < nb
-    (zero where the position falls in the padding). X: nb × C·H·W, cols: K × nb·P.
-    A task writes one row (c,i,j) of cols, sample after sample."""
-    cdef Py_ssize_t k, s, c, i, j, yoff, xoff, ylo, yhi, xlo, xhi
-    cdef Py_ssize_t N = nb * g.P, HW = g.H * g.W, khw = g.kh * g.kw
-    cdef const floating *src
-    for k in prange(g.K, num_threads=nt, schedule="static"):
-        c = k // khw
-        i = k // g.kw % g.kh
-        j = k % g.kw
-        yoff = i * g.dh - g.pt
-        xoff = j * g.dw - g.pl
-        ylo, yhi = g.rows[2 * i], g.rows[2 * i + 1]
-        xlo, xhi = g.cols[2 * j], g.cols[2 * j + 1]
-        for s in range(nb):
-            src = X + (s * g.C + c) * HW
-            im2col_plane(g, src, cols + k * N + s * g.P, yoff, xoff, ylo, yhi, xlo, xhi)
-
-
-cdef inline void im2col_plane(const ConvGeom *g, const floating *src, floating *dst,
-                              Py_ssize_t yoff, Py_ssize_t xoff, Py_ssize_t ylo, Py_ssize_t yhi,
-                              Py_ssize_t xlo, Py_ssize_t xhi) noexcept nogil:
-    """dst[ho·Wo + wo] = src[(ho·sh + yoff)·W + wo·sw + xoff] inside [ylo, yhi) × [xlo, xhi),
-    0 outside: one kernel tap (i, j) of one channel plane of one sample."""
-    cdef Py_ssize_t ho, wo
-    cdef const floating *srow
+cdef const floating *padded_image(const ConvGeom *g, const floating *x) noexcept nogil:
+    """x (C × H × W) as the image the tables index: x itself without padding, else a
+    zero-bordered copy (C × Hp × Wp) in the calling thread's buffer; NULL when that
+    buffer could not be allocated."""
+    cdef Py_ssize_t c, y, j
+    cdef floating *xp
     cdef floating *row
-    for ho in range(g.Ho):
-        row = dst + ho * g.Wo
-        if ho < ylo or ho >= yhi:
-            for wo in range(g.Wo):
-                row[wo] = 0
-        else:
-            srow = src + (ho * g.sh + yoff) * g.W + xoff
-            for wo in range(min(xlo, g.Wo)):
-                row[wo] = 0
-            if g.sw == 1:
-                for wo in range(xlo, xhi):
-                    row[wo] = srow[wo]
+    if not g.padded:
+        return x
+    xp = <floating *>pn_workspace(PN_WS_CONV_IMAGE, g.C * g.Hp * g.Wp * sizeof(floating))
+    if xp == NULL:
+        return NULL
+    for c in range(g.C):
+        for y in range(g.Hp):
+            row = xp + (c * g.Hp + y) * g.Wp
+            if y < g.pt or y >= g.pt + g.H:
+                for j in range(g.Wp):
+                    row[j] = 0
             else:
-                for wo in range(xlo, xhi):
-                    row[wo] = srow[wo * g.sw]
-            for wo in range(xhi, g.Wo):
-                row[wo] = 0
+                for j in range(g.pl):
+                    row[j] = 0
+                for j in range(g.W):
+                    row[g.pl + j] = x[(c * g.H + y - g.pt) * g.W + j]
+                for j in range(g.pl + g.W, g.Wp):
+                    row[j] = 0
+    return xp
 
 
-cdef void col2im(const ConvGeom *g, const floating *dcols, Py_ssize_t nb, floating *dX,
-                 int nt) noexcept nogil:
-    """dX[s, c, y, x] = Σ dcols[(c,i,j), s·P + ho·Wo + wo] over the (i, j, ho, wo) with
-    y = ho·sh + i·dh − pt, x = wo·sw + j·dw − pl (the adjoint of im2col). dcols: K × nb·P,
-    dX: nb × C·H·W, overwritten. A task owns one (s, c) plane and adds in a fixed order."""
-    cdef Py_ssize_t t, s, c, i, j, k, ho, wo, yoff, xoff, ylo, yhi, xlo, xhi
-    cdef Py_ssize_t N = nb * g.P, HW = g.H * g.W
+cdef int forward_positions(const ConvGeom *g, const floating *x, const floating *Wpre,
+                           const floating *b, int act, floating alpha, floating *z, floating *a,
+                           Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """Output positions [q0, q1) of one sample: z[o, q] = Σ_k W[o, k]·cols[k, q] + b[o] with
+    the columns packed straight from the image (gemm_block with uf), then a = f(z) row by
+    row while it is in cache. x: C·H·W, z, a: Cout × P (a may be NULL, b may be NULL).
+    Returns 1 when a work buffer could not be allocated."""
+    cdef Unfold uf
+    cdef Py_ssize_t o, q
+    cdef floating *row
+    uf.X = padded_image(g, x)
+    if uf.X == NULL:
+        return 1
+    uf.koff, uf.pbase = g.koff, g.pbase + q0
+    if gemm_block(g.Cout, q1 - q0, g.K, <floating>1, <const floating *>NULL, 0, 0,
+                  <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P, <const floating *>NULL,
+                  ACT_IDENTITY, 0, <floating *>NULL, 0, Wpre, &uf):
+        return 1
+    for o in range(g.Cout):
+        row = z + o * g.P + q0
+        if b != NULL:
+            for q in range(q1 - q0):
+                row[q] = row[q] + b[o]
+        if a != NULL:
+            act_forward(act, alpha, row, a + o * g.P + q0, q1 - q0)
+    return 0
+
+
+cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *W,
+                      const floating *b, int act, floating alpha, floating *Z, floating *A,
+                      floating *Wpre) noexcept nogil:
+    """Z, A of B samples. W is packed once into Wpre (prepacked_A_size(Cout, K)); a task is
+    one sample, or a share of one sample's positions when there are fewer samples than
+    threads (whole NR panels: a position's sum never depends on the split).
+    Returns 1 when a work buffer could not be allocated."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef Py_ssize_t in_f = g.C * g.H * g.W, out_f = g.Cout * g.P, pu = (g.P + nr - 1) // nr
+    cdef Py_ssize_t t, s, q0, q1, parts
+    cdef int nt = _nthreads_for(B * g.K * g.P), err = 0
+    prepack_A(g.Cout, g.K, W, g.K, 1, Wpre)
+    parts = 1 if B >= nt else min(pu, (nt + B - 1) // B)
+    for t in prange(B * parts, num_threads=min(<Py_ssize_t>nt, B * parts), schedule="static"):
+        s = t // parts
+        q0 = min(g.P, t % parts * pu // parts * nr)
+        q1 = min(g.P, (t % parts + 1) * pu // parts * nr)
+        err += forward_positions(g, X + s * in_f, Wpre, b, act, alpha, Z + s * out_f,
+                                 A + s * out_f if A != NULL else NULL, q0, q1)
+    return 1 if err else 0
+
+
+cdef void col2im(const ConvGeom *g, const floating *dcols, floating *dx) noexcept nogil:
+    """dx[c, y, x] = Σ dcols[(c,i,j), ho·Wo + wo] over the (i, j, ho, wo) with
+    y = ho·sh + i·dh − pt, x = wo·sw + j·dw − pl (the adjoint of the unfolding), for one
+    sample: dcols K × P, dx C·H·W, overwritten. Each plane adds (i, j, ho, wo) in order."""
+    cdef Py_ssize_t c, i, j, k, ho, wo, yoff, xoff, ylo, yhi, xlo, xhi, HW = g.H * g.W
     cdef floating *plane
     cdef floating *prow
     cdef const floating *src
     cdef const floating *srow
-    for t in prange(nb * g.C, num_threads=nt, schedule="static"):
-        s = t // g.C
-        c = t % g.C
-        plane = dX + s * g.C * HW + c * HW
+    for c in range(g.C):
+        plane = dx + c * HW
         for k in range(HW):
             plane[k] = 0
         for i in range(g.kh):
@@ -158,7 +160,7 @@ cdef void col2im(const ConvGeom *g, const floating *dcols, Py_ssize_t nb, floati
             for j in range(g.kw):
                 xoff = j * g.dw - g.pl
                 xlo, xhi = g.cols[2 * j], g.cols[2 * j + 1]
-                src = dcols + ((c * g.kh + i) * g.kw + j) * N + s * g.P
+                src = dcols + ((c * g.kh + i) * g.kw + j) * g.P
                 for ho in range(ylo, yhi):
                     prow = plane + (ho * g.sh + yoff) * g.W + xoff
                     srow = src + ho * g.Wo
@@ -170,114 +172,80 @@ cdef void col2im(const ConvGeom *g, const floating *dcols, Py_ssize_t nb, floati
                             prow[wo * g.sw] += srow[wo]
 
 
-cdef void bias_act_nchw(const ConvGeom *g, const floating *Y, Py_ssize_t nb, const floating *b,
-                        int act, floating alpha, floating *Z, floating *A, int nt) noexcept nogil:
-    """Z[s, o, p] = Y[o, s·P + p] + b[o] and A = f(Z) (A NULL: Z only; b NULL: no bias).
-    Y: Cout × nb·P, Z, A: nb × Cout·P. A task does one (s, o) row of P."""
-    cdef Py_ssize_t t, s, o, p, N = nb * g.P
-    cdef floating *z
-    cdef const floating *y
-    cdef floating bo
-    for t in prange(nb * g.Cout, num_threads=nt, schedule="static"):
-        s = t // g.Cout
-        o = t % g.Cout
-        z = Z + t * g.P
-        y = Y + o * N + s * g.P
-        if b != NULL:
-            bo = b[o]
-            for p in range(g.P):
-                z[p] = y[p] + bo
-        else:
-            for p in range(g.P):
-                z[p] = y[p]
-        if A != NULL:
-            act_forward(act, alpha, z, A + t * g.P, g.P)
-
-
-cdef void delta_rows(const ConvGeom *g, const floating *delta, Py_ssize_t nb, floating *D,
-                     int nt) noexcept nogil:
-    """D[s·P + p, o] = δ[s, o, p]: δ (nb × Cout·P) as an nb·P × Cout matrix. A task per sample."""
-    cdef Py_ssize_t s, o, p
-    cdef const floating *d
-    cdef floating *r
-    for s in prange(nb, num_threads=nt, schedule="static"):
-        d = delta + s * g.Cout * g.P
-        r = D + s * g.P * g.Cout
-        for o in range(g.Cout):
-            for p in range(g.P):
-                r[p * g.Cout + o] = d[o * g.P + p]
-
-
 cdef void conv_bias_grad(const ConvGeom *g, const floating *delta, Py_ssize_t B, floating *db,
                          int nt) noexcept nogil:
-    """db[o] = Σ_{s,p} δ[s, o, p], s = 0..B−1 and p = 0..P−1 in order (one task per o)."""
-    cdef Py_ssize_t o, s, p
+    """db[o] = Σ_s Σ_p δ[s, o, p]: s = 0..B−1 in order, each sample's P positions by
+    sum_lanes (one task per o)."""
+    cdef Py_ssize_t o, s
     cdef floating acc
-    cdef const floating *d
     for o in prange(g.Cout, num_threads=nt, schedule="static"):
         acc = 0
         for s in range(B):
-            d = delta + (s * g.Cout + o) * g.P
-            for p in range(g.P):
-                acc = acc + d[p]
+            acc = acc + sum_lanes(delta + (s * g.Cout + o) * g.P, g.P)
         db[o] = acc
 
 
-cdef void transpose(const floating *S, Py_ssize_t rows, Py_ssize_t cols, floating *T) noexcept nogil:
-    """T[j, i] = S[i, j]; S: rows × cols, T: cols × rows."""
-    cdef Py_ssize_t i, j
-    for i in range(rows):
-        for j in range(cols):
-            T[j * rows + i] = S[i * cols + j]
-
-
-cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, Py_ssize_t chunk, const floating *X,
-                      const floating *W, const floating *b, int act, floating alpha, floating *Z,
-                      floating *A, floating *cols, floating *Y) noexcept nogil:
-    """Z, A of B samples, `chunk` at a time (cols: K × chunk·P, Y: Cout × chunk·P).
-    Returns 1 when gemm's buffers could not be allocated."""
-    cdef Py_ssize_t q, s0, nb, in_f = g.C * g.H * g.W, out_f = g.Cout * g.P
-    cdef int nt = _nthreads()
-    for q in range((B + chunk - 1) // chunk):
-        s0 = q * chunk
-        nb = min(chunk, B - s0)
-        im2col(g, X + s0 * in_f, nb, cols, _nthreads_for(g.K * nb * g.P))
-        if gemm(False, False, g.Cout, nb * g.P, g.K, <floating>1, W, g.K, cols, nb * g.P,
-                <floating>0, Y, nb * g.P, <const floating *>NULL, ACT_IDENTITY, 0,
-                <floating *>NULL, 0, nt):
+cdef int weight_grad_block(const ConvGeom *g, Py_ssize_t B, const floating *X,
+                           const floating *delta, floating *dW, Py_ssize_t o0, Py_ssize_t o1,
+                           Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """dW[o0:o1, k0:k1] = Σ_s δ_s[o0:o1] · cols_sᵀ[:, k0:k1], samples added in order
+    s = 0, 1, …: per sample a GEMM (o1 − o0) × (k1 − k0) × P whose B operand,
+    colsᵀ[q, k] = x[pbase[q] + koff[k]], is packed straight from the image (an Unfold with
+    the tables swapped). Returns 1 when a work buffer could not be allocated."""
+    cdef Unfold uf
+    cdef Py_ssize_t s, in_f = g.C * g.H * g.W, out_f = g.Cout * g.P
+    uf.koff, uf.pbase = g.pbase, g.koff + k0
+    for s in range(B):
+        uf.X = padded_image(g, X + s * in_f)
+        if uf.X == NULL:
             return 1
-        bias_act_nchw(g, Y, nb, b, act, alpha, Z + s0 * out_f,
-                      A + s0 * out_f if A != NULL else NULL, _nthreads_for(nb * out_f))
+        if gemm_block(o1 - o0, k1 - k0, g.P, <floating>1, delta + s * out_f + o0 * g.P, g.P, 1,
+                      <const floating *>NULL, 0, 0, <floating>(0 if s == 0 else 1),
+                      dW + o0 * g.K + k0, g.K, <const floating *>NULL, ACT_IDENTITY, 0,
+                      <floating *>NULL, 0, <const floating *>NULL, &uf):
+            return 1
     return 0
 
 
-cdef int conv_backward(const ConvGeom *g, Py_ssize_t B, Py_ssize_t chunk, const floating *X,
-                       const floating *W, const floating *delta, floating *dW, floating *db,
-                       floating *dX, floating *cols, floating *D, floating *dWT) noexcept nogil:
-    """dW, db (if not NULL) and dX (if not NULL) of B samples, `chunk` at a time
-    (cols: K × chunk·P, D: chunk·P × Cout, dWT: K × Cout). Returns 1 when gemm's buffers
-    could not be allocated."""
-    cdef Py_ssize_t q, s0, nb, in_f = g.C * g.H * g.W, out_f = g.Cout * g.P
-    cdef int nt = _nthreads()
+cdef int input_grad_sample(const ConvGeom *g, const floating *WTpre, const floating *delta,
+                           floating *dx) noexcept nogil:
+    """dx = col2im(Wᵀ·δ) of one sample (δ: Cout × P), the K × P product in the calling
+    thread's buffer. Returns 1 when a work buffer could not be allocated."""
+    cdef floating *dcols = <floating *>pn_workspace(PN_WS_CONV_COLS, g.K * g.P * sizeof(floating))
+    if dcols == NULL:
+        return 1
+    if gemm_block(g.K, g.P, g.Cout, <floating>1, <const floating *>NULL, 0, 0, delta, g.P, 1,
+                  <floating>0, dcols, g.P, <const floating *>NULL, ACT_IDENTITY, 0,
+                  <floating *>NULL, 0, WTpre, <const Unfold *>NULL):
+        return 1
+    col2im(g, dcols, dx)
+    return 0
+
+
+cdef int conv_backward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *W,
+                       const floating *delta, floating *dW, floating *db, floating *dX,
+                       floating *WTpre) noexcept nogil:
+    """dW, db (if not NULL) and dX (if not NULL) of B samples. dW: a task owns a rectangle
+    of rows and taps (whole MR × NR panels, gemm's threads_grid: the larger operand is not
+    packed twice) and adds the samples in order, so every element is the same sum on any
+    number of threads; dX: a task per sample, Wᵀ packed once into WTpre
+    (prepacked_A_size(K, Cout)). Returns 1 when a work buffer could not be allocated."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef Py_ssize_t mu = (g.Cout + MR - 1) // MR, ku = (g.K + nr - 1) // nr, t, s
+    cdef Py_ssize_t in_f = g.C * g.H * g.W, out_f = g.Cout * g.P
+    cdef int nt = _nthreads_for(B * g.K * g.P), tm, tn, err = 0
     if db != NULL:
         conv_bias_grad(g, delta, B, db, _nthreads_for(B * out_f))
-    for q in range((B + chunk - 1) // chunk):
-        s0 = q * chunk
-        nb = min(chunk, B - s0)
-        im2col(g, X + s0 * in_f, nb, cols, _nthreads_for(g.K * nb * g.P))
-        delta_rows(g, delta + s0 * out_f, nb, D, _nthreads_for(nb * out_f))
-        if gemm(False, False, g.K, g.Cout, nb * g.P, <floating>1, cols, nb * g.P, D, g.Cout,
-                <floating>(0 if s0 == 0 else 1), dWT, g.Cout, <const floating *>NULL,
-                ACT_IDENTITY, 0, <floating *>NULL, 0, nt):
-            return 1
-        if dX != NULL:
-            if gemm(True, True, g.K, nb * g.P, g.Cout, <floating>1, W, g.K, D, g.Cout,
-                    <floating>0, cols, nb * g.P, <const floating *>NULL, ACT_IDENTITY, 0,
-                    <floating *>NULL, 0, nt):
-                return 1
-            col2im(g, cols, nb, dX + s0 * in_f, _nthreads_for(g.K * nb * g.P))
-    transpose(dWT, g.K, g.Cout, dW)
-    return 0
+    tm = threads_grid(mu, ku, B * g.P, nt, nr, &tn)
+    for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
+        err += weight_grad_block(g, B, X, delta, dW, min(g.Cout, t // tn * mu // tm * MR),
+                                 min(g.Cout, (t // tn + 1) * mu // tm * MR),
+                                 min(g.K, t % tn * ku // tn * nr), min(g.K, (t % tn + 1) * ku // tn * nr))
+    if dX != NULL:
+        prepack_A(g.K, g.Cout, W, 1, g.K, WTpre)
+        for s in prange(B, num_threads=min(<Py_ssize_t>nt, B), schedule="static"):
+            err += input_grad_sample(g, WTpre, delta + s * out_f, dX + s * in_f)
+    return 1 if err else 0
 
 
 cdef tuple _conv_pair(str name, object v):
@@ -352,7 +320,7 @@ cdef class ConvPlan:
     cdef readonly Py_ssize_t C, H, W, out_channels, out_h, out_w, in_features, out_features, k
     cdef readonly tuple kernel, stride, padding, dilation
     cdef readonly object dtype
-    cdef object _cols, _tmp, _dwt, _bounds
+    cdef object _wpack, _wtpack, _bounds, _tables
 
     def __init__(self, C, H, W, out_channels, kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0),
                  dilation=(1, 1), dtype=np.float32):
@@ -391,12 +359,20 @@ cdef class ConvPlan:
         bounds = [(out_lo(i * dh - pt, sh), out_hi(i * dh - pt, sh, H, Ho)) for i in range(kh)]
         bounds += [(out_lo(j * dw - pl, sw), out_hi(j * dw - pl, sw, W, Wo)) for j in range(kw)]
         self._bounds = np.array(bounds, np.int64).reshape(-1)
+        Hp, Wp = H + pt + pb, W + pl + pr
+        c, i, j = np.ix_(np.arange(C), np.arange(kh), np.arange(kw))
+        ho, wo = np.ix_(np.arange(Ho), np.arange(Wo))
+        self._tables = np.concatenate([((c * Hp + i * dh) * Wp + j * dw).reshape(-1),
+                                       (ho * sh * Wp + wo * sw).reshape(-1)]).astype(np.int64)
         g = &self.g
         g.C, g.H, g.W, g.Cout, g.kh, g.kw, g.sh, g.sw = C, H, W, out_channels, kh, kw, sh, sw
-        g.pt, g.pl, g.dh, g.dw, g.Ho, g.Wo, g.P, g.K = pt, pl, dh, dw, Ho, Wo, Ho * Wo, self.k
+        g.pt, g.pl, g.pb, g.pr, g.dh, g.dw, g.Ho, g.Wo = pt, pl, pb, pr, dh, dw, Ho, Wo
+        g.P, g.K, g.Hp, g.Wp, g.padded = Ho * Wo, self.k, Hp, Wp, max(pt, pl, pb, pr) > 0
+        g.koff = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>self._tables)
+        g.pbase = g.koff + g.K
         g.rows = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>self._bounds)
         g.cols = g.rows + 2 * g.kh
-        self._cols = self._tmp = self._dwt = np.empty(0, dt)   # sized at first use: a plan is free to make
+        self._wpack = self._wtpack = np.empty(0, dt)   # sized at first use: a plan is free to make
 
     def __repr__(self):
         return (f"ConvPlan(C={self.C}, H={self.H}, W={self.W}, out_channels={self.out_channels}, "
@@ -405,16 +381,21 @@ cdef class ConvPlan:
 
     @property
     def work_elements(self):
-        return self._cols.size + self._tmp.size + self._dwt.size
+        return self._wpack.size + self._wtpack.size
 
-    cdef Py_ssize_t _reserve(self, Py_ssize_t B) except -1:
-        """Grow the column buffers to the chunk a batch of B samples uses; returns the chunk."""
-        cdef Py_ssize_t P = self.g.P, nb = min(B, max(1, _conv_cols_max // (self.k * P)))
-        if self._cols.size < self.k * nb * P:
-            self._cols = np.empty(self.k * nb * P, self.dtype)
-        if self._tmp.size < self.out_channels * nb * P:
-            self._tmp = np.empty(self.out_channels * nb * P, self.dtype)
-        return nb
+    cdef void *_packed(self, bint transposed):
+        """The buffer W (or Wᵀ) is packed into before each pass: its size is fixed by the
+        geometry, so it is made once."""
+        cdef Py_ssize_t M = self.k if transposed else self.out_channels
+        cdef Py_ssize_t K = self.out_channels if transposed else self.k
+        cdef Py_ssize_t n = prepacked_A_size(M, K, self.dtype == F32)
+        if transposed:
+            if self._wtpack.size < n:
+                self._wtpack = np.empty(n, self.dtype)
+            return cnp.PyArray_DATA(<cnp.ndarray>self._wtpack)
+        if self._wpack.size < n:
+            self._wpack = np.empty(n, self.dtype)
+        return cnp.PyArray_DATA(<cnp.ndarray>self._wpack)
 
     cdef object _check(self, str where, list names, list arrays, list shapes, list written,
                        tuple optional):
@@ -471,25 +452,23 @@ cdef class ConvPlan:
                      (B, self.out_features)], [False, False, False, True, True], ("b", "A"))
         if B == 0:
             return
-        cdef Py_ssize_t chunk = self._reserve(B)
+        cdef void *pp = self._packed(False)
         cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>X)
         cdef void *pw = cnp.PyArray_DATA(<cnp.ndarray>W)
         cdef void *pb = cnp.PyArray_DATA(<cnp.ndarray>b) if b is not None else NULL
         cdef void *pz = cnp.PyArray_DATA(<cnp.ndarray>Z)
         cdef void *pa = cnp.PyArray_DATA(<cnp.ndarray>A) if A is not None else NULL
-        cdef void *pc = cnp.PyArray_DATA(<cnp.ndarray>self._cols)
-        cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>self._tmp)
         cdef bint f32 = self.dtype == F32
         cdef int err
         with nogil:
             if f32:
-                err = conv_forward(&self.g, B, chunk, <const float *>px, <const float *>pw,
+                err = conv_forward(&self.g, B, <const float *>px, <const float *>pw,
                                    <const float *>pb, code, <float>alpha, <float *>pz,
-                                   <float *>pa, <float *>pc, <float *>py)
+                                   <float *>pa, <float *>pp)
             else:
-                err = conv_forward(&self.g, B, chunk, <const double *>px, <const double *>pw,
+                err = conv_forward(&self.g, B, <const double *>px, <const double *>pw,
                                    <const double *>pb, code, alpha, <double *>pz,
-                                   <double *>pa, <double *>pc, <double *>py)
+                                   <double *>pa, <double *>pp)
         if err:
             raise MemoryError("ConvPlan.forward: could not allocate GEMM work buffers")
 
@@ -531,28 +510,23 @@ cdef class ConvPlan:
             if db is not None:
                 db[...] = 0
             return
-        cdef Py_ssize_t chunk = self._reserve(B)
-        if self._dwt.size < self.k * self.out_channels:
-            self._dwt = np.empty(self.k * self.out_channels, self.dtype)
+        cdef void *pp = self._packed(True) if dX is not None else NULL
         cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>X)
         cdef void *pw = cnp.PyArray_DATA(<cnp.ndarray>W)
         cdef void *pd = cnp.PyArray_DATA(<cnp.ndarray>delta)
         cdef void *pdw = cnp.PyArray_DATA(<cnp.ndarray>dW)
         cdef void *pdb = cnp.PyArray_DATA(<cnp.ndarray>db) if db is not None else NULL
         cdef void *pdx = cnp.PyArray_DATA(<cnp.ndarray>dX) if dX is not None else NULL
-        cdef void *pc = cnp.PyArray_DATA(<cnp.ndarray>self._cols)
-        cdef void *pt = cnp.PyArray_DATA(<cnp.ndarray>self._tmp)
-        cdef void *pwt = cnp.PyArray_DATA(<cnp.ndarray>self._dwt)
         cdef bint f32 = self.dtype == F32
         cdef int err
         with nogil:
             if f32:
-                err = conv_backward(&self.g, B, chunk, <const float *>px, <const float *>pw,
+                err = conv_backward(&self.g, B, <const float *>px, <const float *>pw,
                                     <const float *>pd, <float *>pdw, <float *>pdb, <float *>pdx,
-                                    <float *>pc, <float *>pt, <float *>pwt)
+                                    <float *>pp)
             else:
-                err = conv_backward(&self.g, B, chunk, <const double *>px, <const double *>pw,
+                err = conv_backward(&self.g, B, <const double *>px, <const double *>pw,
                                     <const double *>pd, <double *>pdw, <double *>pdb, <double *>pdx,
-                                    <double *>pc, <double *>pt, <double *>pwt)
+                                    <double *>pp)
         if err:
             raise MemoryError("ConvPlan.backward: could not allocate GEMM work buffers")

@@ -19,6 +19,12 @@
 # K, M and N are cut into equal slices (KC, MC, NC are upper bounds), so no thin
 # remainder slice pays a whole pass over C.
 #
+# Two other sources of packed operands (the convolution's, conv.pxi):
+#   Apre  op(A) packed once, ahead of the call (prepack_A), block (pc, ic) at
+#         Apre + (pc_·n_ic + ic_)·MCS·KCS: a weight matrix shared by many calls is not repacked;
+#   uf    op(B) as a convolution's unfolded image, packed straight from the image
+#         (pack_B_unfold): op(B)[p, q] = X[koff[p] + pbase[q]], no column matrix in between.
+#
 # Epilogue: on the last KC slice a tile is still in L1 when it is finished, so the
 # Dense forward adds the bias and applies the activation there:
 #   Z = C + b (row-broadcast),  Aout = f(Z).
@@ -128,6 +134,67 @@ cdef inline void pack_B(Py_ssize_t kc, Py_ssize_t nc, const floating *B, Py_ssiz
         pn_pack_b_f64(kc, nc, B, rs, cs, Bp)
 
 
+cdef struct Unfold:
+    # op(B) of a convolution, element (p, q) = X[koff[p] + pbase[q]]: tap p = (c, i, j) of
+    # output position q of one (padded) image X (conv.pxi's ConvGeom holds the tables)
+    const void *X
+    const int64_t *koff
+    const int64_t *pbase
+
+
+cdef void pack_B_unfold(Py_ssize_t kc, Py_ssize_t nc, const Unfold *uf, Py_ssize_t pc,
+                        Py_ssize_t jc, floating *Bp) noexcept nogil:
+    """Bp[jr·kc + p·nr + j] = X[koff[pc + p] + pbase[jc + jr + j]] (0 past nc): pack_B's
+    panels read from the image itself. A half panel (nr/2 columns) whose positions are
+    consecutive in the image (stride 1, one output row) is copied as a block, the rest
+    element by element."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef Py_ssize_t h = nr // 2, jr_, jr, p, j, n, half
+    cdef const floating *X = <const floating *>uf.X
+    cdef const int64_t *koff = uf.koff + pc
+    cdef const int64_t *base
+    cdef const floating *src
+    cdef floating *dst
+    for jr_ in range((nc + nr - 1) // nr):
+        jr = jr_ * nr
+        n = min(nr, nc - jr)
+        base = uf.pbase + jc + jr
+        dst = Bp + jr * kc
+        for half in range(2):
+            if half * h + h <= n and base[half * h + h - 1] - base[half * h] == h - 1:
+                for p in range(kc):
+                    src = X + koff[p] + base[half * h]
+                    for j in range(h):    # a fixed count: GCC makes it vector moves
+                        dst[p * nr + half * h + j] = src[j]
+            else:
+                for p in range(kc):
+                    src = X + koff[p]
+                    for j in range(half * h, half * h + h):
+                        dst[p * nr + j] = src[base[j]] if j < n else 0
+
+
+cdef Py_ssize_t prepacked_A_size(Py_ssize_t M, Py_ssize_t K, bint f32) noexcept nogil:
+    """Elements prepack_A writes for an M × K op(A) of float32 (f32) or float64."""
+    cdef Py_ssize_t kcs = even_slice(K, KC, 1)
+    cdef Py_ssize_t mcs = even_slice(M, MC if f32 else MC // 2, MR)
+    return ((K + kcs - 1) // kcs) * ((M + mcs - 1) // mcs) * mcs * kcs
+
+
+cdef void prepack_A(Py_ssize_t M, Py_ssize_t K, const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
+                    floating *Apre) noexcept nogil:
+    """op(A) (M × K, element (i, p) at A[i·rsa + p·csa]) packed as gemm_block packs it, block
+    (pc, ic) at Apre + (pc_·n_ic + ic_)·mcs·kcs, for gemm_block(..., Apre, ...)."""
+    cdef Py_ssize_t kcs = even_slice(K, KC, 1)
+    cdef Py_ssize_t mcs = even_slice(M, MC if floating is float else MC // 2, MR)
+    cdef Py_ssize_t nic = (M + mcs - 1) // mcs, pc_, ic_, pc, ic
+    for pc_ in range((K + kcs - 1) // kcs):
+        pc = pc_ * kcs
+        for ic_ in range(nic):
+            ic = ic_ * mcs
+            pack_A(min(mcs, M - ic), min(kcs, K - pc), A + ic * rsa + pc * csa, rsa, csa,
+                   Apre + (pc_ * nic + ic_) * mcs * kcs)
+
+
 cdef inline void epilogue_row(floating *Z, const floating *bias, int act, floating act_alpha,
                               floating *Aout, Py_ssize_t n) noexcept nogil:
     """Z += b, then Aout = f(Z), for one row segment of n (bias/Aout may be NULL)."""
@@ -198,10 +265,12 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                     const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
                     const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating beta,
                     floating *C, Py_ssize_t ldc, const floating *bias, int act,
-                    floating act_alpha, floating *Aout, Py_ssize_t ldo) noexcept nogil:
+                    floating act_alpha, floating *Aout, Py_ssize_t ldo,
+                    const floating *Apre, const Unfold *uf) noexcept nogil:
     """One thread's rectangle, C[M × N] = α·op(A)·op(B) + β·C then the epilogue:
     the five loops with this thread's packing buffers. Returns 1 if they could not
-    be allocated.
+    be allocated. With Apre, op(A) comes prepacked (A, rsa, csa unused); with uf, op(B)
+    is that unfolded image (B, rsb, csb unused).
     Packing pays when a panel is reused many times. A B panel serves ⌈M/MR⌉ tiles and
     an A panel ⌈N/NR⌉, so for few of them an operand already laid out as panels with a
     longer stride (op(B) row-major, op(A) column-major) is read in place; so is a
@@ -210,13 +279,13 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     cdef Py_ssize_t kcs = even_slice(K, KC, 1)
     cdef Py_ssize_t mcs = even_slice(M, MC if floating is float else MC // 2, MR)
     cdef Py_ssize_t ncs = even_slice(N, NC, nr)
-    cdef bint a_inplace = (rsa == 1 and N <= INPLACE_PANELS * nr) or M == 1   # one row: a vector
-    cdef bint b_inplace = csb == 1 and M <= INPLACE_PANELS * MR
-    cdef Py_ssize_t jc_, pc_, ic_, jc, pc, ic, nc, kc, mc, jedge
-    cdef floating *Ap = <floating *>pn_workspace(PN_WS_PACK_A, mcs * kcs * sizeof(floating))
+    cdef bint a_inplace = Apre == NULL and ((rsa == 1 and N <= INPLACE_PANELS * nr) or M == 1)   # one row: a vector
+    cdef bint b_inplace = uf == NULL and csb == 1 and M <= INPLACE_PANELS * MR
+    cdef Py_ssize_t jc_, pc_, ic_, jc, pc, ic, nc, kc, mc, jedge, nic = (M + mcs - 1) // mcs
+    cdef floating *Ap = <floating *>pn_workspace(PN_WS_PACK_A, mcs * kcs * sizeof(floating)) if Apre == NULL else NULL
     cdef floating *Bp = <floating *>pn_workspace(PN_WS_PACK_B, kcs * ncs * sizeof(floating))
     cdef const floating *Bedge = NULL
-    if Ap == NULL or Bp == NULL:
+    if (Ap == NULL and Apre == NULL) or Bp == NULL:
         return 1
     for jc_ in range((N + ncs - 1) // ncs):
         jc = jc_ * ncs
@@ -225,7 +294,9 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
         for pc_ in range((K + kcs - 1) // kcs):
             pc = pc_ * kcs
             kc = min(kcs, K - pc)
-            if not b_inplace:
+            if uf != NULL:
+                pack_B_unfold(kc, nc, uf, pc, jc, Bp)
+            elif not b_inplace:
                 pack_B(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp)
             elif jedge < nc:
                 pack_B(kc, nc - jedge, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
@@ -233,7 +304,9 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
             for ic_ in range((M + mcs - 1) // mcs):
                 ic = ic_ * mcs
                 mc = min(mcs, M - ic)
-                if not a_inplace:
+                if Apre != NULL:
+                    Ap = <floating *>Apre + (pc_ * nic + ic_) * mcs * kcs
+                elif not a_inplace:
                     pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
                 macro_kernel(mc, nc, kc, alpha,
                              A + ic * rsa + pc * csa if a_inplace else Ap,
@@ -292,7 +365,7 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
     tm = threads_grid(mu, nu, K, nt, nr, &tn)
     if tm * tn == 1:
         return gemm_block(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc,
-                          bias, act, act_alpha, Aout, ldo)
+                          bias, act, act_alpha, Aout, ldo, NULL, NULL)
     for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
         m0 = min(M, t // tn * mu // tm * MR)
         m1 = min(M, (t // tn + 1) * mu // tm * MR)
@@ -302,7 +375,7 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
             err += gemm_block(m1 - m0, n1 - n0, K, alpha, A + m0 * rsa, rsa, csa,
                               B + n0 * csb, rsb, csb, beta, C + m0 * ldc + n0, ldc,
                               bias + n0 if bias != NULL else NULL, act, act_alpha,
-                              Aout + m0 * ldo + n0 if Aout != NULL else NULL, ldo)
+                              Aout + m0 * ldo + n0 if Aout != NULL else NULL, ldo, NULL, NULL)
     return 1 if err else 0
 
 

@@ -4,6 +4,9 @@
 #   chunk_rows(B)            rows per chunk when B rows are cut into at most MAX_CHUNKS
 #                            chunks: a function of B alone, never of the thread count
 #   sum_in_order(p, n)       p[0] + p[1] + … + p[n−1], left to right (chunk sums → the total)
+#   sum_lanes(x, n)          Σ_j x_j as 8 interleaved running sums (lane l: j ≡ l mod 8, in
+#                            order), then lanes 0..7 and the tail in order: a fixed order for
+#                            each n that vectorises, where one running sum waits on each add
 #   row_max(z, n)            max_j z_j over one row (n ≥ 1)
 #   sum_exp_shifted(z, zmax, e, n)   s = Σ_j e^{z_j − zmax}, j = 0, 1, … in order; writes
 #                            e_j = e^{z_j − zmax} unless e is NULL. With zmax = row_max:
@@ -32,6 +35,22 @@ cdef inline double sum_in_order(const double *partial, Py_ssize_t n) noexcept no
     cdef Py_ssize_t c
     for c in range(n):
         s += partial[c]
+    return s
+
+
+cdef inline floating sum_lanes(const floating *x, Py_ssize_t n) noexcept nogil:
+    cdef floating acc[8]
+    cdef floating s = 0
+    cdef Py_ssize_t j, l, n8 = n // 8 * 8
+    for l in range(8):
+        acc[l] = 0
+    for j in range(0, n8, 8):
+        for l in range(8):
+            acc[l] += x[j + l]
+    for l in range(8):
+        s += acc[l]
+    for j in range(n8, n):
+        s += x[j]
     return s
 
 
