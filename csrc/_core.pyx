@@ -34,6 +34,7 @@ include "conv.pxi"           # the 2-d convolution (ConvPlan): im2col + gemm, fo
 include "norm.pxi"           # per-channel sums (BatchNorm's pieces), BatchNorm apply/grad, LayerNorm
 include "pool.pxi"           # max/avg pooling (PoolPlan), global average pooling
 include "dense_chain.pxi"    # the compiled prediction chain of dense layers (DenseChain)
+include "inference_chain.pxi"  # the compiled prediction pass of dense, conv and pool steps (InferenceChain)
 include "losses.pxi"         # loss values and delta = ∂L/∂Z
 include "optim.pxi"          # SGD / Adam / RMSprop steps, the global gradient norm
 include "gather.pxi"         # out[i] = X[idx[i]]: a shuffled batch, converted to the model dtype

@@ -119,18 +119,18 @@ cdef int forward_positions(const ConvGeom *g, const floating *x, const floating 
     return 0
 
 
-cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *W,
+cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *Wpre,
                       const floating *b, int act, floating alpha, floating *Z, floating *A,
-                      floating *Wpre) noexcept nogil:
-    """Z, A of B samples. W is packed once into Wpre (prepacked_A_size(Cout, K)); a task is
-    one sample, or a share of one sample's positions when there are fewer samples than
-    threads (whole NR panels: a position's sum never depends on the split).
-    Returns 1 when a work buffer could not be allocated."""
+                      int nt) noexcept nogil:
+    """Z, A of B samples on at most nt threads, W packed in Wpre (prepack_A of Cout × K; A may
+    be Z: f in place). A task is one sample, or a share of one sample's positions when there
+    are fewer samples than threads (whole NR panels: a position's sum never depends on the
+    split). Returns 1 when a work buffer could not be allocated."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t in_f = g.C * g.H * g.W, out_f = g.Cout * g.P, pu = (g.P + nr - 1) // nr
     cdef Py_ssize_t t, s, q0, q1, parts
-    cdef int nt = _nthreads_for(B * g.K * g.P), err = 0
-    prepack_A(g.Cout, g.K, W, g.K, 1, Wpre)
+    cdef int err = 0
+    nt = min(nt, _nthreads_for(B * g.K * g.P))
     parts = 1 if B >= nt else min(pu, (nt + B - 1) // B)
     for t in prange(B * parts, num_threads=min(<Py_ssize_t>nt, B * parts), schedule="static"):
         s = t // parts
@@ -383,7 +383,7 @@ cdef class ConvPlan:
     def work_elements(self):
         return self._wpack.size + self._wtpack.size
 
-    cdef void *_packed(self, bint transposed):
+    cdef void *_packed(self, bint transposed) except NULL:
         """The buffer W (or Wᵀ) is packed into before each pass: its size is fixed by the
         geometry, so it is made once."""
         cdef Py_ssize_t M = self.k if transposed else self.out_channels
@@ -462,13 +462,15 @@ cdef class ConvPlan:
         cdef int err
         with nogil:
             if f32:
-                err = conv_forward(&self.g, B, <const float *>px, <const float *>pw,
+                prepack_A(self.g.Cout, self.g.K, <const float *>pw, self.g.K, 1, <float *>pp)
+                err = conv_forward(&self.g, B, <const float *>px, <const float *>pp,
                                    <const float *>pb, code, <float>alpha, <float *>pz,
-                                   <float *>pa, <float *>pp)
+                                   <float *>pa, _nthreads())
             else:
-                err = conv_forward(&self.g, B, <const double *>px, <const double *>pw,
+                prepack_A(self.g.Cout, self.g.K, <const double *>pw, self.g.K, 1, <double *>pp)
+                err = conv_forward(&self.g, B, <const double *>px, <const double *>pp,
                                    <const double *>pb, code, alpha, <double *>pz,
-                                   <double *>pa, <double *>pp)
+                                   <double *>pa, _nthreads())
         if err:
             raise MemoryError("ConvPlan.forward: could not allocate GEMM work buffers")
 

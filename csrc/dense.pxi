@@ -40,7 +40,7 @@ cdef int dense_layer(Py_ssize_t B, Py_ssize_t n, Py_ssize_t m, const floating *X
             A if act != ACT_SOFTMAX else NULL, m, nt):
         return 1
     if act == ACT_SOFTMAX:
-        for i in prange(B, num_threads=_nthreads_for(B * m), schedule="static"):
+        for i in prange(B, num_threads=min(nt, _nthreads_for(B * m)), schedule="static"):
             softmax_row(Z + i * m, A + i * m, m)
     return 0
 

@@ -70,6 +70,34 @@ cdef inline void _maxpool_plane(const floating *x, floating *y, int32_t *arg, co
                 arg[i * g.Wo + j] = <int32_t>best_k
 
 
+cdef inline bint _maxpool2x2_plane(const floating *x, floating *y, int32_t *arg,
+                                   const PoolGeom *geom) noexcept nogil:
+    """_maxpool_plane for the common window (2×2, stride 2, no padding), its rule unrolled:
+    a, b from row 2i, then c, d from row 2i + 1, the first maximum in that order. Returns
+    whether a NaN was seen; the caller then redoes the plane by the general rule."""
+    cdef PoolGeom g = geom[0]
+    cdef Py_ssize_t i, j, k0
+    cdef floating a, b, c, d, best
+    cdef int kb
+    cdef bint nan_seen = 0
+    for i in range(g.Ho):
+        for j in range(g.Wo):
+            k0 = 2 * i * g.W + 2 * j
+            a, b, c, d = x[k0], x[k0 + 1], x[k0 + g.W], x[k0 + g.W + 1]
+            best, kb = a, 0
+            kb = 1 if b > best else kb
+            best = b if b > best else best
+            kb = 2 if c > best else kb
+            best = c if c > best else best
+            kb = 3 if d > best else kb
+            best = d if d > best else best
+            nan_seen |= (a != a) | (b != b) | (c != c) | (d != d)
+            y[i * g.Wo + j] = best
+            if arg != NULL:
+                arg[i * g.Wo + j] = <int32_t>(k0 + (kb & 1) + (kb >> 1) * g.W)
+    return nan_seen
+
+
 cdef inline void _avgpool_plane(const floating *x, floating *y, const PoolGeom *g) noexcept nogil:
     """One plane of average pooling: y[i, j] = Σ window (i, j) / (kh·kw), summed in double."""
     cdef Py_ssize_t i, j, h, w, h0, h1, w0, w1
@@ -122,11 +150,15 @@ cdef inline void _avgpool_plane_backward(const floating *dy, floating *dx, const
 
 
 cdef void _pool_forward(int kind, const floating *X, floating *Y, int32_t *arg, Py_ssize_t planes,
-                        const PoolGeom *g) noexcept nogil:
+                        const PoolGeom *g, int nt) noexcept nogil:
+    """Pool `planes` planes on at most nt threads."""
     cdef Py_ssize_t q, n_in = g.H * g.W, n_out = g.Ho * g.Wo
-    for q in prange(planes, num_threads=_nthreads_for(planes * n_in), schedule="static"):
+    cdef bint two = g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
+    for q in prange(planes, num_threads=min(nt, _nthreads_for(planes * n_in)), schedule="static"):
         if kind == POOL_MAX:
-            _maxpool_plane(X + q * n_in, Y + q * n_out, arg + q * n_out if arg != NULL else NULL, g)
+            if not two or _maxpool2x2_plane(X + q * n_in, Y + q * n_out,
+                                            arg + q * n_out if arg != NULL else NULL, g):
+                _maxpool_plane(X + q * n_in, Y + q * n_out, arg + q * n_out if arg != NULL else NULL, g)
         else:
             _avgpool_plane(X + q * n_in, Y + q * n_out, g)
 
@@ -283,9 +315,9 @@ cdef class PoolPlan:
         cdef bint f32 = self.dtype == F32
         with nogil:
             if f32:
-                _pool_forward(self._kind, <const float *>x, <float *>y, arg, planes, &self.g)
+                _pool_forward(self._kind, <const float *>x, <float *>y, arg, planes, &self.g, _nthreads())
             else:
-                _pool_forward(self._kind, <const double *>x, <double *>y, arg, planes, &self.g)
+                _pool_forward(self._kind, <const double *>x, <double *>y, arg, planes, &self.g, _nthreads())
         return Y
 
     def backward(self, dY, dX):

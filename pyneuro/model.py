@@ -89,7 +89,7 @@ class Sequential:
         for layer in self.layers:   # (private) _init=False: params are overwritten at once (model_from),
             if _init or not layer.param_shapes():   # so only layers without any (Dropout's stream) draw
                 layer.init_params(rng)
-        self._chain = self._dense_chain()
+        self._chain = self._inference_chain()
         self._first_with_params = next((i for i, layer in enumerate(self.layers) if layer.param_shapes()), 0)
         # One training step or one batch of prediction at a time: the layers' buffers (and the
         # weights an optimizer step rewrites) are never used by two of them at once.
@@ -116,13 +116,22 @@ class Sequential:
                              "the input's shape; pass input_shape=(C, H, W) for images, or input_dim=")
         return (n,)
 
-    def _dense_chain(self):
-        """The inference pass as one compiled call (_core.DenseChain) when every step of
-        layers.inference_plan is a Dense (activation fused); None for any other stack."""
-        steps = inference_plan(self.layers)
-        if not steps or any(step[0] != "dense" for step in steps):
-            return None
-        return _core.DenseChain(*([step[k] for step in steps] for k in range(1, 5)))
+    def _inference_chain(self):
+        """The inference pass as one compiled call (_core.InferenceChain) when every step of
+        layers.inference_plan is a Dense (activation fused), a Conv2D or a max/average
+        pooling; None for any other stack (it runs layer by layer)."""
+        steps = []
+        for step in inference_plan(self.layers):
+            if step[0] == "dense":
+                steps.append(step)
+            elif step[0] == "conv":
+                conv = step[1]
+                steps.append(("conv", conv._plan, conv._W2, conv.b, conv.activation, conv.alpha))
+            elif step[0] == "pool":
+                steps.append(("pool", step[1]._plan))
+            else:
+                return None
+        return _core.InferenceChain(steps) if steps else None
 
     # ---- training interface (arrays already validated by the caller) ------------
     def forward(self, X: np.ndarray, training: bool = False) -> np.ndarray:

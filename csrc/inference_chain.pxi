@@ -1,0 +1,220 @@
+# inference_chain.pxi — the compiled prediction pass of a stack of dense, convolution and
+# pooling layers in one call (InferenceChain).
+#
+#   A₀ = X,   A_l = step_l(A_{l−1})   for l = 1..L,   out = A_L,   each step one of
+#     dense  A = f(A_{l−1}·W + b)                  (dense_layer: one GEMM, fused epilogue)
+#     conv   A = f(conv(A_{l−1}, W) + b)           (conv_forward: per-sample implicit GEMM)
+#     pool   A = maxpool / avgpool(A_{l−1})        (_pool_forward, no argmax kept)
+#   X: B × n₀, out: B × n_L, rows of images in NCHW order, one float dtype
+#
+# Two ways to spread B rows over nt threads, chosen by B alone (never changing a result:
+# every output element is computed from its own sample's row by the same arithmetic):
+#   B ≥ 2·nt  rows in chunks of `chunk` (a function of the widths), a chunk per task: each
+#             thread runs the whole stack serially on its chunk, the chunk's activations in
+#             its own two buffers (runtime.h workspace), small enough to stay in its L2;
+#   B < 2·nt  the stack step by step on all B rows, each step on nt threads (one image:
+#             a convolution splits its positions).
+# The per-layer Python calls this replaces cost more than a single image's arithmetic, and
+# a batch's activations never leave the cache. W of each convolution is packed once per call.
+# Determinism: the kernels' own (dense.pxi, conv.pxi, pool.pxi): the result is bitwise that
+# of running the layers one by one, on any number of threads.
+# uses: dense (dense_layer), conv (ConvPlan, conv_forward, prepack_A), pool (PoolPlan,
+# _pool_forward), activations (_act_code), threads, checks.
+
+from libc.stdlib cimport calloc, free
+
+cdef enum:
+    STEP_DENSE = 0
+    STEP_CONV = 1
+    STEP_POOL = 2
+    CHAIN_CHUNK_BYTES = 1 << 19   # a chunk's two activation buffers (half of this machine's L2)
+
+
+cdef struct ChainStep:
+    int kind
+    Py_ssize_t n_in, n_out
+    const void *W         # dense: n_in × n_out; conv: the packed weights (prepack_A)
+    const void *b
+    int act
+    double alpha
+    const ConvGeom *conv
+    const PoolGeom *pool
+    int pool_kind
+    Py_ssize_t planes     # pool: channels per sample
+
+
+cdef class InferenceChain:
+    """The forward pass of a stack of steps in one call (see inference_chain.pxi):
+
+        ("dense", W, b, activation, alpha)          W: (n_in, n_out), b: (n_out,)
+        ("conv", plan, W, b, activation, alpha)     plan: ConvPlan, W: (Cout, k), b: (Cout,)
+        ("pool", plan)                              plan: PoolPlan
+
+    Arrays are held, not copied (later in-place updates are seen); one float dtype, the
+    plans' too; each step's width is the next one's input. Raises TypeError/ValueError
+    naming the step that does not fit."""
+    cdef list _held
+    cdef ChainStep *steps
+    cdef int n_steps
+    cdef object dtype
+    cdef readonly Py_ssize_t n_in, n_out, widest
+
+    def __cinit__(self):
+        self.steps = NULL
+
+    def __init__(self, steps):
+        steps = list(steps)
+        if not steps:
+            raise ValueError("InferenceChain: expected at least one step, got none")
+        self.steps = <ChainStep *>calloc(len(steps), sizeof(ChainStep))
+        if self.steps == NULL:
+            raise MemoryError("InferenceChain: out of memory")
+        self._held, self.n_steps, self.dtype = [], len(steps), None
+        width = None
+        for l, step in enumerate(steps):
+            n_in, n_out = self._set(l, tuple(step))
+            if width is not None and n_in != width:
+                raise ValueError(f"InferenceChain: step {l} ({step[0]}) takes {n_in} values per row but "
+                                 f"step {l - 1} gives {width}")
+            width = n_out
+        self.n_in, self.n_out = self.steps[0].n_in, width
+        self.widest = max([self.steps[l].n_out for l in range(self.n_steps - 1)] or [1])
+
+    cdef tuple _set(self, int l, tuple step):
+        """Fill steps[l] from one step tuple; returns its (n_in, n_out)."""
+        cdef ChainStep *st = &self.steps[l]
+        kind = step[0] if step else None
+        where = f"InferenceChain: step {l} ({kind})"
+        if kind == "dense" and len(step) == 5:
+            _, W, b, act, alpha = step
+            _float_array(f"step {l} W", W, 2)
+            _float_array(f"step {l} b", b, 1)
+            _shape(f"step {l} b", b, (W.shape[1],))
+            st.kind, st.n_in, st.n_out = STEP_DENSE, W.shape[0], W.shape[1]
+            arrays = [W, b]
+        elif kind == "conv" and len(step) == 6 and isinstance(step[1], ConvPlan):
+            _, plan, W, b, act, alpha = step
+            cp = <ConvPlan>plan
+            _float_array(f"step {l} W", W, 2)
+            _float_array(f"step {l} b", b, 1)
+            _shape(f"step {l} W", W, (cp.out_channels, cp.k))
+            _shape(f"step {l} b", b, (cp.out_channels,))
+            if _act_code(act) == ACT_SOFTMAX:
+                raise ValueError(f"{where}: activation 'softmax' is refused for a convolution")
+            st.kind, st.n_in, st.n_out, st.conv = STEP_CONV, cp.in_features, cp.out_features, &cp.g
+            arrays = [W, b, np.empty(0, cp.dtype)]
+        elif kind == "pool" and len(step) == 2 and isinstance(step[1], PoolPlan):
+            pp = <PoolPlan>step[1]
+            st.kind, st.n_in, st.n_out, st.pool = STEP_POOL, pp.in_features, pp.out_features, &pp.g
+            st.pool_kind, st.planes = pp._kind, pp.C
+            arrays, act, alpha = [np.empty(0, pp.dtype)], "identity", 0.0
+        else:
+            raise ValueError(f"{where}: expected ('dense', W, b, activation, alpha), ('conv', ConvPlan, W, "
+                             f"b, activation, alpha) or ('pool', PoolPlan), got {step!r:.80}")
+        dt = step[1].dtype
+        if self.dtype is None:
+            self.dtype = dt
+        if any(a.dtype != self.dtype for a in arrays) or dt != self.dtype:
+            raise TypeError(f"{where}: every array and plan must be {self.dtype}, got {dt}")
+        st.act, st.alpha = _act_code(act), float(alpha)
+        st.W = cnp.PyArray_DATA(<cnp.ndarray>arrays[0])
+        st.b = cnp.PyArray_DATA(<cnp.ndarray>arrays[1]) if len(arrays) > 1 else NULL
+        self._held.append(step)
+        return st.n_in, st.n_out
+
+    def __dealloc__(self):
+        free(self.steps)
+
+    def forward(self, X, out):
+        """out = A_L for the rows of X; X: (B, n_in), out: (B, n_out), the chain's dtype."""
+        _float_array("X", X, 2)
+        _float_array("out", out, 2, True)
+        _same_dtype("InferenceChain.forward", ["X", "out"], [X, out])
+        if X.dtype != self.dtype:
+            raise TypeError(f"InferenceChain.forward: the steps are {self.dtype} but X is {X.dtype}")
+        cdef Py_ssize_t B = X.shape[0]
+        _shape("X", X, (B, self.n_in))
+        _shape("out", out, (B, self.n_out))
+        if B == 0:
+            return out
+        cdef bint f32 = self.dtype == F32
+        cdef int l, nt = _nthreads(), err
+        cdef list packed = []
+        for l in range(self.n_steps):    # W of each convolution, packed for this call
+            if self.steps[l].kind == STEP_CONV:
+                plan, W = self._held[l][1], self._held[l][2]
+                pw = (<ConvPlan>plan)._packed(False)
+                with nogil:
+                    if f32:
+                        prepack_A(self.steps[l].conv.Cout, self.steps[l].conv.K,
+                                  <const float *>cnp.PyArray_DATA(<cnp.ndarray>W), self.steps[l].conv.K, 1,
+                                  <float *>pw)
+                    else:
+                        prepack_A(self.steps[l].conv.Cout, self.steps[l].conv.K,
+                                  <const double *>cnp.PyArray_DATA(<cnp.ndarray>W), self.steps[l].conv.K, 1,
+                                  <double *>pw)
+                self.steps[l].W = pw
+        cdef Py_ssize_t size = 4 if f32 else 8
+        cdef Py_ssize_t chunk = max(1, CHAIN_CHUNK_BYTES // (2 * self.widest * size))
+        cdef void *x = cnp.PyArray_DATA(<cnp.ndarray>X)
+        cdef void *o = cnp.PyArray_DATA(<cnp.ndarray>out)
+        with nogil:
+            if f32:
+                err = _chain_run(self.steps, self.n_steps, B, <const float *>x, <float *>o, self.widest,
+                                 chunk, nt)
+            else:
+                err = _chain_run(self.steps, self.n_steps, B, <const double *>x, <double *>o, self.widest,
+                                 chunk, nt)
+        if err:
+            raise MemoryError(f"InferenceChain.forward: could not allocate work buffers for {B} rows")
+        return out
+
+
+cdef int _chain_run(const ChainStep *steps, int L, Py_ssize_t B, const floating *X, floating *out,
+                    Py_ssize_t widest, Py_ssize_t chunk, int nt) noexcept nogil:
+    """Chunks of rows a task each (B ≥ 2·nt), else every step on all rows with nt threads.
+    Returns 1 when a work buffer could not be allocated."""
+    cdef Py_ssize_t c, r0, n, n_in = steps[0].n_in, n_out = steps[L - 1].n_out
+    cdef int err = 0
+    cdef floating *work
+    if B < 2 * nt:
+        chunk = B
+    if chunk >= B:
+        work = <floating *>pn_workspace(PN_WS_CHAIN, 2 * B * widest * sizeof(floating))
+        if work == NULL:
+            return 1
+        return _chain_rows(steps, L, B, X, out, work, B * widest, nt)
+    for c in prange((B + chunk - 1) // chunk, num_threads=nt, schedule="dynamic"):
+        r0 = c * chunk
+        n = min(chunk, B - r0)
+        work = <floating *>pn_workspace(PN_WS_CHAIN, 2 * chunk * widest * sizeof(floating))
+        if work == NULL:
+            err += 1
+        else:
+            err += _chain_rows(steps, L, n, X + r0 * n_in, out + r0 * n_out, work, chunk * widest, 1)
+    return 1 if err else 0
+
+
+cdef int _chain_rows(const ChainStep *steps, int L, Py_ssize_t B, const floating *X, floating *out,
+                     floating *work, Py_ssize_t stride, int nt) noexcept nogil:
+    """A_l of B rows into work[l % 2] (the last into out), each step on nt threads.
+    Returns 1 when a work buffer could not be allocated."""
+    cdef int l
+    cdef const ChainStep *st
+    cdef const floating *src = X
+    cdef floating *dst
+    for l in range(L):
+        st = &steps[l]
+        dst = out if l == L - 1 else work + (l % 2) * stride
+        if st.kind == STEP_DENSE:
+            if dense_layer(B, st.n_in, st.n_out, src, <const floating *>st.W, <const floating *>st.b,
+                           st.act, <floating>st.alpha, dst, dst, nt):
+                return 1
+        elif st.kind == STEP_CONV:
+            if conv_forward(st.conv, B, src, <const floating *>st.W, <const floating *>st.b, st.act,
+                            <floating>st.alpha, dst, dst if st.act != ACT_IDENTITY else NULL, nt):
+                return 1
+        else:
+            _pool_forward(st.pool_kind, src, dst, <int32_t *>NULL, B * st.planes, st.pool, nt)
+        src = dst
+    return 0
