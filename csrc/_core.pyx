@@ -33,7 +33,6 @@ include "dense.pxi"          # the dense layer: Z = X·W + b, A = f(Z) and its g
 include "conv.pxi"           # the 2-d convolution (ConvPlan): im2col + gemm, forward and backward
 include "norm.pxi"           # per-channel sums (BatchNorm's pieces), BatchNorm apply/grad, LayerNorm
 include "pool.pxi"           # max/avg pooling (PoolPlan), global average pooling
-include "dense_chain.pxi"    # the compiled prediction chain of dense layers (DenseChain)
 include "inference_chain.pxi"  # the compiled prediction pass of dense, conv and pool steps (InferenceChain)
 include "losses.pxi"         # loss values and delta = ∂L/∂Z
 include "optim.pxi"          # SGD / Adam / RMSprop steps, the global gradient norm

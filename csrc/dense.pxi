@@ -34,7 +34,7 @@ cdef int dense_layer(Py_ssize_t B, Py_ssize_t n, Py_ssize_t m, const floating *X
                      int nt) noexcept nogil:
     """Z = X·W + b and A = f(Z) (A may be Z; NULL for identity): one GEMM with the
     bias+activation epilogue, softmax as a second pass over whole rows. Returns 1 when
-    GEMM buffers could not be allocated. dense_forward and DenseChain both run on it."""
+    GEMM buffers could not be allocated. dense_forward and InferenceChain both run on it."""
     cdef Py_ssize_t i
     if gemm(False, False, B, m, n, <floating>1, X, n, W, m, <floating>0, Z, m, b, act, alpha,
             A if act != ACT_SOFTMAX else NULL, m, nt):

@@ -35,7 +35,7 @@ enum {                      /* the slots, one per kind of buffer */
     PN_WS_PACK_A,           /* GEMM: packed A block          (gemm.pxi)        */
     PN_WS_PACK_B,           /* GEMM: packed B slab           (gemm.pxi)        */
     PN_WS_NORM,             /* per-chunk sums of ‖g‖²        (optim.pxi)       */
-    PN_WS_CHAIN,            /* DenseChain's activations      (dense_chain.pxi) */
+    PN_WS_CHAIN,            /* InferenceChain's activations  (inference_chain.pxi) */
     PN_WS_CONV_IMAGE,       /* one zero-padded input image   (conv.pxi)        */
     PN_WS_CONV_COLS,        /* one sample's unfolded columns (conv.pxi)        */
     PN_WORKSPACE_SLOTS

@@ -46,14 +46,6 @@ def affine_columns(X: _Array, m: _Array, s: _Array, divide: bool, out: _Array) -
 def argmax_rows(Z: _Array, out: NDArray[np.int64]) -> NDArray[np.int64]: ...
 def all_finite(a: _Array) -> bool: ...
 
-class DenseChain:
-    n_in: int
-    n_out: int
-    widest: int
-    def __init__(self, Ws: Sequence[_Array], bs: Sequence[_Array], acts: Sequence[str],
-                 alphas: Sequence[float]) -> None: ...
-    def forward(self, X: _Array, out: _Array) -> _Array: ...
-
 class InferenceChain:
     n_in: int
     n_out: int

@@ -68,9 +68,10 @@ def call(rng, name):
         return lambda a: _core.argmax_rows(*a), [f(B, m), np.zeros(B, np.int64)], {1}
     if name == "all_finite":
         return lambda a: _core.all_finite(*a), [f(B, n)], set()
-    if name == "DenseChain":
+    if name == "InferenceChain":
         acts = [str(rng.choice(ACTS)) for _ in range(2)]
-        return (lambda a: _core.DenseChain([a[0], a[2]], [a[1], a[3]], acts, [0.1, 0.1]).forward(a[4], a[5]),
+        return (lambda a: _core.InferenceChain([("dense", a[0], a[1], acts[0], 0.1), ("dense", a[2], a[3], acts[1], 0.1)]
+                                               ).forward(a[4], a[5]),
                 [f(n, k), f(k), f(k, m), f(m), f(B, n), f(B, m)], {5})
     if name in ("ConvPlan", "PoolPlan"):
         C, H, W, O = int(rng.integers(1, 4)), int(rng.integers(3, 7)), int(rng.integers(3, 7)), int(rng.integers(1, 4))
@@ -160,7 +161,7 @@ def main(seed, count):
     names = ["gemm_into", "dense_forward", "dense_backward", "activation_forward",
              "activation_backward", "softmax_cross_entropy", "pointwise_loss", "sgd_step", "adam_step",
              "rmsprop_step", "global_norm", "gather_rows", "dropout_mask", "multiply", "argmax_rows",
-             "all_finite", "DenseChain", "affine_columns", "ConvPlan", "PoolPlan", "global_avg_pool_forward",
+             "all_finite", "InferenceChain", "affine_columns", "ConvPlan", "PoolPlan", "global_avg_pool_forward",
              "global_avg_pool_backward", "channel_sums", "channel_sq_dev", "channel_dot", "batchnorm_apply",
              "batchnorm_input_grad", "layernorm_forward", "layernorm_backward", "TrainLoop"]
     bad = 0

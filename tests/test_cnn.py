@@ -205,6 +205,27 @@ def test_training_a_cnn_is_bitwise_identical_on_1_2_and_3_threads():
     assert all(np.array_equal(results[0], r) for r in results[1:])
 
 
+@pytest.mark.parametrize("spec, chained", [("conv6x3p1,pool2,conv8x3s2,avgpool2,dense7", True),
+                                           ("conv5x3p1,pool2,conv4x2,bn,dense6", False)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_prediction_in_one_compiled_call_equals_the_layers_one_by_one(spec, chained, dtype):
+    """Conv/pool/dense stacks predict through _core.InferenceChain (rows in chunks per thread,
+    or, for fewer rows than 2 threads, each step threaded); any other stack layer by layer.
+    Either way predict is bitwise the layers' own forward, for every batch size and thread count."""
+    X, _ = data((2, 28, 27), n=130, dtype=dtype)     # 6·28·27 values a row: chunks of ≤ 13 rows
+    old = pn.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            pn.set_num_threads(threads)
+            model = cnn(spec, (2, 28, 27), n_out=4, dtype=dtype, activation="relu")
+            assert isinstance(model._chain, pn._core.InferenceChain) == chained
+            for n in (1, 2, 5, 130):
+                expected = model.forward(X[:n].reshape(n, -1)).copy()
+                assert np.array_equal(model.predict(X[:n]), expected), (threads, n)
+    finally:
+        pn.set_num_threads(old)
+
+
 def test_a_training_step_allocates_nothing_after_the_first():
     model = cnn("conv8x3p1,bn,pool2,conv8x3,avgpool2,ln,dense16", (1, 16, 16), n_out=4, dtype="float32")
     X, y = data((1, 16, 16), n=32, n_out=4, dtype="float32")

@@ -92,18 +92,22 @@ def test_dense_layer_against_finite_differences(rng, act):
         assert rel_err(grad, numeric_grad(loss, param)) < 1e-6, name
 
 
+def dense_chain(Ws, bs, acts, alphas):
+    return _core.InferenceChain([("dense", W, b, act, alpha) for W, b, act, alpha in zip(Ws, bs, acts, alphas)])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B", [1, 5, 33, 300])
 @pytest.mark.parametrize("acts", [("relu", "relu", "identity"), ("gelu", "leaky_relu", "softmax"),
                                   ("elu", "sigmoid", "tanh")])
 def test_dense_chain_equals_layer_by_layer(rng, B, acts, dtype):
-    """DenseChain is the same arithmetic as dense_forward per layer: bitwise equal."""
+    """InferenceChain of dense steps is the same arithmetic as dense_forward per layer: bitwise equal."""
     widths = (37, 50, 20, 7)
     Ws = [rng.standard_normal((a, b)).astype(dtype) * 0.3 for a, b in zip(widths, widths[1:])]
     bs = [rng.standard_normal(b).astype(dtype) for b in widths[1:]]
     alphas = [0.05 if a == "leaky_relu" else 0.0 for a in acts]
     X = rng.standard_normal((B, widths[0])).astype(dtype)
-    out = _core.DenseChain(Ws, bs, acts, alphas).forward(X, np.empty((B, widths[-1]), dtype))
+    out = dense_chain(Ws, bs, acts, alphas).forward(X, np.empty((B, widths[-1]), dtype))
     a = X
     for W, b, act, alpha in zip(Ws, bs, acts, alphas):
         Z, A = np.empty((B, W.shape[1]), dtype), np.empty((B, W.shape[1]), dtype)
@@ -119,7 +123,7 @@ def test_dense_chain_equals_layer_by_layer(rng, B, acts, dtype):
 def test_dense_chain_sees_weight_updates_in_place(rng):
     W = rng.standard_normal((4, 3)).astype(np.float32)
     b = np.zeros(3, np.float32)
-    chain = _core.DenseChain([W], [b], ["identity"], [0.0])
+    chain = dense_chain([W], [b], ["identity"], [0.0])
     X = rng.standard_normal((2, 4)).astype(np.float32)
     W *= 2
     b += 1
@@ -128,19 +132,19 @@ def test_dense_chain_sees_weight_updates_in_place(rng):
 
 
 @pytest.mark.parametrize("Ws,bs,match", [
-    ([], [], "non-zero numbers"),
+    ([], [], "at least one step"),
     ([np.zeros((3, 4), np.float32), np.zeros((5, 2), np.float32)],
-     [np.zeros(4, np.float32), np.zeros(2, np.float32)], r"Ws\[1\] has 5 rows but Ws\[0\] has 4 columns"),
+     [np.zeros(4, np.float32), np.zeros(2, np.float32)], r"step 1 W has 5 rows but step 0 gives 4 values per row"),
 ])
 def test_dense_chain_refuses_a_broken_chain(Ws, bs, match):
     with pytest.raises(ValueError, match=match):
-        _core.DenseChain(Ws, bs, ["relu"] * len(Ws), [0.0] * len(Ws))
+        dense_chain(Ws, bs, ["relu"] * len(Ws), [0.0] * len(Ws))
 
 
 @pytest.mark.parametrize("act", ["softmax", "relu"])
 def test_dense_chain_with_a_zero_width_layer(act):
     """Found by the fuzzer under AddressSanitizer: softmax over a row of 0 read Z[0]."""
     Ws = [np.ones((3, 0), np.float32)]
-    out = _core.DenseChain(Ws, [np.ones(0, np.float32)], [act], [0.0]).forward(
+    out = dense_chain(Ws, [np.ones(0, np.float32)], [act], [0.0]).forward(
         np.ones((4, 3), np.float32), np.empty((4, 0), np.float32))
     assert out.shape == (4, 0)

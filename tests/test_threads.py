@@ -155,9 +155,16 @@ def _affine_columns(rng, dt):
 def _dense_chain(rng, dt):
     Ws = [rng.standard_normal(s).astype(dt) * 0.1 for s in ((300, 200), (200, 70), (70, 10))]
     bs = [rng.standard_normal(s[1]).astype(dt) for s in ((300, 200), (200, 70), (70, 10))]
-    chain = _core.DenseChain(Ws, bs, ["gelu", "tanh", "softmax"], [0.0, 0.0, 0.0])
+    chain = _core.InferenceChain([("dense", W, b, act, 0.0) for W, b, act in zip(Ws, bs, ["gelu", "tanh", "softmax"])])
     X = rng.standard_normal((257, 300)).astype(dt)
-    return [chain.forward(X, np.empty((257, 10), dt)), chain.forward(X[:1], np.empty((1, 10), dt))]
+    conv = _core.ConvPlan(3, 12, 11, 8, kernel=3, padding=(1, 1, 1, 1), dtype=dt)
+    pool = _core.PoolPlan(8, 12, 11, "max", kernel=2, dtype=dt)
+    Wc, bc = rng.standard_normal((8, conv.k)).astype(dt), rng.standard_normal(8).astype(dt)
+    Wd, bd = rng.standard_normal((pool.out_features, 5)).astype(dt), rng.standard_normal(5).astype(dt)
+    images = _core.InferenceChain([("conv", conv, Wc, bc, "relu", 0.0), ("pool", pool), ("dense", Wd, bd, "softmax", 0.0)])
+    Xi = rng.standard_normal((100, conv.in_features)).astype(dt)
+    return [chain.forward(X, np.empty((257, 10), dt)), chain.forward(X[:1], np.empty((1, 10), dt)),
+            images.forward(Xi, np.empty((100, 5), dt)), images.forward(Xi[:1], np.empty((1, 5), dt))]
 
 
 def _conv(rng, dt):
