@@ -95,28 +95,17 @@ cdef int forward_positions(const ConvGeom *g, const floating *x, const floating 
                            const floating *b, int act, floating alpha, floating *z, floating *a,
                            Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     """Output positions [q0, q1) of one sample: z[o, q] = Σ_k W[o, k]·cols[k, q] + b[o] with
-    the columns packed straight from the image (gemm_block with uf), then a = f(z) row by
-    row while it is in cache. x: C·H·W, z, a: Cout × P (a may be NULL, b may be NULL).
+    the columns packed straight from the image (gemm_block with uf), and a = f(z) in
+    gemm's epilogue, each tile while it is in L1 (b by rows: bias_rows). x: C·H·W, z, a: Cout × P (a may be NULL, b may be NULL).
     Returns 1 when a work buffer could not be allocated."""
     cdef Unfold uf
-    cdef Py_ssize_t o, q
-    cdef floating *row
     uf.X = padded_image(g, x)
     if uf.X == NULL:
         return 1
     uf.koff, uf.pbase = g.koff, g.pbase + q0
-    if gemm_block(g.Cout, q1 - q0, g.K, <floating>1, <const floating *>NULL, 0, 0,
-                  <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P, <const floating *>NULL,
-                  ACT_IDENTITY, 0, <floating *>NULL, 0, Wpre, &uf):
-        return 1
-    for o in range(g.Cout):
-        row = z + o * g.P + q0
-        if b != NULL:
-            for q in range(q1 - q0):
-                row[q] = row[q] + b[o]
-        if a != NULL:
-            act_forward(act, alpha, row, a + o * g.P + q0, q1 - q0)
-    return 0
+    return gemm_block(g.Cout, q1 - q0, g.K, <floating>1, <const floating *>NULL, 0, 0,
+                      <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P, b, True, act, alpha,
+                      a + q0 if a != NULL else NULL, g.P, Wpre, &uf)
 
 
 cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *Wpre,
@@ -201,7 +190,7 @@ cdef int weight_grad_block(const ConvGeom *g, Py_ssize_t B, const floating *X,
             return 1
         if gemm_block(o1 - o0, k1 - k0, g.P, <floating>1, delta + s * out_f + o0 * g.P, g.P, 1,
                       <const floating *>NULL, 0, 0, <floating>(0 if s == 0 else 1),
-                      dW + o0 * g.K + k0, g.K, <const floating *>NULL, ACT_IDENTITY, 0,
+                      dW + o0 * g.K + k0, g.K, <const floating *>NULL, False, ACT_IDENTITY, 0,
                       <floating *>NULL, 0, <const floating *>NULL, &uf):
             return 1
     return 0
@@ -215,7 +204,7 @@ cdef int input_grad_sample(const ConvGeom *g, const floating *WTpre, const float
     if dcols == NULL:
         return 1
     if gemm_block(g.K, g.P, g.Cout, <floating>1, <const floating *>NULL, 0, 0, delta, g.P, 1,
-                  <floating>0, dcols, g.P, <const floating *>NULL, ACT_IDENTITY, 0,
+                  <floating>0, dcols, g.P, <const floating *>NULL, False, ACT_IDENTITY, 0,
                   <floating *>NULL, 0, WTpre, <const Unfold *>NULL):
         return 1
     col2im(g, dcols, dx)

@@ -27,7 +27,8 @@
 #
 # Epilogue: on the last KC slice a tile is still in L1 when it is finished, so the
 # Dense forward adds the bias and applies the activation there:
-#   Z = C + b (row-broadcast),  Aout = f(Z).
+#   Z = C + b (row-broadcast),  Aout = f(Z);
+# a convolution's bias is one value per row of C (an output channel): bias_rows.
 #
 # Blocking for this machine (L1d 32 KiB, L2 512 KiB – 1 MiB per core, shared L3), one place:
 #   KC = 256: an NR×KC B panel (16 KiB) and an MR×KC A panel (6 / 12 KiB) fit L1 together
@@ -38,6 +39,8 @@
 # uses: activations (act_forward, ACT_*), threads (work buffers), cpu_dispatch (the
 # micro-kernels and packing in use), checks; C headers gemm_microkernel.h, gemm_pack.h (both via
 # cpu_dispatch.h).
+
+from libc.string cimport memcpy
 
 cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and gemm_pack.h's packing, the variant in use
     enum:
@@ -162,10 +165,8 @@ cdef void pack_B_unfold(Py_ssize_t kc, Py_ssize_t nc, const Unfold *uf, Py_ssize
         dst = Bp + jr * kc
         for half in range(2):
             if half * h + h <= n and base[half * h + h - 1] - base[half * h] == h - 1:
-                for p in range(kc):
-                    src = X + koff[p] + base[half * h]
-                    for j in range(h):    # a fixed count: GCC makes it vector moves
-                        dst[p * nr + half * h + j] = src[j]
+                for p in range(kc):    # a fixed size: inlined as vector moves
+                    memcpy(dst + p * nr + half * h, X + koff[p] + base[half * h], h * sizeof(floating))
             else:
                 for p in range(kc):
                     src = X + koff[p]
@@ -195,11 +196,21 @@ cdef void prepack_A(Py_ssize_t M, Py_ssize_t K, const floating *A, Py_ssize_t rs
                    Apre + (pc_ * nic + ic_) * mcs * kcs)
 
 
-cdef inline void epilogue_row(floating *Z, const floating *bias, int act, floating act_alpha,
-                              floating *Aout, Py_ssize_t n) noexcept nogil:
-    """Z += b, then Aout = f(Z), for one row segment of n (bias/Aout may be NULL)."""
+cdef inline void epilogue_row(floating *Z, const floating *bias, bint bias_rows, int act,
+                              floating act_alpha, floating *Aout, Py_ssize_t n) noexcept nogil:
+    """Z += b, then Aout = f(Z), for one row segment of n (bias/Aout may be NULL); b is a
+    vector over the columns, or with bias_rows the row's own value bias[0]."""
     cdef Py_ssize_t j
-    if bias != NULL:
+    cdef floating b0
+    if bias != NULL and bias_rows:
+        b0 = bias[0]
+        if act == ACT_RELU and Aout == Z:    # a convolution in a prediction chain: one pass
+            for j in range(n):
+                Z[j] = 0 if Z[j] + b0 <= 0 else Z[j] + b0
+            return
+        for j in range(n):
+            Z[j] += b0
+    elif bias != NULL:
         for j in range(n):
             Z[j] += bias[j]
     if Aout != NULL:
@@ -210,14 +221,15 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
                        const floating *Ap, Py_ssize_t a_step, Py_ssize_t lda,
                        const floating *Bp, Py_ssize_t b_step, Py_ssize_t ldb,
                        const floating *Bedge, floating beta, floating *C, Py_ssize_t ldc,
-                       bint last, const floating *bias, int act, floating act_alpha,
-                       floating *Aout, Py_ssize_t ldo) noexcept nogil:
+                       bint last, const floating *bias, bint bias_rows, int act,
+                       floating act_alpha, floating *Aout, Py_ssize_t ldo) noexcept nogil:
     """C[mc × nc] = α·op(A)·op(B) + β·C over panels: A's panel for row ir starts at
     Ap + ir·a_step (p-stride lda), B's for column jr at Bp + jr·b_step (p-stride ldb);
     a last, narrower B panel comes packed from Bedge when B is read in place.
     A tile has m ≤ MR rows and one or two vectors of columns; when those cover its n
     columns exactly the kernel writes C in place, otherwise through a small buffer.
-    On the last KC slice each finished tile gets the epilogue."""
+    On the last KC slice each finished tile gets the epilogue (bias over columns, or with
+    bias_rows one value per row: bias[i] for row i of this block)."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t jr_, ir_, jr, ir, i, j, m, n, ldb_j
     cdef int vecs
@@ -233,8 +245,8 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
             else:
                 pn_wide_f64(kc, Ap, lda, Bp + j0, ldb, C + j0, ldc, alpha, beta)
             if last:
-                epilogue_row(C + j0, bias + j0 if bias != NULL else NULL, act, act_alpha,
-                             Aout + j0 if Aout != NULL else NULL, wide)
+                epilogue_row(C + j0, bias + (0 if bias_rows else j0) if bias != NULL else NULL,
+                             bias_rows, act, act_alpha, Aout + j0 if Aout != NULL else NULL, wide)
         j0 = nc // wide * wide
     for jr_ in range(j0 // nr, (nc + nr - 1) // nr):
         jr = jr_ * nr
@@ -257,14 +269,15 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
                             c[i * ldc + j] = alpha * tile[i * nr + j] + beta * c[i * ldc + j]
             if last:
                 for i in range(m):
-                    epilogue_row(c + i * ldc, bias + jr if bias != NULL else NULL, act, act_alpha,
+                    epilogue_row(c + i * ldc, bias + (ir + i if bias_rows else jr) if bias != NULL else NULL,
+                                 bias_rows, act, act_alpha,
                                  Aout + (ir + i) * ldo + jr if Aout != NULL else NULL, n)
 
 
 cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                     const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
                     const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating beta,
-                    floating *C, Py_ssize_t ldc, const floating *bias, int act,
+                    floating *C, Py_ssize_t ldc, const floating *bias, bint bias_rows, int act,
                     floating act_alpha, floating *Aout, Py_ssize_t ldo,
                     const floating *Apre, const Unfold *uf) noexcept nogil:
     """One thread's rectangle, C[M × N] = α·op(A)·op(B) + β·C then the epilogue:
@@ -314,7 +327,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                              B + pc * rsb + jc * csb if b_inplace else Bp,
                              1 if b_inplace else kc, rsb if b_inplace else nr, Bedge,
                              beta if pc == 0 else 1, C + ic * ldc + jc, ldc, pc + kc >= K,
-                             bias + jc if bias != NULL else NULL, act, act_alpha,
+                             bias + (ic if bias_rows else jc) if bias != NULL else NULL, bias_rows,
+                             act, act_alpha,
                              Aout + ic * ldo + jc if Aout != NULL else NULL, ldo)
     return 0
 
@@ -360,12 +374,12 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
         for i in prange(M, num_threads=nt, schedule="static"):
             for j in range(N):
                 C[i * ldc + j] = beta * C[i * ldc + j] if beta != 0 else 0
-            epilogue_row(C + i * ldc, bias, act, act_alpha, Aout + i * ldo if Aout != NULL else NULL, N)
+            epilogue_row(C + i * ldc, bias, False, act, act_alpha, Aout + i * ldo if Aout != NULL else NULL, N)
         return 0
     tm = threads_grid(mu, nu, K, nt, nr, &tn)
     if tm * tn == 1:
         return gemm_block(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc,
-                          bias, act, act_alpha, Aout, ldo, NULL, NULL)
+                          bias, False, act, act_alpha, Aout, ldo, NULL, NULL)
     for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
         m0 = min(M, t // tn * mu // tm * MR)
         m1 = min(M, (t // tn + 1) * mu // tm * MR)
@@ -374,7 +388,7 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
         if m1 > m0 and n1 > n0:
             err += gemm_block(m1 - m0, n1 - n0, K, alpha, A + m0 * rsa, rsa, csa,
                               B + n0 * csb, rsb, csb, beta, C + m0 * ldc + n0, ldc,
-                              bias + n0 if bias != NULL else NULL, act, act_alpha,
+                              bias + n0 if bias != NULL else NULL, False, act, act_alpha,
                               Aout + m0 * ldo + n0 if Aout != NULL else NULL, ldo, NULL, NULL)
     return 1 if err else 0
 
