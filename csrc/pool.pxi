@@ -118,13 +118,20 @@ cdef inline void _avgpool_plane(const floating *x, floating *y, const PoolGeom *
 
 
 cdef inline void _maxpool_plane_backward(const floating *dy, const int32_t *arg, floating *dx,
-                                         const PoolGeom *g) noexcept nogil:
-    """dx = 0, then dx[arg[o]] += dy[o] for the outputs o of the plane in row-major order."""
+                                         const floating *x, const PoolGeom *g) noexcept nogil:
+    """dx = 0, then dx[arg[o]] += dy[o] for the outputs o of the plane in row-major order;
+    with x (the forward's input, x = relu(z)) only where x[arg[o]] > 0: then dx is
+    ∂L/∂z of the ReLU before the pooling, relu′(z) = [z > 0] = [x > 0], in the same pass."""
     cdef Py_ssize_t o
     for o in range(g.H * g.W):
         dx[o] = 0
-    for o in range(g.Ho * g.Wo):
-        dx[arg[o]] += dy[o]
+    if x == NULL:
+        for o in range(g.Ho * g.Wo):
+            dx[arg[o]] += dy[o]
+    else:
+        for o in range(g.Ho * g.Wo):
+            if x[arg[o]] > 0:
+                dx[arg[o]] += dy[o]
 
 
 cdef inline void _avgpool_plane_backward(const floating *dy, floating *dx, const PoolGeom *geom) noexcept nogil:
@@ -164,11 +171,13 @@ cdef void _pool_forward(int kind, const floating *X, floating *Y, int32_t *arg, 
 
 
 cdef void _pool_backward(int kind, const floating *dY, const int32_t *arg, floating *dX,
-                         Py_ssize_t planes, const PoolGeom *g) noexcept nogil:
+                         const floating *X, Py_ssize_t planes, const PoolGeom *g) noexcept nogil:
+    """dX from dY for `planes` planes; X (max only, may be NULL) masks as the ReLU before."""
     cdef Py_ssize_t q, n_in = g.H * g.W, n_out = g.Ho * g.Wo
     for q in prange(planes, num_threads=_nthreads_for(planes * n_in), schedule="static"):
         if kind == POOL_MAX:
-            _maxpool_plane_backward(dY + q * n_out, arg + q * n_out, dX + q * n_in, g)
+            _maxpool_plane_backward(dY + q * n_out, arg + q * n_out, dX + q * n_in,
+                                    X + q * n_in if X != NULL else NULL, g)
         else:
             _avgpool_plane_backward(dY + q * n_out, dX + q * n_in, g)
 
@@ -320,7 +329,7 @@ cdef class PoolPlan:
                 _pool_forward(self._kind, <const double *>x, <double *>y, arg, planes, &self.g, _nthreads())
         return Y
 
-    def backward(self, dY, dX):
+    def backward(self, dY, dX, X=None):
         """Gradient of the pooling: dX (overwritten) from dY.
 
         Max pooling routes each dY to the argmax its training forward recorded (adding
@@ -331,6 +340,10 @@ cdef class PoolPlan:
         ----------
         dY : ndarray, shape (B, out_features)
         dX : ndarray, shape (B, in_features)
+        X : ndarray, shape (B, in_features), optional
+            Max pooling only: the forward's input when it is the output of a ReLU,
+            X = relu(Z); dX is then ∂L/∂Z (each routed dY kept only where X > 0), the
+            ReLU's backward done in the same pass.
 
         Returns
         -------
@@ -339,6 +352,14 @@ cdef class PoolPlan:
         self._check("PoolPlan.backward", "dY", dY, self.out_features, "dX", dX, self.in_features)
         cdef Py_ssize_t B = dY.shape[0]
         cdef const int32_t *arg = NULL
+        cdef void *xp = NULL
+        if X is not None:
+            if self._kind != POOL_MAX:
+                raise ValueError("PoolPlan.backward: X (a ReLU's output to mask by) is for max pooling only")
+            _float_array("X", X, 2)
+            _same_dtype("PoolPlan.backward", ["dY", "X"], [dY, X])
+            _shape("X", X, (B, self.in_features))
+            xp = cnp.PyArray_DATA(<cnp.ndarray>X)
         if self._kind == POOL_MAX:
             if self._recorded != B:
                 raise ValueError(f"PoolPlan.backward: dY has {B} rows but the last training forward "
@@ -353,9 +374,11 @@ cdef class PoolPlan:
         cdef bint f32 = self.dtype == F32
         with nogil:
             if f32:
-                _pool_backward(self._kind, <const float *>dy, arg, <float *>dx, planes, &self.g)
+                _pool_backward(self._kind, <const float *>dy, arg, <float *>dx, <const float *>xp,
+                               planes, &self.g)
             else:
-                _pool_backward(self._kind, <const double *>dy, arg, <double *>dx, planes, &self.g)
+                _pool_backward(self._kind, <const double *>dy, arg, <double *>dx, <const double *>xp,
+                               planes, &self.g)
         return dX
 
 

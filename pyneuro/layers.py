@@ -170,12 +170,16 @@ class _Linear(Layer):
         return self._A
 
     def backward(self, dA, need_input_grad=True):
-        B = dA.shape[0]
         delta = dA
         if self.activation != "identity":
-            delta = self._buffer("delta", B, self.n_out)
+            delta = self._buffer("delta", dA.shape[0], self.n_out)
             _core.activation_backward(self.activation, self.alpha, self._Z, self._A, dA, delta)
-        dX = self._buffer("dX", B, self.n_in) if need_input_grad else None
+        return self.backward_delta(delta, need_input_grad)
+
+    def backward_delta(self, delta, need_input_grad=True):
+        """The gradients from δ = ∂L/∂Z, the activation's backward already done (by the
+        layer after, as MaxPool2D does for a ReLU: Sequential.backward)."""
+        dX = self._buffer("dX", delta.shape[0], self.n_in) if need_input_grad else None
         self._backward(delta, dX)
         return dX
 

@@ -16,7 +16,7 @@ from . import _core
 from ._registry import load_hint, not_registered, registered_name
 from ._validation import as_dtype, as_generator, check_features, check_float, check_int, row_blocks
 from .io import json_fault, read_file, write_file
-from .layers import LAYERS, Dense, Dropout, Layer, inference_plan, inference_steps
+from .layers import LAYERS, Dense, Dropout, Layer, _Linear, inference_plan, inference_steps
 from .losses import LOSSES, OUTPUT_KINDS, Loss, get_loss
 from .metrics import classes_from_outputs, probabilities_from_outputs
 
@@ -148,10 +148,24 @@ class Sequential:
         no gradient to give."""
         g: np.ndarray | None = dA
         first = 0 if input_grad else self._first_with_params
-        for i in range(len(self.layers) - 1, first - 1, -1):
+        i = len(self.layers) - 1
+        while i >= first:
             assert g is not None
-            g = self.layers[i].backward(g, need_input_grad=input_grad or i > first)
+            if i - 1 >= first and self._masks_relu(i):   # max pooling after a ReLU: one pass
+                g = self.layers[i].backward(g, need_input_grad=True, after_relu=True)
+                i -= 1
+                g = self.layers[i].backward_delta(g, need_input_grad=input_grad or i > first)
+            else:
+                g = self.layers[i].backward(g, need_input_grad=input_grad or i > first)
+            i -= 1
         return g if input_grad else None
+
+    def _masks_relu(self, i: int) -> bool:
+        """Whether layer i is a max pooling whose input is layer i − 1's ReLU output, so its
+        backward can give ∂L/∂Z of that layer directly (δ = routed dY where relu(Z) > 0)."""
+        before = self.layers[i - 1]
+        return (getattr(self.layers[i], "masks_relu", False) and isinstance(before, _Linear)
+                and type(before).backward is _Linear.backward and before.activation == "relu")
 
     def trainable_ranges(self) -> list[tuple[int, int]]:
         """The [start, stop) runs of `params` that training updates: those of the layers

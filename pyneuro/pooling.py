@@ -48,13 +48,16 @@ class _Pool2D(Layer):
     def forward(self, x, training=False):
         y = self._buffer("y", x.shape[0], self.n_out)
         self._plan.forward(x, y, True)    # max: records each window's argmax, which backward
-        return y                          # needs after evaluation too (input gradients)
+        self._x = x                       # needs after evaluation too (input gradients)
+        return y                          # (and x, when it masks a ReLU's backward)
 
-    def backward(self, dA, need_input_grad=True):
+    def backward(self, dA, need_input_grad=True, after_relu=False):
+        """∂L/∂X; with after_relu (max pooling whose input X = relu(Z)), ∂L/∂Z instead: the
+        ReLU's backward in the same pass (Sequential.backward pairs them)."""
         if not need_input_grad:
             return None
         dX = self._buffer("dX", dA.shape[0], self.n_in)
-        self._plan.backward(dA, dX)
+        self._plan.backward(dA, dX, self._x if after_relu else None)
         return dX
 
 
@@ -74,6 +77,7 @@ class MaxPool2D(_Pool2D):
     """
 
     kind = "max"
+    masks_relu = True    # backward(after_relu=True) gives the ∂L/∂Z of a ReLU before it
 
 
 @builtin_layer

@@ -63,6 +63,32 @@ def test_whole_model_gradients_match_central_differences(spec, shape, training):
     assert np.abs(analytic).max() > 0
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_max_pooling_does_the_relu_backward_before_it_in_the_same_pass(dtype):
+    """Sequential.backward hands a max pooling the ReLU output it pooled, and the pooling returns
+    ∂L/∂Z of the layer before: bitwise the gradients of the two backward passes run apart
+    (overlapping 3×3 windows and the 2×2 ones), and right by central differences."""
+    layers = [pn.Conv2D(2, 5, 3, padding=1, activation="relu"), pn.MaxPool2D(3, stride=2, padding=1),
+              pn.Conv2D(5, 4, 2, activation="relu"), pn.MaxPool2D(2), pn.Dense(8, 5, activation="relu"),
+              pn.Dense(5, 3)]
+    model = pn.Sequential(layers, seed=0, dtype=dtype, input_shape=(2, 9, 8))
+    assert [model._masks_relu(i) for i in range(1, 6)] == [True, False, True, False, False]
+    X, y = data((2, 9, 8), n=6, dtype=dtype)
+    X = X.reshape(6, -1)
+    out = model.forward(X, training=True)
+    dA = np.random.default_rng(2).standard_normal(out.shape).astype(dtype)
+    model.backward(dA)
+    fused = model.grads.copy()
+    g = dA
+    for i in range(len(model.layers) - 1, -1, -1):              # each layer on its own
+        g = model.layers[i].backward(g, need_input_grad=i > 0)
+    assert np.array_equal(fused, model.grads)
+    assert np.count_nonzero(fused) > fused.size // 2
+    if dtype == "float64":
+        error, analytic, _ = check_gradients(model, "cross_entropy", X, y)
+        assert error < 1e-6, error
+
+
 def test_input_gradient_of_a_cnn_matches_finite_differences():
     model = cnn("conv3x3p1,bn,pool2,dense4", (1, 6, 6))
     X, y = data((1, 6, 6), n=3)
