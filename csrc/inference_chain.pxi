@@ -10,8 +10,9 @@
 # Two ways to spread B rows over nt threads, chosen by B alone (never changing a result:
 # every output element is computed from its own sample's row by the same arithmetic):
 #   B ≥ 2·nt  rows in chunks of `chunk` (a function of the widths), a chunk per task: each
-#             thread runs the whole stack serially on its chunk, the chunk's activations in
-#             its own two buffers (runtime.h workspace), small enough to stay in its L2;
+#             thread runs the stack serially on its chunk, the chunk's activations in its
+#             own two buffers (runtime.h workspace), small enough to stay in its L2; the
+#             dense steps after the last conv/pool step then run on all rows together;
 #   B < 2·nt  the stack step by step on all B rows, each step on nt threads (one image:
 #             a convolution splits its positions).
 # The per-layer Python calls this replaces cost more than a single image's arithmetic, and
@@ -27,7 +28,20 @@ cdef enum:
     STEP_DENSE = 0
     STEP_CONV = 1
     STEP_POOL = 2
-    CHAIN_CHUNK_BYTES = 1 << 19   # a chunk's two activation buffers (half of this machine's L2)
+
+cdef Py_ssize_t _chain_chunk_bytes = 1 << 20   # a chunk's two activation buffers (measured best
+                                               # of 256 KiB..4 MiB for LeNet, within 10 %);
+                                               # _set_chain_chunk_bytes (benchmarks)
+
+
+def _set_chain_chunk_bytes(Py_ssize_t n):
+    """Set the bytes of a chunk's activation buffers (≥ 1); returns the previous value.
+    For benchmarks: results never depend on it."""
+    global _chain_chunk_bytes
+    if n < 1:
+        raise ValueError(f"_set_chain_chunk_bytes: n must be >= 1, got {n}")
+    old, _chain_chunk_bytes = _chain_chunk_bytes, n
+    return old
 
 
 cdef struct ChainStep:
@@ -55,9 +69,9 @@ cdef class InferenceChain:
     naming the step that does not fit."""
     cdef list _held, _named
     cdef ChainStep *steps
-    cdef int n_steps
+    cdef int n_steps, head
     cdef object dtype
-    cdef readonly Py_ssize_t n_in, n_out, widest
+    cdef readonly Py_ssize_t n_in, n_out, widest, widest_tail
 
     def __cinit__(self):
         self.steps = NULL
@@ -81,6 +95,8 @@ cdef class InferenceChain:
         self._named = None
         self.n_in, self.n_out = self.steps[0].n_in, width
         self.widest = max([self.steps[l].n_out for l in range(self.n_steps - 1)] + [1])
+        self.head = max([l + 1 for l in range(self.n_steps) if self.steps[l].kind != STEP_DENSE] + [0])
+        self.widest_tail = max([self.steps[l].n_out for l in range(self.head, self.n_steps - 1)] + [1])
 
     cdef tuple _set(self, int l, tuple step):
         """Fill steps[l] from one step tuple; returns its (n_in, n_out)."""
@@ -138,7 +154,6 @@ cdef class InferenceChain:
             return out
         cdef bint f32 = self.dtype == F32
         cdef int l, nt = _nthreads(), err
-        cdef list packed = []
         for l in range(self.n_steps):    # W of each convolution, packed for this call
             if self.steps[l].kind == STEP_CONV:
                 plan, W = self._held[l][1], self._held[l][2]
@@ -154,28 +169,33 @@ cdef class InferenceChain:
                                   <double *>pw)
                 self.steps[l].W = pw
         cdef Py_ssize_t size = 4 if f32 else 8
-        cdef Py_ssize_t chunk = max(1, CHAIN_CHUNK_BYTES // (2 * self.widest * size))
+        cdef Py_ssize_t chunk = max(1, _chain_chunk_bytes // (2 * self.widest * size))
         cdef void *x = cnp.PyArray_DATA(<cnp.ndarray>X)
         cdef void *o = cnp.PyArray_DATA(<cnp.ndarray>out)
         with nogil:
             if f32:
-                err = _chain_run(self.steps, self.n_steps, B, <const float *>x, <float *>o, self.widest,
-                                 chunk, nt)
+                err = _chain_run(self.steps, self.n_steps, self.head, B, <const float *>x, <float *>o,
+                                 self.widest, self.widest_tail, chunk, nt)
             else:
-                err = _chain_run(self.steps, self.n_steps, B, <const double *>x, <double *>o, self.widest,
-                                 chunk, nt)
+                err = _chain_run(self.steps, self.n_steps, self.head, B, <const double *>x, <double *>o,
+                                 self.widest, self.widest_tail, chunk, nt)
         if err:
             raise MemoryError(f"InferenceChain.forward: could not allocate work buffers for {B} rows")
         return out
 
 
-cdef int _chain_run(const ChainStep *steps, int L, Py_ssize_t B, const floating *X, floating *out,
-                    Py_ssize_t widest, Py_ssize_t chunk, int nt) noexcept nogil:
+cdef int _chain_run(const ChainStep *steps, int L, int head, Py_ssize_t B, const floating *X,
+                    floating *out, Py_ssize_t widest, Py_ssize_t widest_tail, Py_ssize_t chunk,
+                    int nt) noexcept nogil:
     """Chunks of rows a task each (B ≥ 2·nt), else every step on all rows with nt threads.
+    In chunks, a tail of dense steps after the last conv/pool step (steps head..L−1) waits
+    for all rows (held in the calling thread's buffer) and runs on all of them with nt
+    threads: a chunk of a few rows would stream each W for a few products.
     Returns 1 when a work buffer could not be allocated."""
-    cdef Py_ssize_t c, r0, n, n_in = steps[0].n_in, n_out = steps[L - 1].n_out
-    cdef int err = 0
+    cdef Py_ssize_t c, r0, n, n_in = steps[0].n_in, width
+    cdef int err = 0, chunked = L
     cdef floating *work
+    cdef floating *dst = out
     if B < 2 * nt:
         chunk = B
     if chunk >= B:
@@ -183,6 +203,12 @@ cdef int _chain_run(const ChainStep *steps, int L, Py_ssize_t B, const floating 
         if work == NULL:
             return 1
         return _chain_rows(steps, L, B, X, out, work, B * widest, nt)
+    if 0 < head < L:
+        chunked = head
+        dst = <floating *>pn_workspace(PN_WS_CHAIN_ROWS, B * steps[head - 1].n_out * sizeof(floating))
+        if dst == NULL:
+            return 1
+    width = steps[chunked - 1].n_out
     for c in prange((B + chunk - 1) // chunk, num_threads=nt, schedule="dynamic"):
         r0 = c * chunk
         n = min(chunk, B - r0)
@@ -190,8 +216,13 @@ cdef int _chain_run(const ChainStep *steps, int L, Py_ssize_t B, const floating 
         if work == NULL:
             err += 1
         else:
-            err += _chain_rows(steps, L, n, X + r0 * n_in, out + r0 * n_out, work, chunk * widest, 1)
-    return 1 if err else 0
+            err += _chain_rows(steps, chunked, n, X + r0 * n_in, dst + r0 * width, work, chunk * widest, 1)
+    if err or chunked == L:
+        return 1 if err else 0
+    work = <floating *>pn_workspace(PN_WS_CHAIN, 2 * B * widest_tail * sizeof(floating))
+    if work == NULL:
+        return 1
+    return _chain_rows(steps + head, L - head, B, dst, out, work, B * widest_tail, nt)
 
 
 cdef int _chain_rows(const ChainStep *steps, int L, Py_ssize_t B, const floating *X, floating *out,

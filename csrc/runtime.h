@@ -36,6 +36,7 @@ enum {                      /* the slots, one per kind of buffer */
     PN_WS_PACK_B,           /* GEMM: packed B slab           (gemm.pxi)        */
     PN_WS_NORM,             /* per-chunk sums of ‖g‖²        (optim.pxi)       */
     PN_WS_CHAIN,            /* InferenceChain's activations  (inference_chain.pxi) */
+    PN_WS_CHAIN_ROWS,       /* InferenceChain: all rows before its dense tail    */
     PN_WS_CONV_IMAGE,       /* one zero-padded input image   (conv.pxi)        */
     PN_WS_CONV_COLS,        /* one sample's unfolded columns (conv.pxi)        */
     PN_WORKSPACE_SLOTS

@@ -22,6 +22,7 @@ cdef extern from "runtime.h" nogil:
         PN_WS_PACK_B
         PN_WS_NORM
         PN_WS_CHAIN
+        PN_WS_CHAIN_ROWS
         PN_WS_CONV_IMAGE
         PN_WS_CONV_COLS
     void *pn_workspace(int slot, size_t nbytes)
