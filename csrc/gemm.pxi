@@ -208,6 +208,11 @@ cdef inline void epilogue_row(floating *Z, const floating *bias, bint bias_rows,
             for j in range(n):
                 Z[j] = 0 if Z[j] + b0 <= 0 else Z[j] + b0
             return
+        if act == ACT_RELU and Aout != NULL:    # in training: Z and A in one pass
+            for j in range(n):
+                Z[j] = Z[j] + b0
+                Aout[j] = 0 if Z[j] <= 0 else Z[j]
+            return
         for j in range(n):
             Z[j] += b0
     elif bias != NULL:
