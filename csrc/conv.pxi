@@ -24,7 +24,8 @@
 # Why per sample: a sample's product (Cout × P × K = 64 × 64 × 800 for LeNet's conv2) is
 # large enough to run the micro-kernel near its speed, its operands stay in L2, and its
 # output is Z's own layout, so no reordering pass. Measured (1 thread, batch 64, LeNet conv2,
-# forward): 181 µs/sample with the chunked im2col + GEMM + reorder this replaced.
+# forward with bias and ReLU): 111 µs/sample (59 GFLOP/s), against 181 µs/sample for the
+# chunked im2col + GEMM + reorder this replaced.
 #
 # Threads and determinism: forward and dX take a sample per task (a share of one sample's
 # positions, in whole NR panels, when samples are fewer than threads); every element is a
