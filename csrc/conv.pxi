@@ -297,7 +297,8 @@ cdef class ConvPlan:
     k : int
         C·kh·kw, the columns of W.
     work_elements : int
-        Elements of work buffers held now (they grow to the largest batch chunk seen).
+        Elements of the plan's own buffers (W and Wᵀ packed for the GEMM: sized by the
+        geometry, made at first use; per-sample buffers are the threads', runtime.h).
 
     Raises
     ------
