@@ -417,3 +417,34 @@ def test_max_pool_backward_needs_its_training_forward():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_backward_masked_by_the_relu_output_it_pooled(rng, dtype):
+    """backward(dY, dX, X) with X = relu(Z) is ∂L/∂Z: the routed dY kept where X > 0 (NumPy)."""
+    plan = _core.PoolPlan(3, 7, 6, "max", kernel=3, stride=2, padding=1, dtype=dtype)
+    Z = rng.standard_normal((4, plan.in_features)).astype(dtype)
+    Z[0, :5] = np.nan
+    X = np.where(Z > 0, Z, 0).astype(dtype)
+    X[0, :5] = np.nan
+    plan.forward(X, np.empty((4, plan.out_features), dtype), True)
+    dY = rng.standard_normal((4, plan.out_features)).astype(dtype)
+    plain, masked = np.empty_like(X), np.empty_like(X)
+    plan.backward(dY, plain)
+    plan.backward(dY, masked, X)
+    assert np.array_equal(masked, np.where(Z > 0, plain, 0))
+    assert np.count_nonzero(masked) < np.count_nonzero(plain)
+
+
+def test_max_pool_backward_mask_is_checked():
+    plan = _core.PoolPlan(2, 4, 4, "max", kernel=2)
+    X = np.ones((3, plan.in_features), np.float32)
+    plan.forward(X, np.empty((3, plan.out_features), np.float32), True)
+    dY, dX = np.ones((3, plan.out_features), np.float32), np.empty_like(X)
+    with pytest.raises(ValueError, match=r"^X: expected shape \(3, 32\)"):
+        plan.backward(dY, dX, X[:, :31].copy())
+    with pytest.raises(TypeError, match=r"\bX\b"):
+        plan.backward(dY, dX, X.astype(np.float64))
+    avg = _core.PoolPlan(2, 4, 4, "avg", kernel=2)
+    with pytest.raises(ValueError, match="max pooling only"):
+        avg.backward(dY, dX, X)
