@@ -17,6 +17,7 @@ from ._registry import load_hint, not_registered, registered_name
 from ._validation import as_dtype, as_generator, check_features, check_float, check_int, row_blocks
 from .io import json_fault, read_file, write_file
 from .layers import LAYERS, Dense, Dropout, Layer, _Linear, inference_plan, inference_steps
+from .pooling import MaxPool2D
 from .losses import LOSSES, OUTPUT_KINDS, Loss, get_loss
 from .metrics import classes_from_outputs, probabilities_from_outputs
 
@@ -151,21 +152,25 @@ class Sequential:
         i = len(self.layers) - 1
         while i >= first:
             assert g is not None
-            if i - 1 >= first and self._masks_relu(i):   # max pooling after a ReLU: one pass
-                g = self.layers[i].backward(g, need_input_grad=True, after_relu=True)
+            pool, before = self.layers[i], self.layers[i - 1]
+            if i - 1 >= first and self._masks_relu(pool, before):   # max pooling after a ReLU: one pass
+                assert isinstance(pool, MaxPool2D) and isinstance(before, _Linear)
+                g = pool.backward(g, need_input_grad=True, after_relu=True)
                 i -= 1
-                g = self.layers[i].backward_delta(g, need_input_grad=input_grad or i > first)
+                g = before.backward_delta(g, need_input_grad=input_grad or i > first)
             else:
                 g = self.layers[i].backward(g, need_input_grad=input_grad or i > first)
             i -= 1
         return g if input_grad else None
 
-    def _masks_relu(self, i: int) -> bool:
-        """Whether layer i is a max pooling whose input is layer i − 1's ReLU output, so its
-        backward can give ∂L/∂Z of that layer directly (δ = routed dY where relu(Z) > 0)."""
-        before = self.layers[i - 1]
-        return (getattr(self.layers[i], "masks_relu", False) and isinstance(before, _Linear)
-                and type(before).backward is _Linear.backward and before.activation == "relu")
+    @staticmethod
+    def _masks_relu(layer: Layer, before: Layer) -> bool:
+        """Whether layer is a max pooling whose input is the ReLU output of the layer before
+        it, so its backward can give ∂L/∂Z of that layer directly (δ = routed dY where
+        relu(Z) > 0); neither's backward overridden by a subclass."""
+        return (isinstance(layer, MaxPool2D) and type(layer).backward is MaxPool2D.backward
+                and isinstance(before, _Linear) and type(before).backward is _Linear.backward
+                and before.activation == "relu")
 
     def trainable_ranges(self) -> list[tuple[int, int]]:
         """The [start, stop) runs of `params` that training updates: those of the layers

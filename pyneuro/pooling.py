@@ -77,7 +77,6 @@ class MaxPool2D(_Pool2D):
     """
 
     kind = "max"
-    masks_relu = True    # backward(after_relu=True) gives the ∂L/∂Z of a ReLU before it
 
 
 @builtin_layer

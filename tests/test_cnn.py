@@ -72,7 +72,8 @@ def test_max_pooling_does_the_relu_backward_before_it_in_the_same_pass(dtype):
               pn.Conv2D(5, 4, 2, activation="relu"), pn.MaxPool2D(2), pn.Dense(8, 5, activation="relu"),
               pn.Dense(5, 3)]
     model = pn.Sequential(layers, seed=0, dtype=dtype, input_shape=(2, 9, 8))
-    assert [model._masks_relu(i) for i in range(1, 6)] == [True, False, True, False, False]
+    assert [model._masks_relu(model.layers[i], model.layers[i - 1]) for i in range(1, 6)] == [
+        True, False, True, False, False]
     X, y = data((2, 9, 8), n=6, dtype=dtype)
     X = X.reshape(6, -1)
     out = model.forward(X, training=True)
