@@ -192,7 +192,7 @@ cdef int _chain_run(const ChainStep *steps, int L, int head, Py_ssize_t B, const
     for all rows (held in the calling thread's buffer) and runs on all of them with nt
     threads: a chunk of a few rows would stream each W for a few products.
     Returns 1 when a work buffer could not be allocated."""
-    cdef Py_ssize_t c, r0, n, n_in = steps[0].n_in, width
+    cdef Py_ssize_t c, r0, n, nchunks, n_in = steps[0].n_in, width
     cdef int err = 0, chunked = L
     cdef floating *work
     cdef floating *dst = out
@@ -203,19 +203,22 @@ cdef int _chain_run(const ChainStep *steps, int L, int head, Py_ssize_t B, const
         if work == NULL:
             return 1
         return _chain_rows(steps, L, B, X, out, work, B * widest, nt)
+    nchunks = (B + chunk - 1) // chunk                # rounded up to a multiple of nt and made
+    nchunks = (nchunks + nt - 1) // nt * nt           # equal: every thread gets the same rows
+    chunk = (B + nchunks - 1) // nchunks
     if 0 < head < L:
         chunked = head
         dst = <floating *>pn_workspace(PN_WS_CHAIN_ROWS, B * steps[head - 1].n_out * sizeof(floating))
         if dst == NULL:
             return 1
     width = steps[chunked - 1].n_out
-    for c in prange((B + chunk - 1) // chunk, num_threads=nt, schedule="dynamic"):
+    for c in prange(nchunks, num_threads=nt, schedule="dynamic"):
         r0 = c * chunk
-        n = min(chunk, B - r0)
+        n = min(chunk, B - r0)                   # ≤ 0 for a last chunk past the rows
         work = <floating *>pn_workspace(PN_WS_CHAIN, 2 * chunk * widest * sizeof(floating))
         if work == NULL:
             err += 1
-        else:
+        elif n > 0:
             err += _chain_rows(steps, chunked, n, X + r0 * n_in, dst + r0 * width, work, chunk * widest, 1)
     if err or chunked == L:
         return 1 if err else 0

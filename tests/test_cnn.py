@@ -246,9 +246,14 @@ def test_prediction_in_one_compiled_call_equals_the_layers_one_by_one(spec, chai
             pn.set_num_threads(threads)
             model = cnn(spec, (2, 28, 27), n_out=4, dtype=dtype, activation="relu")
             assert isinstance(model._chain, pn._core.InferenceChain) == chained
-            for n in (1, 2, 5, 130):
+            for n in (1, 2, 5, 9, 130):
                 expected = model.forward(X[:n].reshape(n, -1)).copy()
                 assert np.array_equal(model.predict(X[:n]), expected), (threads, n)
+                small = pn._core._set_chain_chunk_bytes(2 * 2 * 6 * 28 * 27 * 8)   # chunks of 2 rows:
+                try:                                                      # 9 rows in 6 chunks, the last empty
+                    assert np.array_equal(model.predict(X[:n]), expected), (threads, n, "chunks of 2")
+                finally:
+                    pn._core._set_chain_chunk_bytes(small)
     finally:
         pn.set_num_threads(old)
 
