@@ -16,7 +16,9 @@
 # geometry,  koff[(c,i,j)] = c·Hp·Wp + i·dh·Wp + j·dw  and  pbase[ho·Wo + wo] = ho·sh·Wp + wo·sw,
 #   cols[k, q] = x[koff[k] + pbase[q]]                    K × P, the unfolded image (implicit)
 #   forward  Z_s = W · cols_s  (+ b, then f row by row)   Cout × P: already sample s's NCHW rows
-#   backward dW  = Σ_s δ_s · cols_sᵀ                      δ_s: Cout × P, read as it lies
+#   backward dW  = Σ_s δ_s · cols_sᵀ                      δ_s: Cout × P, read as it lies; the
+#                                                         rows of cols_s a task needs unfolded
+#                                                         into its buffer (runs of image rows)
 #            dcols_s = Wᵀ · δ_s,  dx_s = col2im(dcols_s)  K × P in the thread's buffer
 # The GEMM packs its B panels straight from the image (pack_B_unfold: for stride 1 a half
 # panel is a run of the image row, copied as a block), so no column matrix is written and
@@ -34,6 +36,9 @@
 # task adds the samples in order, each by sum_lanes; col2im adds (i, j, ho, wo) in order within a plane. So
 # results are bitwise the same on any number of threads.
 # uses: gemm (gemm_block, prepack_A, Unfold), activations (act_forward, _act_code, ACT_*), threads, checks.
+
+from libc.string cimport memcpy
+
 
 cdef struct ConvGeom:
     Py_ssize_t C, H, W, Cout, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, Ho, Wo, P, K
@@ -175,24 +180,45 @@ cdef void conv_bias_grad(const ConvGeom *g, const floating *delta, Py_ssize_t B,
         db[o] = acc
 
 
+cdef void unfold_rows(const ConvGeom *g, const floating *x, Py_ssize_t k0, Py_ssize_t k1,
+                      floating *cols) noexcept nogil:
+    """cols[k − k0, q] = x[koff[k] + pbase[q]] for the taps k0 ≤ k < k1 of one (padded) image
+    x: rows of its unfolded matrix, each output row of Wo positions one run of x when sw = 1."""
+    cdef Py_ssize_t k, ho, wo
+    cdef const floating *row
+    cdef floating *dst
+    for k in range(k0, k1):
+        for ho in range(g.Ho):
+            row = x + g.koff[k] + g.pbase[ho * g.Wo]
+            dst = cols + (k - k0) * g.P + ho * g.Wo
+            if g.sw == 1:
+                memcpy(dst, row, g.Wo * sizeof(floating))
+            else:
+                for wo in range(g.Wo):
+                    dst[wo] = row[wo * g.sw]
+
+
 cdef int weight_grad_block(const ConvGeom *g, Py_ssize_t B, const floating *X,
                            const floating *delta, floating *dW, Py_ssize_t o0, Py_ssize_t o1,
                            Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
     """dW[o0:o1, k0:k1] = Σ_s δ_s[o0:o1] · cols_sᵀ[:, k0:k1], samples added in order
-    s = 0, 1, …: per sample a GEMM (o1 − o0) × (k1 − k0) × P whose B operand,
-    colsᵀ[q, k] = x[pbase[q] + koff[k]], is packed straight from the image (an Unfold with
-    the tables swapped). Returns 1 when a work buffer could not be allocated."""
-    cdef Unfold uf
+    s = 0, 1, …: per sample the taps' rows of cols_s unfolded into the thread's buffer
+    (runs of image rows), then a GEMM (o1 − o0) × (k1 − k0) × P reading them transposed
+    (gemm's vectorised transposing pack). Returns 1 when a work buffer could not be allocated."""
     cdef Py_ssize_t s, in_f = g.C * g.H * g.W, out_f = g.Cout * g.P
-    uf.koff, uf.pbase = g.pbase, g.koff + k0
+    cdef const floating *x
+    cdef floating *cols = <floating *>pn_workspace(PN_WS_CONV_COLS, (k1 - k0) * g.P * sizeof(floating))
+    if cols == NULL:
+        return 1
     for s in range(B):
-        uf.X = padded_image(g, X + s * in_f)
-        if uf.X == NULL:
+        x = padded_image(g, X + s * in_f)
+        if x == NULL:
             return 1
+        unfold_rows(g, x, k0, k1, cols)
         if gemm_block(o1 - o0, k1 - k0, g.P, <floating>1, delta + s * out_f + o0 * g.P, g.P, 1,
-                      <const floating *>NULL, 0, 0, <floating>(0 if s == 0 else 1),
+                      cols, 1, g.P, <floating>(0 if s == 0 else 1),
                       dW + o0 * g.K + k0, g.K, <const floating *>NULL, False, ACT_IDENTITY, 0,
-                      <floating *>NULL, 0, <const floating *>NULL, &uf):
+                      <floating *>NULL, 0, <const floating *>NULL, <const Unfold *>NULL):
             return 1
     return 0
 
