@@ -22,12 +22,13 @@
 # uses: dense (dense_layer), conv (ConvPlan, conv_forward, prepack_A), pool (PoolPlan,
 # _pool_forward), activations (_act_code), threads, checks.
 
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 
 cdef enum:
     STEP_DENSE = 0
     STEP_CONV = 1
     STEP_POOL = 2
+    CHAIN_KEEP_BYTES = 8 << 20   # a thread keeps an all-rows buffer up to this size between calls
 
 cdef Py_ssize_t _chain_chunk_bytes = 1 << 20   # a chunk's two activation buffers (measured best
                                                # of 256 KiB..4 MiB for LeNet, within 10 %);
@@ -184,6 +185,17 @@ cdef class InferenceChain:
         return out
 
 
+cdef void *rows_buffer(int slot, size_t nbytes, void **owned) noexcept nogil:
+    """A buffer for all of a call's rows: the calling thread's kept one (runtime.h) up to
+    CHAIN_KEEP_BYTES, else one made for this call alone (*owned: the caller frees it), so a
+    huge batch never leaves its size held by the thread."""
+    if nbytes <= CHAIN_KEEP_BYTES:
+        owned[0] = NULL
+        return pn_workspace(slot, nbytes)
+    owned[0] = malloc(nbytes)
+    return owned[0]
+
+
 cdef int _chain_run(const ChainStep *steps, int L, int head, Py_ssize_t B, const floating *X,
                     floating *out, Py_ssize_t widest, Py_ssize_t widest_tail, Py_ssize_t chunk,
                     int nt) noexcept nogil:
@@ -196,6 +208,8 @@ cdef int _chain_run(const ChainStep *steps, int L, int head, Py_ssize_t B, const
     cdef int err = 0, chunked = L
     cdef floating *work
     cdef floating *dst = out
+    cdef void *own_rows = NULL
+    cdef void *own_work = NULL
     if B < 2 * nt:
         chunk = B
     if chunk >= B:
@@ -208,7 +222,7 @@ cdef int _chain_run(const ChainStep *steps, int L, int head, Py_ssize_t B, const
     chunk = (B + nchunks - 1) // nchunks
     if 0 < head < L:
         chunked = head
-        dst = <floating *>pn_workspace(PN_WS_CHAIN_ROWS, B * steps[head - 1].n_out * sizeof(floating))
+        dst = <floating *>rows_buffer(PN_WS_CHAIN_ROWS, B * steps[head - 1].n_out * sizeof(floating), &own_rows)
         if dst == NULL:
             return 1
     width = steps[chunked - 1].n_out
@@ -220,12 +234,13 @@ cdef int _chain_run(const ChainStep *steps, int L, int head, Py_ssize_t B, const
             err += 1
         elif n > 0:
             err += _chain_rows(steps, chunked, n, X + r0 * n_in, dst + r0 * width, work, chunk * widest, 1)
-    if err or chunked == L:
-        return 1 if err else 0
-    work = <floating *>pn_workspace(PN_WS_CHAIN, 2 * B * widest_tail * sizeof(floating))
-    if work == NULL:
-        return 1
-    return _chain_rows(steps + head, L - head, B, dst, out, work, B * widest_tail, nt)
+    if not err and chunked < L:
+        work = <floating *>rows_buffer(PN_WS_CHAIN, 2 * B * widest_tail * sizeof(floating), &own_work)
+        err = 1 if work == NULL else _chain_rows(steps + head, L - head, B, dst, out, work,
+                                                 B * widest_tail, nt)
+    free(own_rows)
+    free(own_work)
+    return 1 if err else 0
 
 
 cdef int _chain_rows(const ChainStep *steps, int L, Py_ssize_t B, const floating *X, floating *out,

@@ -258,6 +258,16 @@ def test_prediction_in_one_compiled_call_equals_the_layers_one_by_one(spec, chai
         pn.set_num_threads(old)
 
 
+def test_prediction_of_a_batch_too_large_to_keep_a_buffer_for():
+    """The rows waiting for the dense tail (here 400 × 8·28·28 float32, 10 MB) are above what a
+    thread keeps between calls (8 MiB): the call makes and frees its own buffer, same result."""
+    model = cnn("conv8x3p1,dense5", (1, 28, 28), n_out=3, dtype="float32", activation="relu")
+    X, _ = data((1, 28, 28), n=400, dtype="float32")
+    expected = model.forward(X.reshape(400, -1)).copy()
+    assert np.array_equal(model.predict(X, batch_size=400), expected)
+    assert np.array_equal(model.predict(X[:7], batch_size=400), expected[:7])
+
+
 def test_a_training_step_allocates_nothing_after_the_first():
     model = cnn("conv8x3p1,bn,pool2,conv8x3,avgpool2,ln,dense16", (1, 16, 16), n_out=4, dtype="float32")
     X, y = data((1, 16, 16), n=32, n_out=4, dtype="float32")
