@@ -401,7 +401,7 @@ class _Affine(Layer):
         super().__init__()
         self._m = self._vector(m, f"{what}")
         self._s = self._vector(s, f"{what}")
-        self._shift = self._factor = np.empty(0)
+        self._columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @staticmethod
     def _vector(v, what: str) -> np.ndarray:
@@ -416,27 +416,37 @@ class _Affine(Layer):
                 raise ValueError(f"{type(self).__name__} has {a.size} values for {n_in} input columns")
         self.n_in = self.n_out = n_in
         self.dtype = dtype
-        self._shift = np.ascontiguousarray(np.broadcast_to(self._m, (n_in,)), dtype=dtype)
-        self._factor = np.ascontiguousarray(np.broadcast_to(self._s, (n_in,)), dtype=dtype)
-        self._zero = np.zeros(n_in, dtype)
-        return n_in
+        self._columns = None    # made at first use: a file's declared width costs nothing before
+        return n_in             # its parameters are checked against it
+
+    def _per_column(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(m, s, 0) as contiguous n_in-vectors of the model's dtype."""
+        if self._columns is None:
+            n = self.n_in
+            self._columns = (np.ascontiguousarray(np.broadcast_to(self._m, (n,)), dtype=self.dtype),
+                             np.ascontiguousarray(np.broadcast_to(self._s, (n,)), dtype=self.dtype),
+                             np.zeros(n, self.dtype))
+        return self._columns
 
     @staticmethod
     def _plain(a: np.ndarray):
         return float(a[0]) if a.size == 1 else [float(v) for v in a]
 
     def inference(self):
-        return [("affine", self._shift, self._factor, self._divide)]
+        shift, factor, _ = self._per_column()
+        return [("affine", shift, factor, self._divide)]
 
     def forward(self, x, training=False):
         y = self._buffer("y", x.shape[0], self.n_out)
-        return _core.affine_columns(x, self._shift, self._factor, self._divide, y)
+        shift, factor, _ = self._per_column()
+        return _core.affine_columns(x, shift, factor, self._divide, y)
 
     def backward(self, dA, need_input_grad=True):
         if not need_input_grad:
             return None
         dX = self._buffer("dX", dA.shape[0], self.n_in)
-        return _core.affine_columns(dA, self._zero, self._factor, self._divide, dX)
+        _, factor, zero = self._per_column()
+        return _core.affine_columns(dA, zero, factor, self._divide, dX)
 
 
 class Scale(_Affine):

@@ -215,6 +215,22 @@ def test_a_file_declaring_a_giant_convolution_is_refused_before_allocation(tmp_p
     assert seconds < 5
 
 
+def test_a_file_declaring_a_giant_input_width_before_a_scale_is_refused_before_allocation(tmp_path):
+    """Scale/Standardize make their per-column vectors at first use, not when the file's
+    declared width is read: the parameters' count refuses the file first."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_hostile_files import under_memory_limit
+    from fuzz_model_files import forge
+    doc = {"dtype": "float32", "input_dim": 2**30,
+           "layers": [{"type": "Scale", "config": {"scale": 0.5}},
+                      {"type": "Dense", "config": {"n_in": 2**30, "n_out": 1}}]}
+    path = tmp_path / "scale.st"
+    path.write_bytes(forge({"params": np.zeros(4, np.float32)}, {"model": doc, "info": {}}))
+    result, seconds, _ = under_memory_limit(f"pyneuro.load({str(path)!r})")
+    assert result.startswith(f"ValueError: {path}: damaged: the architecture needs float32 params"), result
+    assert seconds < 5
+
+
 # ---- threads and memory ---------------------------------------------------------------------------
 def test_training_a_cnn_is_bitwise_identical_on_1_2_and_3_threads():
     X, y = data((1, 12, 12), n=64, n_out=5, dtype="float32")
