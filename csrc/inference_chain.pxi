@@ -68,7 +68,7 @@ cdef class InferenceChain:
     Arrays are held, not copied (later in-place updates are seen); one float dtype, the
     plans' too; each step's width is the next one's input. Raises TypeError/ValueError
     naming the step that does not fit."""
-    cdef list _held, _named
+    cdef list _held
     cdef ChainStep *steps
     cdef int n_steps, head
     cdef object dtype
@@ -84,23 +84,23 @@ cdef class InferenceChain:
         self.steps = <ChainStep *>calloc(len(steps), sizeof(ChainStep))
         if self.steps == NULL:
             raise MemoryError("InferenceChain: out of memory")
-        self._held, self._named, self.n_steps = [], [], len(steps)
-        width = None
+        self._held, self.n_steps = [], len(steps)
+        width, named = None, []
         for l, step in enumerate(steps):
-            n_in, n_out = self._set(l, tuple(step))
+            n_in, n_out = self._set(l, tuple(step), named)
             if width is not None and n_in != width:
                 what = f"step {l} W has {n_in} rows" if step[0] == "dense" else f"step {l} ({step[0]}) takes {n_in} values"
                 raise ValueError(f"InferenceChain: {what} but step {l - 1} gives {width} values per row")
             width = n_out
-        self.dtype = _same_dtype("InferenceChain", [n for n, _ in self._named], [a for _, a in self._named])
-        self._named = None
+        self.dtype = _same_dtype("InferenceChain", [n for n, _ in named], [a for _, a in named])
         self.n_in, self.n_out = self.steps[0].n_in, width
         self.widest = max([self.steps[l].n_out for l in range(self.n_steps - 1)] + [1])
         self.head = max([l + 1 for l in range(self.n_steps) if self.steps[l].kind != STEP_DENSE] + [0])
         self.widest_tail = max([self.steps[l].n_out for l in range(self.head, self.n_steps - 1)] + [1])
 
-    cdef tuple _set(self, int l, tuple step):
-        """Fill steps[l] from one step tuple; returns its (n_in, n_out)."""
+    cdef tuple _set(self, int l, tuple step, list named):
+        """Fill steps[l] from one step tuple; returns its (n_in, n_out) and adds its arrays
+        and plan, by name, to `named` (their dtypes are checked together)."""
         cdef ChainStep *st = &self.steps[l]
         kind = step[0] if step else None
         where = f"InferenceChain: step {l} ({kind})"
@@ -110,7 +110,7 @@ cdef class InferenceChain:
             _float_array(f"step {l} b", b, 1)
             _shape(f"step {l} b", b, (W.shape[1],))
             st.kind, st.n_in, st.n_out = STEP_DENSE, W.shape[0], W.shape[1]
-            arrays, named = [W, b], [("W", W), ("b", b)]
+            arrays, own = [W, b], [("W", W), ("b", b)]
         elif kind == "conv" and len(step) == 6 and isinstance(step[1], ConvPlan):
             _, plan, W, b, act, alpha = step
             cp = <ConvPlan>plan
@@ -121,16 +121,16 @@ cdef class InferenceChain:
             if _act_code(act) == ACT_SOFTMAX:
                 raise ValueError(f"{where}: activation 'softmax' is refused for a convolution")
             st.kind, st.n_in, st.n_out, st.conv = STEP_CONV, cp.in_features, cp.out_features, &cp.g
-            arrays, named = [W, b], [("plan", plan), ("W", W), ("b", b)]
+            arrays, own = [W, b], [("plan", plan), ("W", W), ("b", b)]
         elif kind == "pool" and len(step) == 2 and isinstance(step[1], PoolPlan):
             pp = <PoolPlan>step[1]
             st.kind, st.n_in, st.n_out, st.pool = STEP_POOL, pp.in_features, pp.out_features, &pp.g
             st.pool_kind, st.planes = pp._kind, pp.C
-            arrays, named, act, alpha = [], [("plan", pp)], "identity", 0.0
+            arrays, own, act, alpha = [], [("plan", pp)], "identity", 0.0
         else:
             raise ValueError(f"{where}: expected ('dense', W, b, activation, alpha), ('conv', ConvPlan, W, "
                              f"b, activation, alpha) or ('pool', PoolPlan), got {step!r:.80}")
-        self._named += [(f"step {l} {name}", a) for name, a in named]
+        named += [(f"step {l} {name}", a) for name, a in own]
         st.act, st.alpha = _act_code(act), float(alpha)
         if arrays:
             st.W = cnp.PyArray_DATA(<cnp.ndarray>arrays[0])

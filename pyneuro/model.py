@@ -152,7 +152,7 @@ class Sequential:
         i = len(self.layers) - 1
         while i >= first:
             assert g is not None
-            pool, before = self.layers[i], self.layers[i - 1]
+            pool, before = self.layers[i], self.layers[i - 1] if i > 0 else None
             if i - 1 >= first and self._masks_relu(pool, before):   # max pooling after a ReLU: one pass
                 assert isinstance(pool, MaxPool2D) and isinstance(before, _Linear)
                 g = pool.backward(g, need_input_grad=True, after_relu=True)
@@ -164,7 +164,7 @@ class Sequential:
         return g if input_grad else None
 
     @staticmethod
-    def _masks_relu(layer: Layer, before: Layer) -> bool:
+    def _masks_relu(layer: Layer, before: Layer | None) -> bool:
         """Whether layer is a max pooling whose input is the ReLU output of the layer before
         it, so its backward can give ∂L/∂Z of that layer directly (δ = routed dY where
         relu(Z) > 0); neither's backward overridden by a subclass."""
