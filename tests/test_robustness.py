@@ -303,7 +303,7 @@ def test_predict_while_another_thread_trains_the_same_model(stack):
     t.start()
     try:
         enough = pn.LambdaCallback(on_epoch_end=lambda e, logs: setattr(trainer, "stop_training", checked[0] >= 20))
-        trainer = pn.Trainer(model, optimizer=pn.SGD(lr=1e-3), batch_size=16, epochs=500, seed=0, verbose=0)
+        trainer = pn.Trainer(model, optimizer=pn.SGD(lr=1e-3), batch_size=16, epochs=5000, seed=0, verbose=0)
         trainer.fit(X, y, callbacks=[enough])
     finally:
         done.set()
