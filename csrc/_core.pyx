@@ -11,7 +11,7 @@ given; the ``cdef ... nogil`` kernels behind them run without bounds checks
 Only pyneuro's own Python code is meant to call this module.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, parallel, threadid
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 import os

@@ -105,13 +105,16 @@ cdef int forward_positions(const ConvGeom *g, const floating *x, const floating 
     gemm's epilogue, each tile while it is in L1 (b by rows: bias_rows). x: C·H·W, z, a: Cout × P (a may be NULL, b may be NULL).
     Returns 1 when a work buffer could not be allocated."""
     cdef Unfold uf
+    cdef Epilogue ep
     uf.X = padded_image(g, x)
     if uf.X == NULL:
         return 1
     uf.koff, uf.pbase = g.koff, g.pbase + q0
+    ep.bias, ep.bias_rows, ep.act, ep.alpha, ep.out, ep.ldo = b, True, act, alpha, a, g.P
+    ep.Zf = ep.Af = NULL
     return gemm_block(g.Cout, q1 - q0, g.K, <floating>1, <const floating *>NULL, 0, 0,
-                      <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P, b, True, act, alpha,
-                      a + q0 if a != NULL else NULL, g.P, Wpre, &uf)
+                      <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P, &ep, 0, q0, Wpre, &uf,
+                      <floating *>NULL)
 
 
 cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *Wpre,
@@ -216,9 +219,8 @@ cdef int weight_grad_block(const ConvGeom *g, Py_ssize_t B, const floating *X,
             return 1
         unfold_rows(g, x, k0, k1, cols)
         if gemm_block(o1 - o0, k1 - k0, g.P, <floating>1, delta + s * out_f + o0 * g.P, g.P, 1,
-                      cols, 1, g.P, <floating>(0 if s == 0 else 1),
-                      dW + o0 * g.K + k0, g.K, <const floating *>NULL, False, ACT_IDENTITY, 0,
-                      <floating *>NULL, 0, <const floating *>NULL, <const Unfold *>NULL):
+                      cols, 1, g.P, <floating>(0 if s == 0 else 1), dW + o0 * g.K + k0, g.K,
+                      NULL, 0, 0, <const floating *>NULL, <const Unfold *>NULL, <floating *>NULL):
             return 1
     return 0
 
@@ -231,8 +233,7 @@ cdef int input_grad_sample(const ConvGeom *g, const floating *WTpre, const float
     if dcols == NULL:
         return 1
     if gemm_block(g.K, g.P, g.Cout, <floating>1, <const floating *>NULL, 0, 0, delta, g.P, 1,
-                  <floating>0, dcols, g.P, <const floating *>NULL, False, ACT_IDENTITY, 0,
-                  <floating *>NULL, 0, WTpre, <const Unfold *>NULL):
+                  <floating>0, dcols, g.P, NULL, 0, 0, WTpre, <const Unfold *>NULL, <floating *>NULL):
         return 1
     col2im(g, dcols, dx)
     return 0

@@ -5,28 +5,23 @@
 #              softmax needs whole rows, so it runs as a second pass)
 #   backward  delta = dA ⊙ f'(Z)  (activation_backward; delta = ∂L/∂Z: B×m)
 #             dW = Xᵀ·delta      db = Σ_batch delta      dX = delta·Wᵀ
+#             (db summed while gemm packs delta for dW: bsum)
 #
 # Threads: the products are gemm's (each element of C summed over K in one fixed order,
-# whatever the split); db's tasks own blocks of columns and add the rows in order
-# 0..B−1. So every result is the same on any number of threads.
+# whatever the split); db's columns are each added over rows 0..B−1 in order by one
+# task. So every result is the same on any number of threads.
 # uses: gemm, activations (ACT_*, softmax_row), threads, checks.
 
-cdef enum:
-    COLSUM_BLOCK = 64   # columns per task of the bias gradient
+from libc.string cimport memset
 
 
-cdef void colsum(const floating *delta, Py_ssize_t B, Py_ssize_t m, floating *db, int nt) noexcept nogil:
-    """db[j] = Σ_i delta[i, j]: tasks own blocks of columns and sum rows in order 0..B-1,
-    so the result does not depend on the thread count."""
-    cdef Py_ssize_t blk, i, j, j0, j1
-    for blk in prange((m + COLSUM_BLOCK - 1) // COLSUM_BLOCK, num_threads=nt, schedule="static"):
-        j0 = blk * COLSUM_BLOCK
-        j1 = min(m, j0 + COLSUM_BLOCK)
-        for j in range(j0, j1):
-            db[j] = 0
-        for i in range(B):
-            for j in range(j0, j1):
-                db[j] += delta[i * m + j]
+cdef inline Epilogue forward_epilogue(const void *b, int act, double alpha, void *A,
+                                      Py_ssize_t ldo) noexcept nogil:
+    """Z += b (over columns), then A = f(Z) (A NULL: Z only; A's row stride ldo)."""
+    cdef Epilogue ep
+    ep.bias, ep.bias_rows, ep.act, ep.alpha, ep.out, ep.ldo = b, False, act, alpha, A, ldo
+    ep.Zf = ep.Af = NULL
+    return ep
 
 
 cdef int dense_layer(Py_ssize_t B, Py_ssize_t n, Py_ssize_t m, const floating *X, const floating *W,
@@ -36,8 +31,8 @@ cdef int dense_layer(Py_ssize_t B, Py_ssize_t n, Py_ssize_t m, const floating *X
     bias+activation epilogue, softmax as a second pass over whole rows. Returns 1 when
     GEMM buffers could not be allocated. dense_forward and InferenceChain both run on it."""
     cdef Py_ssize_t i
-    if gemm(False, False, B, m, n, <floating>1, X, n, W, m, <floating>0, Z, m, b, act, alpha,
-            A if act != ACT_SOFTMAX else NULL, m, nt):
+    cdef Epilogue ep = forward_epilogue(b, act, alpha, A if act != ACT_SOFTMAX else NULL, m)
+    if gemm(False, False, B, m, n, <floating>1, X, n, W, m, <floating>0, Z, m, &ep, <floating *>NULL, nt):
         return 1
     if act == ACT_SOFTMAX:
         for i in prange(B, num_threads=min(nt, _nthreads_for(B * m)), schedule="static"):
@@ -99,11 +94,13 @@ cdef void _dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     with nogil:
         if n:
             err = gemm(True, False, n, m, B, <floating>1, &X[0, 0], n, &delta[0, 0], m, <floating>0,
-                       &dW[0, 0], m, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
-        colsum(&delta[0, 0], B, m, &db[0], _nthreads_for(B * m))
+                       &dW[0, 0], m, NULL, &db[0], nt)
+        else:           # no inputs: db alone
+            memset(&db[0], 0, m * sizeof(floating))
+            add_column_sums(B, m, &delta[0, 0], m, 1, &db[0])
         if pdX != NULL and not err:
             err = gemm(False, True, B, n, m, <floating>1, &delta[0, 0], m, &W[0, 0], m, <floating>0,
-                       pdX, n, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
+                       pdX, n, NULL, <floating *>NULL, nt)
     if err:
         raise MemoryError("dense_backward: could not allocate GEMM work buffers")
 

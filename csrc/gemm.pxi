@@ -28,7 +28,12 @@
 # Epilogue: on the last KC slice a tile is still in L1 when it is finished, so the
 # Dense forward adds the bias and applies the activation there:
 #   Z = C + b (row-broadcast),  Aout = f(Z);
-# a convolution's bias is one value per row of C (an output channel): bias_rows.
+# a convolution's bias is one value per row of C (an output channel): bias_rows; and the
+# backward pass makes the layer below's δ from its dA = δ·Wᵀ there: out = C ⊙ f′(Z_below).
+# And while op(B) = δ is packed for dW = Xᵀ·δ, its columns are summed: db = Σ_rows δ (bsum).
+#
+# Threads inside a team (gemm_team): a whole training run is one parallel region
+# (train_loop.pxi); each thread takes its rectangle of the same grid, no region of its own.
 #
 # Blocking for this machine (L1d 32 KiB, L2 512 KiB – 1 MiB per core, shared L3), one place:
 #   KC = 256: an NR×KC B panel (16 KiB) and an MR×KC A panel (6 / 12 KiB) fit L1 together
@@ -196,45 +201,74 @@ cdef void prepack_A(Py_ssize_t M, Py_ssize_t K, const floating *A, Py_ssize_t rs
                    Apre + (pc_ * nic + ic_) * mcs * kcs)
 
 
-cdef inline void epilogue_row(floating *Z, const floating *bias, bint bias_rows, int act,
-                              floating act_alpha, floating *Aout, Py_ssize_t n) noexcept nogil:
-    """Z += b, then Aout = f(Z), for one row segment of n (bias/Aout may be NULL); b is a
-    vector over the columns, or with bias_rows the row's own value bias[0]."""
-    cdef Py_ssize_t j
+cdef struct Epilogue:
+    # What happens to a row segment C[i, j : j+n] once it is final (i, j: C's coordinates):
+    #   forward   Z = C + b (b[j] over columns, or with bias_rows b[i]: one per row);
+    #             out = f(Z)                      (bias, out may be NULL; out may be C)
+    #   backward  out = C ⊙ f′(Zf)                (when Zf is set: act_backward, Af = f(Zf))
+    # out, Zf and Af have row stride ldo.
+    const void *bias
+    bint bias_rows
+    int act
+    double alpha
+    void *out
+    Py_ssize_t ldo
+    const void *Zf
+    const void *Af
+
+
+cdef inline void epilogue_row(const Epilogue *ep, floating *Z, Py_ssize_t i, Py_ssize_t j,
+                              Py_ssize_t n) noexcept nogil:
+    """The epilogue (above) of the segment Z = C[i, j : j+n]."""
+    cdef Py_ssize_t k, o = i * ep.ldo + j
     cdef floating b0
-    if bias != NULL and bias_rows:
-        b0 = bias[0]
-        if act == ACT_RELU and Aout == Z:    # a convolution in a prediction chain: one pass
-            for j in range(n):
-                Z[j] = 0 if Z[j] + b0 <= 0 else Z[j] + b0
+    cdef floating *Aout = <floating *>ep.out + o if ep.out != NULL else NULL
+    cdef const floating *bias = <const floating *>ep.bias
+    if ep.Zf != NULL:
+        act_backward(ep.act, <floating>ep.alpha, <const floating *>ep.Zf + o,
+                     <const floating *>ep.Af + o, Z, Aout, n)
+        return
+    if bias != NULL and ep.bias_rows:
+        b0 = bias[i]
+        if ep.act == ACT_RELU and Aout == Z:    # a convolution in a prediction chain: one pass
+            for k in range(n):
+                Z[k] = 0 if Z[k] + b0 <= 0 else Z[k] + b0
             return
-        if act == ACT_RELU and Aout != NULL:    # in training: Z and A in one pass
-            for j in range(n):
-                Z[j] = Z[j] + b0
-                Aout[j] = 0 if Z[j] <= 0 else Z[j]
+        if ep.act == ACT_RELU and Aout != NULL:    # in training: Z and A in one pass
+            for k in range(n):
+                Z[k] = Z[k] + b0
+                Aout[k] = 0 if Z[k] <= 0 else Z[k]
             return
-        for j in range(n):
-            Z[j] += b0
+        for k in range(n):
+            Z[k] += b0
     elif bias != NULL:
-        for j in range(n):
-            Z[j] += bias[j]
+        for k in range(n):
+            Z[k] += bias[j + k]
     if Aout != NULL:
-        act_forward(act, act_alpha, Z, Aout, n)
+        act_forward(ep.act, <floating>ep.alpha, Z, Aout, n)
+
+
+cdef inline void add_column_sums(Py_ssize_t kc, Py_ssize_t nc, const floating *B, Py_ssize_t rsb,
+                                 Py_ssize_t csb, floating *s) noexcept nogil:
+    """s[j] += B[p, j] for p = 0, 1, … kc−1 in order (B[p, j] at B[p·rsb + j·csb])."""
+    cdef Py_ssize_t p, j
+    for p in range(kc):
+        for j in range(nc):
+            s[j] += B[p * rsb + j * csb]
 
 
 cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alpha,
                        const floating *Ap, Py_ssize_t a_step, Py_ssize_t lda,
                        const floating *Bp, Py_ssize_t b_step, Py_ssize_t ldb,
                        const floating *Bedge, floating beta, floating *C, Py_ssize_t ldc,
-                       bint last, const floating *bias, bint bias_rows, int act,
-                       floating act_alpha, floating *Aout, Py_ssize_t ldo) noexcept nogil:
+                       const Epilogue *ep, Py_ssize_t ei, Py_ssize_t ej) noexcept nogil:
     """C[mc × nc] = α·op(A)·op(B) + β·C over panels: A's panel for row ir starts at
     Ap + ir·a_step (p-stride lda), B's for column jr at Bp + jr·b_step (p-stride ldb);
     a last, narrower B panel comes packed from Bedge when B is read in place.
     A tile has m ≤ MR rows and one or two vectors of columns; when those cover its n
     columns exactly the kernel writes C in place, otherwise through a small buffer.
-    On the last KC slice each finished tile gets the epilogue (bias over columns, or with
-    bias_rows one value per row: bias[i] for row i of this block)."""
+    With ep (the last KC slice) each finished tile gets the epilogue; this block's C[0, 0]
+    is element (ei, ej) of the whole product."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t jr_, ir_, jr, ir, i, j, m, n, ldb_j
     cdef int vecs
@@ -249,9 +283,8 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
                 pn_wide_f32(kc, Ap, lda, Bp + j0, ldb, C + j0, ldc, alpha, beta)
             else:
                 pn_wide_f64(kc, Ap, lda, Bp + j0, ldb, C + j0, ldc, alpha, beta)
-            if last:
-                epilogue_row(C + j0, bias + (0 if bias_rows else j0) if bias != NULL else NULL,
-                             bias_rows, act, act_alpha, Aout + j0 if Aout != NULL else NULL, wide)
+            if ep != NULL:
+                epilogue_row(ep, C + j0, ei, ej + j0, wide)
         j0 = nc // wide * wide
     for jr_ in range(j0 // nr, (nc + nr - 1) // nr):
         jr = jr_ * nr
@@ -272,23 +305,22 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
                             c[i * ldc + j] = alpha * tile[i * nr + j]
                         else:
                             c[i * ldc + j] = alpha * tile[i * nr + j] + beta * c[i * ldc + j]
-            if last:
+            if ep != NULL:
                 for i in range(m):
-                    epilogue_row(c + i * ldc, bias + (ir + i if bias_rows else jr) if bias != NULL else NULL,
-                                 bias_rows, act, act_alpha,
-                                 Aout + (ir + i) * ldo + jr if Aout != NULL else NULL, n)
+                    epilogue_row(ep, c + i * ldc, ei + ir + i, ej + jr, n)
 
 
 cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                     const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
                     const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating beta,
-                    floating *C, Py_ssize_t ldc, const floating *bias, bint bias_rows, int act,
-                    floating act_alpha, floating *Aout, Py_ssize_t ldo,
-                    const floating *Apre, const Unfold *uf) noexcept nogil:
-    """One thread's rectangle, C[M × N] = α·op(A)·op(B) + β·C then the epilogue:
-    the five loops with this thread's packing buffers. Returns 1 if they could not
-    be allocated. With Apre, op(A) comes prepacked (A, rsa, csa unused); with uf, op(B)
-    is that unfolded image (B, rsb, csb unused).
+                    floating *C, Py_ssize_t ldc, const Epilogue *ep, Py_ssize_t ei, Py_ssize_t ej,
+                    const floating *Apre, const Unfold *uf, floating *bsum) noexcept nogil:
+    """One thread's rectangle, C[M × N] = α·op(A)·op(B) + β·C then the epilogue ep (may be
+    NULL; C[0, 0] is its element (ei, ej)): the five loops with this thread's packing
+    buffers. Returns 1 if they could not be allocated. With Apre, op(A) comes prepacked
+    (A, rsa, csa unused); with uf, op(B) is that unfolded image (B, rsb, csb unused). With
+    bsum, bsum[j] += Σ_p op(B)[p, j] in order of p, each slice while it is being packed
+    (the bias gradient Σ_rows δ of dW = Xᵀ·δ; not with uf).
     Packing pays when a panel is reused many times. A B panel serves ⌈M/MR⌉ tiles and
     an A panel ⌈N/NR⌉, so for few of them an operand already laid out as panels with a
     longer stride (op(B) row-major, op(A) column-major) is read in place; so is a
@@ -319,6 +351,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
             elif jedge < nc:
                 pack_B(kc, nc - jedge, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
                 Bedge = Bp
+            if bsum != NULL:
+                add_column_sums(kc, nc, B + pc * rsb + jc * csb, rsb, csb, bsum + jc)
             for ic_ in range((M + mcs - 1) // mcs):
                 ic = ic_ * mcs
                 mc = min(mcs, M - ic)
@@ -331,10 +365,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                              1 if a_inplace else kc, csa if a_inplace else MR,
                              B + pc * rsb + jc * csb if b_inplace else Bp,
                              1 if b_inplace else kc, rsb if b_inplace else nr, Bedge,
-                             beta if pc == 0 else 1, C + ic * ldc + jc, ldc, pc + kc >= K,
-                             bias + (ic if bias_rows else jc) if bias != NULL else NULL, bias_rows,
-                             act, act_alpha,
-                             Aout + ic * ldo + jc if Aout != NULL else NULL, ldo)
+                             beta if pc == 0 else 1, C + ic * ldc + jc, ldc,
+                             ep if pc + kc >= K else NULL, ei + ic, ej + jc)
     return 0
 
 
@@ -360,42 +392,85 @@ cdef int threads_grid(Py_ssize_t mu, Py_ssize_t nu, Py_ssize_t K, int nt, Py_ssi
     return best_tm
 
 
+cdef int gemm_rect(int t, int tm, int tn, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   floating alpha, const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
+                   const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating beta, floating *C,
+                   Py_ssize_t ldc, const Epilogue *ep, floating *bsum) noexcept nogil:
+    """Rectangle t of the tm × tn grid (threads_grid) of C = α·op(A)·op(B) + β·C: gemm_block
+    on it. bsum's columns are summed by the rectangles of the first row, which zero them."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef Py_ssize_t mu = (M + MR - 1) // MR, nu = (N + nr - 1) // nr, j
+    cdef Py_ssize_t m0 = min(M, t // tn * mu // tm * MR), m1 = min(M, (t // tn + 1) * mu // tm * MR)
+    cdef Py_ssize_t n0 = min(N, t % tn * nu // tn * nr), n1 = min(N, (t % tn + 1) * nu // tn * nr)
+    if m1 <= m0 or n1 <= n0:
+        return 0
+    if bsum != NULL and m0 == 0:
+        for j in range(n0, n1):
+            bsum[j] = 0
+    return gemm_block(m1 - m0, n1 - n0, K, alpha, A + m0 * rsa, rsa, csa, B + n0 * csb, rsb, csb,
+                      beta, C + m0 * ldc + n0, ldc, ep, m0, n0, <const floating *>NULL,
+                      <const Unfold *>NULL, bsum + n0 if bsum != NULL and m0 == 0 else NULL)
+
+
+cdef void gemm_no_k(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t N, floating beta, floating *C,
+                    Py_ssize_t ldc, const Epilogue *ep) noexcept nogil:
+    """Rows [i0, i1) of C = β·C then the epilogue: the product of an empty sum (K = 0)."""
+    cdef Py_ssize_t i, j
+    for i in range(i0, i1):
+        for j in range(N):
+            C[i * ldc + j] = beta * C[i * ldc + j] if beta != 0 else 0
+        if ep != NULL:
+            epilogue_row(ep, C + i * ldc, i, 0, N)
+
+
 cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
               floating alpha, const floating *A, Py_ssize_t lda, const floating *B,
               Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
-              const floating *bias, int act, floating act_alpha, floating *Aout,
-              Py_ssize_t ldo, int nt) noexcept nogil:
-    """C = α·op(A)·op(B) + β·C, then the epilogue (bias, activation) if asked.
-    Returns 0, or 1 when a work buffer could not be allocated."""
+              const Epilogue *ep, floating *bsum, int nt) noexcept nogil:
+    """C = α·op(A)·op(B) + β·C, then the epilogue ep if given (NULL: none); with bsum
+    (M ≥ 1, K ≥ 1), bsum[j] = Σ_p op(B)[p, j] in order of p (gemm_block). On at most nt
+    threads, one parallel region. Returns 0, or 1 when a work buffer could not be allocated."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t rsa = 1 if trans_a else lda, csa = lda if trans_a else 1
     cdef Py_ssize_t rsb = 1 if trans_b else ldb, csb = ldb if trans_b else 1
-    cdef Py_ssize_t mu = (M + MR - 1) // MR, nu = (N + nr - 1) // nr
-    cdef Py_ssize_t i, j, t, m0, m1, n0, n1
+    cdef Py_ssize_t i, t
     cdef int tm, tn, err = 0
     if M == 0 or N == 0:
         return 0
-    if K == 0:  # op(A)·op(B) is all zeros: C = β·C
+    if K == 0:
         for i in prange(M, num_threads=nt, schedule="static"):
-            for j in range(N):
-                C[i * ldc + j] = beta * C[i * ldc + j] if beta != 0 else 0
-            epilogue_row(C + i * ldc, bias, False, act, act_alpha, Aout + i * ldo if Aout != NULL else NULL, N)
+            gemm_no_k(i, i + 1, N, beta, C, ldc, ep)
         return 0
-    tm = threads_grid(mu, nu, K, nt, nr, &tn)
+    tm = threads_grid((M + MR - 1) // MR, (N + nr - 1) // nr, K, nt, nr, &tn)
     if tm * tn == 1:
-        return gemm_block(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc,
-                          bias, False, act, act_alpha, Aout, ldo, NULL, NULL)
+        return gemm_rect(0, 1, 1, M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, bsum)
     for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
-        m0 = min(M, t // tn * mu // tm * MR)
-        m1 = min(M, (t // tn + 1) * mu // tm * MR)
-        n0 = min(N, t % tn * nu // tn * nr)
-        n1 = min(N, (t % tn + 1) * nu // tn * nr)
-        if m1 > m0 and n1 > n0:
-            err += gemm_block(m1 - m0, n1 - n0, K, alpha, A + m0 * rsa, rsa, csa,
-                              B + n0 * csb, rsb, csb, beta, C + m0 * ldc + n0, ldc,
-                              bias + n0 if bias != NULL else NULL, False, act, act_alpha,
-                              Aout + m0 * ldo + n0 if Aout != NULL else NULL, ldo, NULL, NULL)
+        err += gemm_rect(<int>t, tm, tn, M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, bsum)
     return 1 if err else 0
+
+
+cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   floating alpha, const floating *A, Py_ssize_t lda, const floating *B,
+                   Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
+                   const Epilogue *ep, floating *bsum, int tid, int nt) noexcept nogil:
+    """gemm's share of thread tid in a team of nt threads already running (train_loop.pxi):
+    the same grid and rectangles as gemm on nt threads, so the same result. No barrier: the
+    caller puts one before C is read. Returns 1 when a work buffer could not be allocated."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef Py_ssize_t rsa = 1 if trans_a else lda, csa = lda if trans_a else 1
+    cdef Py_ssize_t rsb = 1 if trans_b else ldb, csb = ldb if trans_b else 1
+    cdef int tm, tn
+    cdef Share sh
+    if M == 0 or N == 0:
+        return 0
+    if K == 0:
+        sh = team_share(M, tid, nt)
+        gemm_no_k(sh.a, sh.b, N, beta, C, ldc, ep)
+        return 0
+    tm = threads_grid((M + MR - 1) // MR, (N + nr - 1) // nr, K, nt, nr, &tn)
+    if tid >= tm * tn:
+        return 0
+    return gemm_rect(tid, tm, tn, M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, bsum)
 
 
 cdef void _gemm_arrays(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -407,8 +482,7 @@ cdef void _gemm_arrays(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t 
     cdef floating *pC = <floating *>cnp.PyArray_DATA(C)
     cdef Py_ssize_t lda = cnp.PyArray_DIM(A, 1), ldb = cnp.PyArray_DIM(B, 1)
     with nogil:
-        err = gemm(ta, tb, M, N, K, alpha, pA, lda, pB, ldb, beta, pC, N,
-                   <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt)
+        err = gemm(ta, tb, M, N, K, alpha, pA, lda, pB, ldb, beta, pC, N, NULL, <floating *>NULL, nt)
     if err:
         raise MemoryError("gemm: could not allocate its packing buffers")
 

@@ -32,23 +32,27 @@ cdef extern from "cpu_dispatch.h" nogil:   # optim_kernels.h's updates, the vari
     void pn_update_f64(int rule, long n, double *w, const double *g, double *s1, double *s2, const double *h)
 
 
+cdef inline void update_chunk(int rule, Py_ssize_t c, Py_ssize_t n, floating *w, const floating *g,
+                              floating *s1, floating *s2, const double *h) noexcept nogil:
+    """Chunk c of an update of n elements: UPDATE_CHUNK of them from c·UPDATE_CHUNK (fewer at
+    the end); s1, s2 may be NULL; h: the kernel's scalars (cpu_dispatch.h)."""
+    cdef Py_ssize_t i0 = c * UPDATE_CHUNK, k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
+    if floating is float:
+        pn_update_f32(rule, k, w + i0, g + i0, s1 + i0 if s1 != NULL else NULL, s2 + i0 if s2 != NULL else NULL, h)
+    else:
+        pn_update_f64(rule, k, w + i0, g + i0, s1 + i0 if s1 != NULL else NULL, s2 + i0 if s2 != NULL else NULL, h)
+
+
 cdef void _update(int rule, floating[::1] w, const floating[::1] g, floating[::1] s1, floating[::1] s2,
                   const double *h):
     """w and its state s1 (and s2; either may be None) updated by `rule` in chunks of
     UPDATE_CHUNK elements over the threads; h: the kernel's scalars (cpu_dispatch.h)."""
-    cdef Py_ssize_t n = w.shape[0], c, i0, k
+    cdef Py_ssize_t n = w.shape[0], c
     cdef floating *p1 = &s1[0] if s1 is not None and n else NULL
     cdef floating *p2 = &s2[0] if s2 is not None and n else NULL
     with nogil:
         for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
-            i0 = c * UPDATE_CHUNK
-            k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
-            if floating is float:
-                pn_update_f32(rule, k, &w[i0], &g[i0], p1 + i0 if p1 != NULL else NULL,
-                              p2 + i0 if p2 != NULL else NULL, h)
-            else:
-                pn_update_f64(rule, k, &w[i0], &g[i0], p1 + i0 if p1 != NULL else NULL,
-                              p2 + i0 if p2 != NULL else NULL, h)
+            update_chunk(rule, c, n, &w[0], &g[0], p1, p2, h)
 
 
 cdef void _step(int rule, w, g, s1, s2, const double *h) except *:

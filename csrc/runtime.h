@@ -18,10 +18,18 @@
 static int pn_openmp_enabled(void) { return 1; }
 static int pn_omp_max_threads(void) { return omp_get_max_threads(); }
 static int pn_omp_thread_limit(void) { return omp_get_thread_limit(); }
+/* Inside one parallel region (a thread team running a whole computation, train_loop.pxi):
+ * the team's size, and a barrier every thread of it must reach before any goes on. */
+static int pn_team_size(void) { return omp_get_num_threads(); }
+static void pn_barrier(void) {
+    #pragma omp barrier
+}
 #else
 static int pn_openmp_enabled(void) { return 0; }
 static int pn_omp_max_threads(void) { return 1; }
 static int pn_omp_thread_limit(void) { return INT_MAX; }
+static int pn_team_size(void) { return 1; }
+static void pn_barrier(void) {}
 #endif
 
 /* ---- per-thread work buffers -------------------------------------------------

@@ -6,6 +6,8 @@
 #                        a child of fork
 #   _nthreads_for(work)  1 below PARALLEL_MIN_WORK elements, else _nthreads()
 #   pn_workspace(slot, bytes)   the calling thread's buffer for that slot, kept across calls
+#   team_share(n, tid, nt)      thread tid's share [a, b) of n items in a team of nt threads
+#                        (one parallel region running many phases: pn_barrier() between them)
 #
 # Results never depend on the thread count: every kernel splits its reductions in a
 # way fixed by the sizes alone (DESIGN.md, rule 3); this number only sets the speed.
@@ -17,6 +19,8 @@ cdef extern from "runtime.h" nogil:
     int pn_omp_thread_limit()
     int pn_forked
     void pn_watch_fork()
+    int pn_team_size()
+    void pn_barrier()
     enum:
         PN_WS_PACK_A
         PN_WS_PACK_B
@@ -89,6 +93,17 @@ cdef enum:
 cdef inline int _nthreads_for(Py_ssize_t work) noexcept nogil:
     """Threads for an elementwise or row kernel over `work` elements."""
     return 1 if work < PARALLEL_MIN_WORK else _nthreads()
+
+
+cdef struct Share:
+    Py_ssize_t a, b
+
+
+cdef inline Share team_share(Py_ssize_t n, int tid, int nt) noexcept nogil:
+    """Items [a, b) of n for thread tid of nt: contiguous, in thread order, sizes within one."""
+    cdef Share s
+    s.a, s.b = n * tid // nt, n * (tid + 1) // nt
+    return s
 
 
 cdef inline int _nthreads() noexcept nogil:

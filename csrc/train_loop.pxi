@@ -15,19 +15,31 @@
 # A step whose L is not finite ends the run after its backward pass, before its update (the
 # caller raises, as the step-by-step path does).
 #
+# One thread team for the whole run: the call opens one parallel region and every thread
+# runs every step, taking its share of each phase (gemm_team's rectangle of the grid gemm
+# would use; its rows, chunks or elements of the rest: team_share), with a barrier where a
+# phase reads what another wrote: after the gather, after each layer forward, after the
+# loss's chunk sums (then every thread adds them in order and has the same L), after each
+# layer backward, after the update. No fork/join per kernel, no Python between steps.
+#
+# Fused where the math allows, each bitwise what the separate pass gives:
+#   δ_{l−1} = dA_{l−1} ⊙ f′(Z_{l−1}) in the epilogue of the GEMM dA_{l−1} = δ_l·W_lᵀ
+#   (elementwise activations below a Dense layer), and db_l = Σ_rows δ_l while gemm packs δ_l
+#   for dW_l (rows added in order 0..B−1, as dense_backward does).
+#
 # Every piece is the kernel the step-by-step path (Trainer, layers.py) calls: gather's
-# conversion, dense_layer, act_backward, gemm, colsum, ce_label_rows / ce_prob_rows /
-# pointwise_rows with the same chunks, pn_update_* over the same UPDATE_CHUNK slices, with
-# the same thread counts; so a run is bitwise those k steps taken one by one, and, as each
-# kernel is, the same on any number of threads. The uniforms U of every Dropout layer for the
-# k steps are drawn by the caller from the layer's own stream before the call, in the order
-# the steps would draw them (a stream drawn in one piece or in k pieces gives the same values).
-# Work buffers (B rows of every layer) belong to the TrainLoop, made once; the GIL is released
-# for the whole run.
-# uses: gather (source_t), dense (dense_layer, colsum), gemm, activations (act_backward,
-# ACT_*), losses (weight_sum, ce_label_rows, ce_prob_rows, pointwise_rows, LOSS_*), reduce
-# (chunk_rows, sum_in_order, MAX_CHUNKS), optim (pn_update_*, UPDATE_CHUNK, NORM_CHUNK,
-# sumsq_range, PN_*), threads, checks.
+# conversion, the GEMMs with dense_layer's epilogue, act_backward, dense_backward's bias sums,
+# ce_label_rows / ce_prob_rows / pointwise_rows with the same chunks, the optimizer's
+# update_chunk over the same UPDATE_CHUNK slices; so a run is bitwise those k steps taken one
+# by one, and, as each kernel is, the same on any number of threads. The uniforms U of every
+# Dropout layer for the k steps are drawn by the caller from the layer's own stream before the
+# call, in the order the steps would draw them (a stream drawn in one piece or in k pieces
+# gives the same values). Work buffers (B rows of every layer) belong to the TrainLoop, made
+# once; the GIL is released for the whole run.
+# uses: gather (source_t), dense (forward_epilogue), gemm (gemm_team, Epilogue), activations
+# (act_backward, softmax_row, ACT_*), losses (weight_sum, ce_label_rows, ce_prob_rows,
+# pointwise_rows, LOSS_*), reduce (chunk_rows, sum_in_order, MAX_CHUNKS), optim (update_chunk,
+# UPDATE_CHUNK, NORM_CHUNK, sumsq_range, PN_*), threads (team_share, pn_barrier), checks.
 
 from libc.math cimport pow, sqrt, isfinite
 from libc.string cimport memcpy
@@ -86,81 +98,97 @@ cdef struct LoopRun:
     double huber_delta, scale, threshold, clip
     double hyper[8]               # mu, nesterov | b1, b2, eps, decoupled | rho, eps; wd in [7]
     double *norm_partial
+    double loss_partial[MAX_CHUNKS]
+    int err                       # a GEMM's work buffers could not be made (set by any thread)
+    Py_ssize_t got
     LoopLayer *layers
 
 
-cdef void gather_typed(const source_t *X, Py_ssize_t n, const int64_t *rows, Py_ssize_t k,
-                       floating *out) noexcept nogil:
-    """out[i, :] = T(X[rows[i], :]) (gather.pxi's conversion; rows already in range)."""
+cdef void gather_typed(const source_t *X, Py_ssize_t n, const int64_t *rows, Py_ssize_t i0,
+                       Py_ssize_t i1, floating *out) noexcept nogil:
+    """out[i, :] = T(X[rows[i], :]) for i in [i0, i1) (gather.pxi's conversion; rows in range)."""
     cdef Py_ssize_t i, j
-    for i in prange(k, num_threads=_nthreads_for(k * n), schedule="static"):
+    for i in range(i0, i1):
         for j in range(n):
             out[i * n + j] = <floating>X[rows[i] * n + j]
 
 
-cdef void gather_source(int src, const char *X, Py_ssize_t n, const int64_t *rows, Py_ssize_t k,
-                        floating *out) noexcept nogil:
+cdef void gather_source(int src, const char *X, Py_ssize_t n, const int64_t *rows, Py_ssize_t i0,
+                        Py_ssize_t i1, floating *out) noexcept nogil:
     """gather_typed for X of dtype GATHER_KINDS code `src` (bool read as uint8)."""
     if src == 0:
-        gather_typed(<const float *>X, n, rows, k, out)
+        gather_typed(<const float *>X, n, rows, i0, i1, out)
     elif src == 1:
-        gather_typed(<const double *>X, n, rows, k, out)
+        gather_typed(<const double *>X, n, rows, i0, i1, out)
     elif src == 2:
-        gather_typed(<const int8_t *>X, n, rows, k, out)
+        gather_typed(<const int8_t *>X, n, rows, i0, i1, out)
     elif src == 3:
-        gather_typed(<const int16_t *>X, n, rows, k, out)
+        gather_typed(<const int16_t *>X, n, rows, i0, i1, out)
     elif src == 4:
-        gather_typed(<const int32_t *>X, n, rows, k, out)
+        gather_typed(<const int32_t *>X, n, rows, i0, i1, out)
     elif src == 5:
-        gather_typed(<const int64_t *>X, n, rows, k, out)
+        gather_typed(<const int64_t *>X, n, rows, i0, i1, out)
     elif src == 6 or src == 10:
-        gather_typed(<const uint8_t *>X, n, rows, k, out)
+        gather_typed(<const uint8_t *>X, n, rows, i0, i1, out)
     elif src == 7:
-        gather_typed(<const uint16_t *>X, n, rows, k, out)
+        gather_typed(<const uint16_t *>X, n, rows, i0, i1, out)
     elif src == 8:
-        gather_typed(<const uint32_t *>X, n, rows, k, out)
+        gather_typed(<const uint32_t *>X, n, rows, i0, i1, out)
     else:
-        gather_typed(<const uint64_t *>X, n, rows, k, out)
+        gather_typed(<const uint64_t *>X, n, rows, i0, i1, out)
 
 
-cdef void multiply_into(const floating *a, const floating *b, floating *out, Py_ssize_t n) noexcept nogil:
-    """out = a ⊙ b (elementwise.pxi's multiply)."""
+cdef void gather_batch(LoopRun *r, const int64_t *rows, Py_ssize_t B, const floating *tag,
+                       int tid, int nt) noexcept nogil:
+    """This thread's share of the batch's rows: A₀, targets (labels or rows of y), weights."""
+    cdef Share sh = team_share(B, tid, nt)
     cdef Py_ssize_t i
-    for i in prange(n, num_threads=_nthreads_for(n), schedule="static"):
-        out[i] = a[i] * b[i]
+    gather_source(r.src, r.X, r.n_in, rows, sh.a, sh.b, <floating *>r.xb)
+    if r.ylab != NULL:
+        for i in range(sh.a, sh.b):
+            r.yb[i] = r.ylab[rows[i]]
+    else:
+        gather_typed(<const floating *>r.ytar, r.n_out, rows, sh.a, sh.b, <floating *>r.tb)
+    if r.w != NULL:
+        for i in range(sh.a, sh.b):
+            (<floating *>r.wb)[i] = (<const floating *>r.w)[rows[i]]
 
 
-cdef double batch_loss(LoopRun *r, const floating *Z, floating *delta, Py_ssize_t B) noexcept nogil:
+cdef double batch_loss(LoopRun *r, const floating *Z, floating *delta, Py_ssize_t B,
+                       int tid, int nt) noexcept nogil:
     """L of the batch and δ = ∂L/∂Z, as softmax_cross_entropy / pointwise_loss compute them:
-    chunks of chunk_rows(B) rows, their sums added in order, W = Σ w (or B)."""
+    chunks of chunk_rows(B) rows (this thread's share of them), their sums added in order
+    after a barrier by every thread (so all get the same L), W = Σ w (or B)."""
     cdef Py_ssize_t m = r.n_out, chunk = chunk_rows(B), c
     cdef Py_ssize_t nchunks = (B + chunk - 1) // chunk
-    cdef double partial[MAX_CHUNKS]
+    cdef Share sh = team_share(nchunks, tid, nt)
     cdef double W = B
-    cdef int bad = 0, nt = _nthreads_for(B * m)
+    cdef int bad = 0
     cdef const floating *w = <const floating *>r.wb if r.w != NULL else NULL
     cdef floating inv
-    if r.loss == LOSS_CE_LABELS or r.loss == LOSS_CE_PROBS:
-        inv = <floating>1 / B
-        if w != NULL:
-            W = weight_sum(w, B, &bad)
-            inv = <floating>1 / <floating>W if W > 0 else 0
-        for c in prange(nchunks, num_threads=nt, schedule="static"):
-            if r.loss == LOSS_CE_LABELS:
-                partial[c] = ce_label_rows(Z, r.yb, w, delta, c * chunk, min(B, (c + 1) * chunk), m, inv, &bad)
-            else:
-                partial[c] = ce_prob_rows(Z, <const floating *>r.tb, w, delta, c * chunk,
-                                          min(B, (c + 1) * chunk), m, inv)
-        return sum_in_order(partial, nchunks) / W if W > 0 else 0.0
-    inv = <floating>r.scale / (B * m)
+    cdef bint ce = r.loss == LOSS_CE_LABELS or r.loss == LOSS_CE_PROBS
     if w != NULL:
         W = weight_sum(w, B, &bad)
-        inv = <floating>r.scale / <floating>(m * W) if W > 0 else 0
-    for c in prange(nchunks, num_threads=nt, schedule="static"):
-        partial[c] = pointwise_rows(r.loss, <floating>r.huber_delta, Z, <const floating *>r.tb, w,
-                                    <const floating *>r.pos_weight, delta, c * chunk,
-                                    min(B, (c + 1) * chunk), m, inv)
-    return r.scale * sum_in_order(partial, nchunks) / (m * W) if W > 0 else 0.0
+    if ce:
+        inv = (<floating>1 / <floating>W if W > 0 else 0) if w != NULL else <floating>1 / B
+    else:
+        inv = (<floating>r.scale / <floating>(m * W) if W > 0 else 0) if w != NULL else <floating>r.scale / (B * m)
+    for c in range(sh.a, sh.b):
+        if r.loss == LOSS_CE_LABELS:
+            r.loss_partial[c] = ce_label_rows(Z, r.yb, w, delta, c * chunk, min(B, (c + 1) * chunk), m, inv, &bad)
+        elif r.loss == LOSS_CE_PROBS:
+            r.loss_partial[c] = ce_prob_rows(Z, <const floating *>r.tb, w, delta, c * chunk,
+                                             min(B, (c + 1) * chunk), m, inv)
+        else:
+            r.loss_partial[c] = pointwise_rows(r.loss, <floating>r.huber_delta, Z, <const floating *>r.tb, w,
+                                               <const floating *>r.pos_weight, delta, c * chunk,
+                                               min(B, (c + 1) * chunk), m, inv)
+    pn_barrier()
+    if W <= 0:
+        return 0.0
+    if ce:
+        return sum_in_order(r.loss_partial, nchunks) / W
+    return r.scale * sum_in_order(r.loss_partial, nchunks) / (m * W)
 
 
 cdef int64_t count_right(LoopRun *r, const floating *Z, Py_ssize_t B) noexcept nogil:
@@ -189,38 +217,24 @@ cdef int64_t count_right(LoopRun *r, const floating *Z, Py_ssize_t B) noexcept n
     return right
 
 
-cdef void update_run(LoopRun *r, Py_ssize_t a, Py_ssize_t e, const double *h, const floating *tag) noexcept nogil:
-    """θ[a:e] updated by the optimizer's rule in UPDATE_CHUNK slices (optim.pxi's _update)."""
-    cdef Py_ssize_t n = e - a, c, i0, k
-    cdef floating *w = <floating *>r.params + a
-    cdef const floating *g = <const floating *>r.grads + a
-    cdef floating *p1 = <floating *>r.s1 + a if r.s1 != NULL else NULL
-    cdef floating *p2 = <floating *>r.s2 + a if r.s2 != NULL else NULL
-    for c in prange((n + UPDATE_CHUNK - 1) // UPDATE_CHUNK, num_threads=_nthreads_for(n), schedule="static"):
-        i0 = c * UPDATE_CHUNK
-        k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
-        if floating is float:
-            pn_update_f32(r.rule, k, w + i0, g + i0, p1 + i0 if p1 != NULL else NULL,
-                          p2 + i0 if p2 != NULL else NULL, h)
-        else:
-            pn_update_f64(r.rule, k, w + i0, g + i0, p1 + i0 if p1 != NULL else NULL,
-                          p2 + i0 if p2 != NULL else NULL, h)
-
-
-cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag) noexcept nogil:
+cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag, int tid, int nt) noexcept nogil:
     """One update of every trainable run (Optimizer.step): the clip scale σ of ‖g‖₂ (optim.pxi's
-    global_norm, one run), then the rule's scalars in optim.pxi's order."""
+    global_norm, one run), then the rule's scalars in optim.pxi's order, each run's
+    UPDATE_CHUNK chunks shared by the threads; a barrier at the end."""
     cdef double h[11]
     cdef double s = 1, norm
     cdef Py_ssize_t a, e, c, nchunks
     cdef int i
     cdef double *q = r.hyper
+    cdef Share sh
     if r.clip > 0:
         a, e = r.runs[0], r.runs[1]
         nchunks = (e - a + NORM_CHUNK - 1) // NORM_CHUNK
-        for c in prange(nchunks, num_threads=_nthreads(), schedule="static"):
+        sh = team_share(nchunks, tid, nt)
+        for c in range(sh.a, sh.b):
             r.norm_partial[c] = sumsq_range(<const floating *>r.grads + a, c * NORM_CHUNK,
                                             min(e - a, (c + 1) * NORM_CHUNK))
+        pn_barrier()
         norm = sqrt(sum_in_order(r.norm_partial, nchunks)) if e > a else 0
         s = min(1.0, r.clip / (norm + 1e-12))
     if r.rule == PN_SGD:            # lr, momentum, nesterov, weight_decay, grad_scale
@@ -232,97 +246,159 @@ cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag) noe
     else:                           # lr, ρ, 1−ρ, ε, λ, σ
         h[0], h[1], h[2], h[3], h[4], h[5] = lr, q[6], 1.0 - q[6], q[4], q[7], s
     for i in range(r.n_runs):
-        update_run(r, r.runs[2 * i], r.runs[2 * i + 1], h, tag)
+        a, e = r.runs[2 * i], r.runs[2 * i + 1]
+        sh = team_share((e - a + UPDATE_CHUNK - 1) // UPDATE_CHUNK, tid, nt)
+        for c in range(sh.a, sh.b):
+            update_chunk(r.rule, c, e - a, <floating *>r.params + a, <const floating *>r.grads + a,
+                         <floating *>r.s1 + a if r.s1 != NULL else NULL,
+                         <floating *>r.s2 + a if r.s2 != NULL else NULL, h)
+    pn_barrier()
+
+
+cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floating *tag, int tid,
+                  int nt) noexcept nogil:
+    """A_l of every layer for this batch (A₀ gathered), a barrier after each layer: Dense by
+    gemm_team with the bias+activation epilogue (softmax a pass of its own), Dropout as
+    A_l = A_{l−1} ⊙ M_l with M_l made from this step's uniforms in place."""
+    cdef const floating *x = <const floating *>r.xb
+    cdef LoopLayer *L
+    cdef Epilogue ep
+    cdef Share sh
+    cdef Py_ssize_t i, l
+    cdef floating *mask
+    cdef floating *A
+    cdef floating keep, p
+    for l in range(r.nl):
+        L = &r.layers[l]
+        if L.kind == LAYER_DENSE:
+            ep = forward_epilogue(L.b, L.act, L.alpha,
+                                  L.A if L.act != ACT_IDENTITY and L.act != ACT_SOFTMAX else NULL, L.m)
+            if gemm_team(False, False, B, L.m, L.n, <floating>1, x, L.n, <const floating *>L.W, L.m,
+                         <floating>0, <floating *>L.Z, L.m, &ep, <floating *>NULL, tid, nt):
+                r.err = 1
+            if L.act == ACT_SOFTMAX:
+                pn_barrier()
+                sh = team_share(B, tid, nt)
+                for i in range(sh.a, sh.b):
+                    softmax_row(<floating *>L.Z + i * L.m, <floating *>L.A + i * L.m, L.m)
+        else:
+            mask, A = <floating *>L.mask + off[l], <floating *>L.A
+            p = <floating>L.p
+            keep = 1 / (1 - p)
+            sh = team_share(B * L.n, tid, nt)
+            for i in range(sh.a, sh.b):
+                mask[i] = keep if mask[i] >= p else 0
+                A[i] = x[i] * mask[i]
+        pn_barrier()
+        x = <const floating *>L.A
+
+
+cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floating *tag, int tid,
+                   int nt) noexcept nogil:
+    """∂L/∂θ of every layer down to the first with parameters, from δ = ∂L/∂A_last in dZ; a
+    barrier after each layer. Dense: δ_l = dA_l ⊙ f′(Z_l) (made by the layer above's dX GEMM
+    when it can: the epilogue out = C ⊙ f′), dW_l = A_{l−1}ᵀ·δ_l with db_l summed as δ_l is
+    packed, dA_{l−1} = δ_l·W_lᵀ. Dropout: dA_{l−1} = dA_l ⊙ M_l."""
+    cdef const floating *dA = <const floating *>r.dZ
+    cdef const floating *x
+    cdef floating *delta
+    cdef LoopLayer *L
+    cdef LoopLayer *below
+    cdef Epilogue ep
+    cdef Share sh
+    cdef Py_ssize_t i, l
+    cdef const floating *mask
+    cdef bint made = False          # δ_l already made by the layer above's epilogue
+    for l in range(r.nl - 1, r.first - 1, -1):
+        L = &r.layers[l]
+        x = <const floating *>(r.layers[l - 1].A if l > 0 else r.xb)
+        if L.kind == LAYER_DENSE:
+            delta = <floating *>dA
+            if L.act != ACT_IDENTITY:
+                delta = <floating *>L.delta
+                if not made:
+                    sh = team_share(B, tid, nt)
+                    for i in range(sh.a, sh.b):
+                        act_backward(L.act, <floating>L.alpha, <const floating *>L.Z + i * L.m,
+                                     <const floating *>L.A + i * L.m, dA + i * L.m, delta + i * L.m, L.m)
+                    pn_barrier()
+            if gemm_team(True, False, L.n, L.m, B, <floating>1, x, L.n, delta, L.m, <floating>0,
+                         <floating *>L.dW, L.m, NULL, <floating *>L.db, tid, nt):
+                r.err = 1
+            made = False
+            if L.grad_in:
+                below = &r.layers[l - 1]
+                made = below.kind == LAYER_DENSE and below.act != ACT_IDENTITY and below.act != ACT_SOFTMAX
+                ep.bias, ep.bias_rows, ep.act, ep.alpha = NULL, False, below.act, below.alpha
+                ep.out, ep.ldo, ep.Zf, ep.Af = below.delta, L.n, below.Z, below.A
+                if gemm_team(False, True, B, L.n, L.m, <floating>1, delta, L.m, <const floating *>L.W, L.m,
+                             <floating>0, <floating *>L.dX, L.n, &ep if made else NULL, <floating *>NULL, tid, nt):
+                    r.err = 1
+        else:
+            mask = <const floating *>L.mask + off[l]
+            sh = team_share(B * L.n, tid, nt)
+            for i in range(sh.a, sh.b):
+                (<floating *>L.dX)[i] = dA[i] * mask[i]
+            made = False
+        pn_barrier()
+        dA = <const floating *>L.dX
 
 
 cdef Py_ssize_t run_steps(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_ssize_t steps,
                           const double *lrs, long t0, double *loss_out, int64_t *correct_out,
-                          floating *zout, const floating *tag) noexcept nogil:
-    """The steps (formulas at the top of the file); returns how many were completed (the index
-    of a step whose loss was not finite, else `steps`), or −1 when GEMM buffers failed."""
+                          floating *zout, int tid, int nt) noexcept nogil:
+    """Thread tid's part of the steps (formulas at the top of the file), in a team of nt;
+    every thread returns the same: how many steps were completed (the index of a step whose
+    loss was not finite, else `steps`), or −1 when GEMM buffers failed."""
     cdef Py_ssize_t s, l, B, r0, done_rows = 0
-    cdef int nt = _nthreads()
-    cdef LoopLayer *L
-    cdef const floating *x
-    cdef const floating *dA
-    cdef floating *delta
-    cdef floating *mask
-    cdef floating keep, p
-    cdef Py_ssize_t i
     cdef const int64_t *rows
     cdef Py_ssize_t off[64]
     cdef double loss
+    cdef bint failed
     for l in range(r.nl):
         off[l] = 0
     for s in range(steps):
         r0 = start + s * r.batch
         B = min(r.batch, r.n_rows - r0)
         rows = perm + r0
-        # the batch: A₀, targets, weights
-        gather_source(r.src, r.X, r.n_in, rows, B, <floating *>r.xb)
-        if r.ylab != NULL:
-            for i in range(B):
-                r.yb[i] = r.ylab[rows[i]]
-        else:
-            gather_typed(<const floating *>r.ytar, r.n_out, rows, B, <floating *>r.tb)
-        if r.w != NULL:
-            for i in range(B):
-                (<floating *>r.wb)[i] = (<const floating *>r.w)[rows[i]]
-        # forward
-        x = <const floating *>r.xb
-        for l in range(r.nl):
-            L = &r.layers[l]
-            if L.kind == LAYER_DENSE:
-                if dense_layer(B, L.n, L.m, x, <const floating *>L.W, <const floating *>L.b, L.act,
-                               <floating>L.alpha, <floating *>L.Z,
-                               <floating *>L.A if L.act != ACT_IDENTITY else NULL, nt):
-                    return -1
-            else:
-                mask = <floating *>L.mask + off[l]
-                p = <floating>L.p
-                keep = 1 / (1 - p)
-                for i in prange(B * L.n, num_threads=_nthreads_for(B * L.n), schedule="static"):
-                    mask[i] = keep if mask[i] >= p else 0
-                multiply_into(x, mask, <floating *>L.A, B * L.n)
-            x = <const floating *>L.A
-        # loss, accuracy, outputs
-        loss = batch_loss(r, x, <floating *>r.dZ, B)
-        loss_out[s] = loss
-        if r.acc != ACC_NONE:
-            correct_out[s] = count_right(r, x, B)
-        if zout != NULL:
-            memcpy(zout + done_rows * r.n_out, x, B * r.n_out * sizeof(floating))
+        gather_batch(r, rows, B, zout, tid, nt)
+        pn_barrier()
+        forward(r, B, off, zout, tid, nt)
+        loss = batch_loss(r, <const floating *>r.layers[r.nl - 1].A, <floating *>r.dZ, B, tid, nt)
+        if tid == 0:
+            loss_out[s] = loss
+            if r.acc != ACC_NONE:
+                correct_out[s] = count_right(r, <const floating *>r.layers[r.nl - 1].A, B)
+            if zout != NULL:
+                memcpy(zout + done_rows * r.n_out, r.layers[r.nl - 1].A, B * r.n_out * sizeof(floating))
         done_rows += B
-        # backward, down to the first layer with parameters
-        dA = <const floating *>r.dZ
-        for l in range(r.nl - 1, r.first - 1, -1):
-            L = &r.layers[l]
-            x = <const floating *>(r.layers[l - 1].A if l > 0 else r.xb)
-            if L.kind == LAYER_DENSE:
-                delta = <floating *>dA
-                if L.act != ACT_IDENTITY:
-                    delta = <floating *>L.delta
-                    for i in prange(B, num_threads=_nthreads_for(B * L.m), schedule="static"):
-                        act_backward(L.act, <floating>L.alpha, <const floating *>L.Z + i * L.m,
-                                     <const floating *>L.A + i * L.m, dA + i * L.m, delta + i * L.m, L.m)
-                if gemm(True, False, L.n, L.m, B, <floating>1, x, L.n, delta, L.m, <floating>0,
-                        <floating *>L.dW, L.m, <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt):
-                    return -1
-                colsum(delta, B, L.m, <floating *>L.db, _nthreads_for(B * L.m))
-                if L.grad_in and gemm(False, True, B, L.n, L.m, <floating>1, delta, L.m,
-                                      <const floating *>L.W, L.m, <floating>0, <floating *>L.dX, L.n,
-                                      <const floating *>NULL, ACT_IDENTITY, 0, <floating *>NULL, 0, nt):
-                    return -1
-            else:
-                multiply_into(dA, <const floating *>L.mask + off[l], <floating *>L.dX, B * L.n)
-            dA = <const floating *>L.dX
-        if not isfinite(loss):       # the step-by-step path stops here too, gradients made
+        backward(r, B, off, zout, tid, nt)
+        failed = r.err                 # read by all after the barrier, then a barrier before
+        pn_barrier()                   # anyone could set it again
+        if failed:
+            return -1
+        if not isfinite(loss):         # the step-by-step path stops here too, gradients made
             return s
         for l in range(r.nl):
             if r.layers[l].kind == LAYER_DROPOUT:
                 off[l] += B * r.layers[l].n
-        optimizer_step(r, lrs[s], t0 + s + 1, tag)
+        optimizer_step(r, lrs[s], t0 + s + 1, zout, tid, nt)
     return steps
+
+
+cdef Py_ssize_t run_team(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_ssize_t steps,
+                         const double *lrs, long t0, double *loss_out, int64_t *correct_out,
+                         floating *zout, int nt) noexcept nogil:
+    """run_steps in one parallel region of (at most) nt threads: one thread team for the run."""
+    cdef Py_ssize_t got
+    cdef int tid
+    r.err = 0
+    with parallel(num_threads=nt):
+        tid = threadid()
+        got = run_steps(r, perm, start, steps, lrs, t0, loss_out, correct_out, zout, tid, pn_team_size())
+        if tid == 0:
+            r.got = got
+    return r.got
 
 
 cdef class TrainLoop:
@@ -563,13 +639,12 @@ cdef class TrainLoop:
             zo = <char *>cnp.PyArray_DATA(<cnp.ndarray>zout)
         cdef bint f32 = self.dtype == F32
         self.r.n_rows = n_rows
+        cdef int nt = _nthreads()
         with nogil:
             if f32:
-                got = run_steps(&self.r, &p[0], start, steps, &lr[0], t0, &lo[0], &co[0], <float *>zo,
-                                <const float *>NULL)
+                got = run_team(&self.r, &p[0], start, steps, &lr[0], t0, &lo[0], &co[0], <float *>zo, nt)
             else:
-                got = run_steps(&self.r, &p[0], start, steps, &lr[0], t0, &lo[0], &co[0], <double *>zo,
-                                <const double *>NULL)
+                got = run_team(&self.r, &p[0], start, steps, &lr[0], t0, &lo[0], &co[0], <double *>zo, nt)
         if got < 0:
             raise MemoryError("TrainLoop.run: could not allocate GEMM work buffers")
         return got

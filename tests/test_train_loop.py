@@ -179,19 +179,33 @@ def test_validation_metrics_steps_per_epoch_and_frozen_layers():
     assert_same(m_old, m_new)
 
 
+NETS = {
+    "relu": lambda: pn.Sequential([pn.Dense(300, 256, "relu"), pn.Dropout(0.2), pn.Dense(256, 128, "relu"),
+                                   pn.Dense(128, 10)], seed=0),
+    # each activation below a Dense layer is fused into that layer's dX GEMM (softmax is not)
+    "every_activation": lambda: pn.Sequential([pn.Dense(300, 40, "gelu"), pn.Dense(40, 30, "elu"),
+                                               pn.Dense(30, 20, "tanh"), pn.Dense(20, 16, "softmax"),
+                                               pn.Dense(16, 12, "sigmoid"), pn.Dense(12, 10, "leaky_relu")],
+                                              seed=0),
+}
+
+
 @pytest.mark.parametrize("num", [2, 3])
-def test_same_bits_on_1_2_3_threads(num_threads, num):
-    """Large enough that GEMMs, gathers and updates are split over the threads."""
+@pytest.mark.parametrize("net_, batch, opt", [("relu", 256, "momentum"), ("relu", 2, "adam_l2_clip"),
+                                              ("every_activation", 64, "adam"),
+                                              ("every_activation", 5, "momentum")])
+def test_same_bits_on_1_2_3_threads(num_threads, num, net_, batch, opt):
+    """One thread team for the run: at batch 256 GEMMs, gathers and updates are split over
+    the threads; at 2 or 5 rows some threads have no rows at all."""
     X, y = data(n=700, n_in=300, classes=10)
-    make = lambda: pn.Sequential([pn.Dense(300, 256, "relu"), pn.Dropout(0.2), pn.Dense(256, 128, "relu"),
-                                  pn.Dense(128, 10)], seed=0)
+    make = NETS[net_]
     num_threads(1)
-    one, used = train(True, make, X, y, batch=256, opt=OPTIMIZERS["momentum"])
+    one, used = train(True, make, X, y, batch=batch, opt=OPTIMIZERS[opt], epochs=1)
     assert used
     num_threads(num)
-    many, _ = train(True, make, X, y, batch=256, opt=OPTIMIZERS["momentum"])
+    many, _ = train(True, make, X, y, batch=batch, opt=OPTIMIZERS[opt], epochs=1)
     assert_same(one, many)
-    old, _ = train(False, make, X, y, batch=256, opt=OPTIMIZERS["momentum"])
+    old, _ = train(False, make, X, y, batch=batch, opt=OPTIMIZERS[opt], epochs=1)
     assert_same(old, many)
 
 
