@@ -392,16 +392,33 @@ cdef int threads_grid(Py_ssize_t mu, Py_ssize_t nu, Py_ssize_t K, int nt, Py_ssi
     return best_tm
 
 
+cdef struct Rect:
+    Py_ssize_t m0, m1, n0, n1     # rows [m0, m1) and columns [n0, n1) of C
+
+
+cdef inline Rect grid_rect(int t, int tm, int tn, Py_ssize_t M, Py_ssize_t N, Py_ssize_t nr) noexcept nogil:
+    """Rectangle t (row-major) of the tm × tn grid over C (M × N), edges on MR and nr."""
+    cdef Py_ssize_t mu = (M + MR - 1) // MR, nu = (N + nr - 1) // nr
+    cdef Rect q
+    q.m0, q.m1 = min(M, t // tn * mu // tm * MR), min(M, (t // tn + 1) * mu // tm * MR)
+    q.n0, q.n1 = min(N, t % tn * nu // tn * nr), min(N, (t % tn + 1) * nu // tn * nr)
+    return q
+
+
+cdef inline int gemm_grid(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nt, Py_ssize_t nr, int *tn) noexcept nogil:
+    """The grid gemm and gemm_team cut a K ≥ 1 product into (threads_grid); returns tm."""
+    return threads_grid((M + MR - 1) // MR, (N + nr - 1) // nr, K, nt, nr, tn)
+
+
 cdef int gemm_rect(int t, int tm, int tn, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                    floating alpha, const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
                    const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating beta, floating *C,
                    Py_ssize_t ldc, const Epilogue *ep, floating *bsum) noexcept nogil:
     """Rectangle t of the tm × tn grid (threads_grid) of C = α·op(A)·op(B) + β·C: gemm_block
     on it. bsum's columns are summed by the rectangles of the first row, which zero them."""
-    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t mu = (M + MR - 1) // MR, nu = (N + nr - 1) // nr, j
-    cdef Py_ssize_t m0 = min(M, t // tn * mu // tm * MR), m1 = min(M, (t // tn + 1) * mu // tm * MR)
-    cdef Py_ssize_t n0 = min(N, t % tn * nu // tn * nr), n1 = min(N, (t % tn + 1) * nu // tn * nr)
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, j
+    cdef Rect q = grid_rect(t, tm, tn, M, N, nr)
+    cdef Py_ssize_t m0 = q.m0, m1 = q.m1, n0 = q.n0, n1 = q.n1
     if m1 <= m0 or n1 <= n0:
         return 0
     if bsum != NULL and m0 == 0:
@@ -441,7 +458,7 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
         for i in prange(M, num_threads=nt, schedule="static"):
             gemm_no_k(i, i + 1, N, beta, C, ldc, ep)
         return 0
-    tm = threads_grid((M + MR - 1) // MR, (N + nr - 1) // nr, K, nt, nr, &tn)
+    tm = gemm_grid(M, N, K, nt, nr, &tn)
     if tm * tn == 1:
         return gemm_rect(0, 1, 1, M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, bsum)
     for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
@@ -467,10 +484,11 @@ cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
         sh = team_share(M, tid, nt)
         gemm_no_k(sh.a, sh.b, N, beta, C, ldc, ep)
         return 0
-    tm = threads_grid((M + MR - 1) // MR, (N + nr - 1) // nr, K, nt, nr, &tn)
+    tm = gemm_grid(M, N, K, nt, nr, &tn)
     if tid >= tm * tn:
         return 0
     return gemm_rect(tid, tm, tn, M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, bsum)
+
 
 
 cdef void _gemm_arrays(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

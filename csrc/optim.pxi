@@ -32,15 +32,21 @@ cdef extern from "cpu_dispatch.h" nogil:   # optim_kernels.h's updates, the vari
     void pn_update_f64(int rule, long n, double *w, const double *g, double *s1, double *s2, const double *h)
 
 
-cdef inline void update_chunk(int rule, Py_ssize_t c, Py_ssize_t n, floating *w, const floating *g,
+cdef inline void update_slice(int rule, Py_ssize_t i0, Py_ssize_t k, floating *w, const floating *g,
                               floating *s1, floating *s2, const double *h) noexcept nogil:
-    """Chunk c of an update of n elements: UPDATE_CHUNK of them from c·UPDATE_CHUNK (fewer at
-    the end); s1, s2 may be NULL; h: the kernel's scalars (cpu_dispatch.h)."""
-    cdef Py_ssize_t i0 = c * UPDATE_CHUNK, k = min(<Py_ssize_t>UPDATE_CHUNK, n - i0)
+    """Elements [i0, i0 + k) of w (and its state s1, s2, either may be NULL) updated by `rule`;
+    h: the kernel's scalars (cpu_dispatch.h)."""
     if floating is float:
         pn_update_f32(rule, k, w + i0, g + i0, s1 + i0 if s1 != NULL else NULL, s2 + i0 if s2 != NULL else NULL, h)
     else:
         pn_update_f64(rule, k, w + i0, g + i0, s1 + i0 if s1 != NULL else NULL, s2 + i0 if s2 != NULL else NULL, h)
+
+
+cdef inline void update_chunk(int rule, Py_ssize_t c, Py_ssize_t n, floating *w, const floating *g,
+                              floating *s1, floating *s2, const double *h) noexcept nogil:
+    """Chunk c of an update of n elements: UPDATE_CHUNK of them from c·UPDATE_CHUNK (fewer at
+    the end)."""
+    update_slice(rule, c * UPDATE_CHUNK, min(<Py_ssize_t>UPDATE_CHUNK, n - c * UPDATE_CHUNK), w, g, s1, s2, h)
 
 
 cdef void _update(int rule, floating[::1] w, const floating[::1] g, floating[::1] s1, floating[::1] s2,

@@ -75,6 +75,8 @@ cdef struct LoopLayer:
     char *delta                   # δ_l (Dense with an activation), else NULL: δ_l is dA_l
     char *dX
     char *mask                    # Dropout: this run's uniforms → masks, step after step
+    Py_ssize_t w_off, b_off       # W's and b's place in params (and dW's, db's in grads)
+    bint train_w, train_b         # … inside the trainable runs
 
 
 cdef struct LoopRun:
@@ -100,6 +102,7 @@ cdef struct LoopRun:
     double *norm_partial
     double loss_partial[MAX_CHUNKS]
     int err                       # a GEMM's work buffers could not be made (set by any thread)
+    bint fuse_update              # each layer's update made by the threads that made its dW
     Py_ssize_t got
     LoopLayer *layers
 
@@ -217,15 +220,28 @@ cdef int64_t count_right(LoopRun *r, const floating *Z, Py_ssize_t B) noexcept n
     return right
 
 
+cdef void rule_scalars(LoopRun *r, double lr, long t, double s, double *h) noexcept nogil:
+    """The update kernel's scalars in optim.pxi's order, with learning rate lr at step t and
+    gradient scale s."""
+    cdef double *q = r.hyper
+    if r.rule == PN_SGD:            # lr, momentum, nesterov, weight_decay, grad_scale
+        h[0], h[1], h[2], h[3], h[4] = lr, q[0], q[1], q[7], s
+    elif r.rule == PN_ADAM:         # lr, β₁, β₂, 1−β₁, 1−β₂, ε, λ, decoupled, c₁, c₂, σ
+        h[0], h[1], h[2], h[3], h[4] = lr, q[2], q[3], 1.0 - q[2], 1.0 - q[3]
+        h[5], h[6], h[7] = q[4], q[7], q[5]
+        h[8], h[9], h[10] = 1.0 / (1.0 - pow(q[2], <double>t)), 1.0 / (1.0 - pow(q[3], <double>t)), s
+    else:                           # lr, ρ, 1−ρ, ε, λ, σ
+        h[0], h[1], h[2], h[3], h[4], h[5] = lr, q[6], 1.0 - q[6], q[4], q[7], s
+
+
 cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag, int tid, int nt) noexcept nogil:
     """One update of every trainable run (Optimizer.step): the clip scale σ of ‖g‖₂ (optim.pxi's
-    global_norm, one run), then the rule's scalars in optim.pxi's order, each run's
-    UPDATE_CHUNK chunks shared by the threads; a barrier at the end."""
+    global_norm, one run), then each run's UPDATE_CHUNK chunks shared by the threads; a
+    barrier at the end."""
     cdef double h[11]
     cdef double s = 1, norm
     cdef Py_ssize_t a, e, c, nchunks
     cdef int i
-    cdef double *q = r.hyper
     cdef Share sh
     if r.clip > 0:
         a, e = r.runs[0], r.runs[1]
@@ -237,14 +253,7 @@ cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag, int
         pn_barrier()
         norm = sqrt(sum_in_order(r.norm_partial, nchunks)) if e > a else 0
         s = min(1.0, r.clip / (norm + 1e-12))
-    if r.rule == PN_SGD:            # lr, momentum, nesterov, weight_decay, grad_scale
-        h[0], h[1], h[2], h[3], h[4] = lr, q[0], q[1], q[7], s
-    elif r.rule == PN_ADAM:         # lr, β₁, β₂, 1−β₁, 1−β₂, ε, λ, decoupled, c₁, c₂, σ
-        h[0], h[1], h[2], h[3], h[4] = lr, q[2], q[3], 1.0 - q[2], 1.0 - q[3]
-        h[5], h[6], h[7] = q[4], q[7], q[5]
-        h[8], h[9], h[10] = 1.0 / (1.0 - pow(q[2], <double>t)), 1.0 / (1.0 - pow(q[3], <double>t)), s
-    else:                           # lr, ρ, 1−ρ, ε, λ, σ
-        h[0], h[1], h[2], h[3], h[4], h[5] = lr, q[6], 1.0 - q[6], q[4], q[7], s
+    rule_scalars(r, lr, t, s, h)
     for i in range(r.n_runs):
         a, e = r.runs[2 * i], r.runs[2 * i + 1]
         sh = team_share((e - a + UPDATE_CHUNK - 1) // UPDATE_CHUNK, tid, nt)
@@ -253,6 +262,31 @@ cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag, int
                          <floating *>r.s1 + a if r.s1 != NULL else NULL,
                          <floating *>r.s2 + a if r.s2 != NULL else NULL, h)
     pn_barrier()
+
+
+cdef void update_layer(LoopRun *r, const LoopLayer *L, Py_ssize_t B, const double *h, const floating *tag,
+                       int tid, int nt) noexcept nogil:
+    """The update of this thread's rectangle of W_l, the one whose dW_l it made (gemm_team's
+    grid for A_{l−1}ᵀ·δ_l), while it is in its cache; and of b_l's columns over it, for a
+    rectangle in the grid's first row (the one that summed them). Elementwise, so the same
+    values as optimizer_step's chunks."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, i
+    cdef int tn, tm = gemm_grid(L.n, L.m, B, nt, nr, &tn)
+    cdef Rect q
+    cdef floating *P = <floating *>r.params
+    cdef const floating *G = <const floating *>r.grads
+    cdef floating *s1 = <floating *>r.s1
+    cdef floating *s2 = <floating *>r.s2
+    if tid >= tm * tn:
+        return
+    q = grid_rect(tid, tm, tn, L.n, L.m, nr)
+    if q.m1 <= q.m0 or q.n1 <= q.n0:
+        return
+    if L.train_w:
+        for i in range(q.m0, q.m1):
+            update_slice(r.rule, L.w_off + i * L.m + q.n0, q.n1 - q.n0, P, G, s1, s2, h)
+    if L.train_b and q.m0 == 0:
+        update_slice(r.rule, L.b_off + q.n0, q.n1 - q.n0, P, G, s1, s2, h)
 
 
 cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floating *tag, int tid,
@@ -293,12 +327,13 @@ cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floatin
         x = <const floating *>L.A
 
 
-cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floating *tag, int tid,
-                   int nt) noexcept nogil:
+cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double *h, const floating *tag,
+                   int tid, int nt) noexcept nogil:
     """∂L/∂θ of every layer down to the first with parameters, from δ = ∂L/∂A_last in dZ; a
     barrier after each layer. Dense: δ_l = dA_l ⊙ f′(Z_l) (made by the layer above's dX GEMM
     when it can: the epilogue out = C ⊙ f′), dW_l = A_{l−1}ᵀ·δ_l with db_l summed as δ_l is
-    packed, dA_{l−1} = δ_l·W_lᵀ. Dropout: dA_{l−1} = dA_l ⊙ M_l."""
+    packed, dA_{l−1} = δ_l·W_lᵀ. Dropout: dA_{l−1} = dA_l ⊙ M_l. With h (the update's
+    scalars), each Dense layer is updated once its backward is done (update_layer)."""
     cdef const floating *dA = <const floating *>r.dZ
     cdef const floating *x
     cdef floating *delta
@@ -341,6 +376,8 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floati
                 (<floating *>L.dX)[i] = dA[i] * mask[i]
             made = False
         pn_barrier()
+        if h != NULL and L.kind == LAYER_DENSE:
+            update_layer(r, L, B, h, tag, tid, nt)
         dA = <const floating *>L.dX
 
 
@@ -354,7 +391,8 @@ cdef Py_ssize_t run_steps(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_
     cdef const int64_t *rows
     cdef Py_ssize_t off[64]
     cdef double loss
-    cdef bint failed
+    cdef double h[11]
+    cdef bint failed, fuse
     for l in range(r.nl):
         off[l] = 0
     for s in range(steps):
@@ -372,7 +410,12 @@ cdef Py_ssize_t run_steps(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_
             if zout != NULL:
                 memcpy(zout + done_rows * r.n_out, r.layers[r.nl - 1].A, B * r.n_out * sizeof(floating))
         done_rows += B
-        backward(r, B, off, zout, tid, nt)
+        # the update inside the backward pass, from the second step of a run on (the first
+        # makes the GEMMs' work buffers: a failure to must leave θ as it was)
+        fuse = r.fuse_update and s > 0 and isfinite(loss)
+        if fuse:
+            rule_scalars(r, lrs[s], t0 + s + 1, 1.0, h)
+        backward(r, B, off, h if fuse else NULL, zout, tid, nt)
         failed = r.err                 # read by all after the barrier, then a barrier before
         pn_barrier()                   # anyone could set it again
         if failed:
@@ -382,7 +425,8 @@ cdef Py_ssize_t run_steps(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_
         for l in range(r.nl):
             if r.layers[l].kind == LAYER_DROPOUT:
                 off[l] += B * r.layers[l].n
-        optimizer_step(r, lrs[s], t0 + s + 1, zout, tid, nt)
+        if not fuse:
+            optimizer_step(r, lrs[s], t0 + s + 1, zout, tid, nt)
     return steps
 
 
@@ -444,6 +488,7 @@ cdef class TrainLoop:
     cdef object dtype
     cdef readonly Py_ssize_t batch, n_out
     cdef readonly tuple dropout_widths
+    cdef readonly bint fused_update   # each layer updated right after its backward pass
 
     def __cinit__(self):
         self.r.layers = NULL
@@ -585,9 +630,37 @@ cdef class TrainLoop:
         self.r.clip = clip_norm
         if clip_norm > 0 and self.r.n_runs != 1:
             raise ValueError("TrainLoop: clip_norm needs exactly one trainable run")
+        self.r.fuse_update = self.fused_update = clip_norm == 0 and self._placed(layers, params, grads, spans)
         partial = np.empty(max(1, (params.shape[0] + NORM_CHUNK - 1) // NORM_CHUNK), np.float64)
         keep.append(partial)
         self.r.norm_partial = <double *>cnp.PyArray_DATA(<cnp.ndarray>partial)
+
+    cdef bint _placed(self, list layers, params, grads, spans) except -1:
+        """Each Dense layer's places of W and b in params (dW's and db's the same in grads),
+        and whether they lie wholly inside the trainable runs or wholly outside; True when
+        every layer's do and their trainable ones make up the runs exactly (then a layer's
+        update can follow its backward pass: update_layer)."""
+        cdef LoopLayer *Ly
+        runs = spans.reshape(-1, 2).tolist()
+        covered, item = 0, params.itemsize
+        for l, spec in enumerate(layers):
+            if spec[0] != "dense":
+                continue
+            Ly = &self.r.layers[l]
+            for k, (a, da) in enumerate(((spec[1], spec[3]), (spec[2], spec[4]))):
+                gap = a.ctypes.data - params.ctypes.data
+                if gap % item or da.ctypes.data - grads.ctypes.data != gap or not 0 <= gap // item <= params.size - a.size:
+                    return False
+                i0, i1 = gap // item, gap // item + a.size
+                inside = any(s <= i0 and i1 <= e for s, e in runs)
+                if not inside and any(s < i1 and i0 < e for s, e in runs):
+                    return False
+                covered += a.size if inside else 0
+                if k == 0:
+                    Ly.w_off, Ly.train_w = i0, inside
+                else:
+                    Ly.b_off, Ly.train_b = i0, inside
+        return covered == sum(e - s for s, e in runs)
 
     cdef char *_buffer(self, Py_ssize_t n) except NULL:
         """A work buffer of n values of the model's dtype, owned by the loop."""
