@@ -45,6 +45,7 @@ def main():
           f"{args.repeats} interleaved epochs")
     print(f"{'threads':>7} {'batch':>5} {'peak GF/s':>9} {'old µs/step':>11} {'new µs/step':>11} {'new/old':>7} "
           f"{'old % peak':>10} {'new % peak':>10}")
+    compiled_time = {}
     for nt in args.threads:
         _core.set_num_threads(nt)
         peak = peak_gflops(np.float32, 5)
@@ -59,10 +60,16 @@ def main():
                     if r:                                   # the first epoch warms up
                         times[compiled].append(t.history["time"][-1] / steps)
             old, new = statistics.median(times[False]), statistics.median(times[True])
+            compiled_time[nt, batch] = new
             pct = [100 * FLOP_PER_SAMPLE * batch / s / 1e9 / peak for s in (old, new)]
             print(f"{nt:>7} {batch:>5} {peak:>9.1f} {old * 1e6:>11.1f} {new * 1e6:>11.1f} {old / new:>6.2f}x "
                   f"{pct[0]:>9.1f}% {pct[1]:>9.1f}%", flush=True)
     _core.set_num_threads(None)
+    one = min(args.threads)
+    for nt in args.threads:
+        if nt != one:
+            print(f"compiled path, {nt} threads against {one}: " + ", ".join(
+                f"batch {batch} {compiled_time[one, batch] / compiled_time[nt, batch]:.2f}x" for batch in BATCHES))
 
 
 if __name__ == "__main__":
