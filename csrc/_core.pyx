@@ -28,9 +28,9 @@ include "cpu_dispatch.pxi"   # which ISA's SIMD kernels run (cpu_dispatch.h)
 include "checks.pxi"         # the O(1) boundary checks every wrapper uses
 include "reduce.pxi"         # ordered sums, row max and Σ e^(z − max); argmax_rows, all_finite
 include "activations.pxi"    # A = f(Z), delta = dA ⊙ f′(Z)
-include "gemm.pxi"           # C = α·op(A)·op(B) + β·C, with a bias+activation epilogue
+include "gemm.pxi"           # C = α·op(A)·op(B) + β·C, with its epilogues (bias, activation, its backward)
 include "dense.pxi"          # the dense layer: Z = X·W + b, A = f(Z) and its gradients
-include "conv.pxi"           # the 2-d convolution (ConvPlan): im2col + gemm, forward and backward
+include "conv.pxi"           # the 2-d convolution (ConvPlan): an implicit GEMM per sample, forward and backward
 include "norm.pxi"           # per-channel sums (BatchNorm's pieces), BatchNorm apply/grad, LayerNorm
 include "pool.pxi"           # max/avg pooling (PoolPlan), global average pooling
 include "inference_chain.pxi"  # the compiled prediction pass of dense, conv and pool steps (InferenceChain)

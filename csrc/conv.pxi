@@ -35,7 +35,7 @@
 # (whole panels) and adds the samples s = 0, 1, … in order (β = 1 after the first); db[o]'s
 # task adds the samples in order, each by sum_lanes; col2im adds (i, j, ho, wo) in order within a plane. So
 # results are bitwise the same on any number of threads.
-# uses: gemm (gemm_block, prepack_A, Unfold), activations (act_forward, _act_code, ACT_*), threads, checks.
+# uses: gemm (gemm_block, prepack_A, Unfold, gemm_grid, grid_rect), activations (act_forward, _act_code, ACT_*), threads, checks.
 
 from libc.string cimport memcpy
 
@@ -247,17 +247,16 @@ cdef int conv_backward(const ConvGeom *g, Py_ssize_t B, const floating *X, const
     packed twice) and adds the samples in order, so every element is the same sum on any
     number of threads; dX: a task per sample, Wᵀ packed once into WTpre
     (prepacked_A_size(K, Cout)). Returns 1 when a work buffer could not be allocated."""
-    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t mu = (g.Cout + MR - 1) // MR, ku = (g.K + nr - 1) // nr, t, s
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, t, s
     cdef Py_ssize_t in_f = g.C * g.H * g.W, out_f = g.Cout * g.P
     cdef int nt = _nthreads_for(B * g.K * g.P), tm, tn, err = 0
+    cdef Rect q
     if db != NULL:
         conv_bias_grad(g, delta, B, db, _nthreads_for(B * out_f))
-    tm = threads_grid(mu, ku, B * g.P, nt, nr, &tn)
+    tm = gemm_grid(g.Cout, g.K, B * g.P, nt, nr, &tn)
     for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
-        err += weight_grad_block(g, B, X, delta, dW, min(g.Cout, t // tn * mu // tm * MR),
-                                 min(g.Cout, (t // tn + 1) * mu // tm * MR),
-                                 min(g.K, t % tn * ku // tn * nr), min(g.K, (t % tn + 1) * ku // tn * nr))
+        q = grid_rect(<int>t, tm, tn, g.Cout, g.K, nr)
+        err += weight_grad_block(g, B, X, delta, dW, q.m0, q.m1, q.n0, q.n1)
     if dX != NULL:
         prepack_A(g.K, g.Cout, W, 1, g.K, WTpre)
         for s in prange(B, num_threads=min(<Py_ssize_t>nt, B), schedule="static"):

@@ -410,25 +410,6 @@ cdef inline int gemm_grid(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nt, Py_s
     return threads_grid((M + MR - 1) // MR, (N + nr - 1) // nr, K, nt, nr, tn)
 
 
-cdef int gemm_rect(int t, int tm, int tn, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                   floating alpha, const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
-                   const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating beta, floating *C,
-                   Py_ssize_t ldc, const Epilogue *ep, floating *bsum) noexcept nogil:
-    """Rectangle t of the tm × tn grid (threads_grid) of C = α·op(A)·op(B) + β·C: gemm_block
-    on it. bsum's columns are summed by the rectangles of the first row, which zero them."""
-    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, j
-    cdef Rect q = grid_rect(t, tm, tn, M, N, nr)
-    cdef Py_ssize_t m0 = q.m0, m1 = q.m1, n0 = q.n0, n1 = q.n1
-    if m1 <= m0 or n1 <= n0:
-        return 0
-    if bsum != NULL and m0 == 0:
-        for j in range(n0, n1):
-            bsum[j] = 0
-    return gemm_block(m1 - m0, n1 - n0, K, alpha, A + m0 * rsa, rsa, csa, B + n0 * csb, rsb, csb,
-                      beta, C + m0 * ldc + n0, ldc, ep, m0, n0, <const floating *>NULL,
-                      <const Unfold *>NULL, bsum + n0 if bsum != NULL and m0 == 0 else NULL)
-
-
 cdef void gemm_no_k(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t N, floating beta, floating *C,
                     Py_ssize_t ldc, const Epilogue *ep) noexcept nogil:
     """Rows [i0, i1) of C = β·C then the epilogue: the product of an empty sum (K = 0)."""
@@ -440,44 +421,23 @@ cdef void gemm_no_k(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t N, floating beta, f
             epilogue_row(ep, C + i * ldc, i, 0, N)
 
 
-cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-              floating alpha, const floating *A, Py_ssize_t lda, const floating *B,
-              Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
-              const Epilogue *ep, floating *bsum, int nt) noexcept nogil:
-    """C = α·op(A)·op(B) + β·C, then the epilogue ep if given (NULL: none); with bsum
-    (M ≥ 1, K ≥ 1), bsum[j] = Σ_p op(B)[p, j] in order of p (gemm_block). On at most nt
-    threads, one parallel region. Returns 0, or 1 when a work buffer could not be allocated."""
-    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t rsa = 1 if trans_a else lda, csa = lda if trans_a else 1
-    cdef Py_ssize_t rsb = 1 if trans_b else ldb, csb = ldb if trans_b else 1
-    cdef Py_ssize_t i, t
-    cdef int tm, tn, err = 0
-    if M == 0 or N == 0:
-        return 0
-    if K == 0:
-        for i in prange(M, num_threads=nt, schedule="static"):
-            gemm_no_k(i, i + 1, N, beta, C, ldc, ep)
-        return 0
-    tm = gemm_grid(M, N, K, nt, nr, &tn)
-    if tm * tn == 1:
-        return gemm_rect(0, 1, 1, M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, bsum)
-    for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
-        err += gemm_rect(<int>t, tm, tn, M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, bsum)
-    return 1 if err else 0
-
-
 cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                    floating alpha, const floating *A, Py_ssize_t lda, const floating *B,
                    Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
                    const Epilogue *ep, floating *bsum, int tid, int nt) noexcept nogil:
-    """gemm's share of thread tid in a team of nt threads already running (train_loop.pxi):
-    the same grid and rectangles as gemm on nt threads, so the same result. No barrier: the
-    caller puts one before C is read. Returns 1 when a work buffer could not be allocated."""
-    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    """Thread tid's share, as one of nt threads, of C = α·op(A)·op(B) + β·C and the epilogue
+    ep (NULL: none): its rectangle of the grid gemm_grid cuts C into (with K = 0, its rows).
+    With bsum (M ≥ 1, K ≥ 1), bsum[j] = Σ_p op(B)[p, j] in order of p: the rectangles of the
+    grid's first row zero and sum their columns. gemm runs the shares in a parallel region of
+    its own; a thread team already running (train_loop.pxi) calls it from each of its
+    threads and puts a barrier before C is read. A tile is the same tile in any share, so
+    the result never depends on nt. Returns 1 when a work buffer could not be allocated."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, j
     cdef Py_ssize_t rsa = 1 if trans_a else lda, csa = lda if trans_a else 1
     cdef Py_ssize_t rsb = 1 if trans_b else ldb, csb = ldb if trans_b else 1
     cdef int tm, tn
     cdef Share sh
+    cdef Rect q
     if M == 0 or N == 0:
         return 0
     if K == 0:
@@ -487,8 +447,34 @@ cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
     tm = gemm_grid(M, N, K, nt, nr, &tn)
     if tid >= tm * tn:
         return 0
-    return gemm_rect(tid, tm, tn, M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, bsum)
+    q = grid_rect(tid, tm, tn, M, N, nr)
+    if q.m1 <= q.m0 or q.n1 <= q.n0:
+        return 0
+    if bsum != NULL and q.m0 == 0:
+        for j in range(q.n0, q.n1):
+            bsum[j] = 0
+    return gemm_block(q.m1 - q.m0, q.n1 - q.n0, K, alpha, A + q.m0 * rsa, rsa, csa, B + q.n0 * csb,
+                      rsb, csb, beta, C + q.m0 * ldc + q.n0, ldc, ep, q.m0, q.n0, <const floating *>NULL,
+                      <const Unfold *>NULL, bsum + q.n0 if bsum != NULL and q.m0 == 0 else NULL)
 
+
+cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+              floating alpha, const floating *A, Py_ssize_t lda, const floating *B,
+              Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
+              const Epilogue *ep, floating *bsum, int nt) noexcept nogil:
+    """C = α·op(A)·op(B) + β·C, then the epilogue ep (NULL: none), and bsum if given
+    (gemm_team), on at most nt threads: one parallel region, a share per thread.
+    Returns 0, or 1 when a work buffer could not be allocated."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, t
+    cdef int tn, tasks, err = 0
+    if M == 0 or N == 0:
+        return 0
+    tasks = nt if K == 0 else gemm_grid(M, N, K, nt, nr, &tn) * tn
+    if tasks == 1:
+        return gemm_team(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, bsum, 0, nt)
+    for t in prange(tasks, num_threads=tasks, schedule="static"):
+        err += gemm_team(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, bsum, <int>t, nt)
+    return 1 if err else 0
 
 
 cdef void _gemm_arrays(bint ta, bint tb, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

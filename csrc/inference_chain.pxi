@@ -72,7 +72,8 @@ cdef class InferenceChain:
     cdef ChainStep *steps
     cdef int n_steps, head
     cdef object dtype
-    cdef readonly Py_ssize_t n_in, n_out, widest, widest_tail
+    cdef readonly Py_ssize_t n_in, n_out
+    cdef Py_ssize_t widest, widest_tail    # the widest activation of all steps, of the dense tail
 
     def __cinit__(self):
         self.steps = NULL

@@ -161,11 +161,12 @@ cdef void _pool_forward(int kind, const floating *X, floating *Y, int32_t *arg, 
     """Pool `planes` planes on at most nt threads."""
     cdef Py_ssize_t q, n_in = g.H * g.W, n_out = g.Ho * g.Wo
     cdef bint two = g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
+    cdef int32_t *a
     for q in prange(planes, num_threads=min(nt, _nthreads_for(planes * n_in)), schedule="static"):
         if kind == POOL_MAX:
-            if not two or _maxpool2x2_plane(X + q * n_in, Y + q * n_out,
-                                            arg + q * n_out if arg != NULL else NULL, g):
-                _maxpool_plane(X + q * n_in, Y + q * n_out, arg + q * n_out if arg != NULL else NULL, g)
+            a = arg + q * n_out if arg != NULL else NULL
+            if not two or _maxpool2x2_plane(X + q * n_in, Y + q * n_out, a, g):
+                _maxpool_plane(X + q * n_in, Y + q * n_out, a, g)
         else:
             _avgpool_plane(X + q * n_in, Y + q * n_out, g)
 

@@ -393,15 +393,16 @@ cdef Py_ssize_t run_steps(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_
     cdef double loss
     cdef double h[11]
     cdef bint failed, fuse
+    cdef const floating *tag = zout     # (the specialisation's float type, for the helpers)
     for l in range(r.nl):
         off[l] = 0
     for s in range(steps):
         r0 = start + s * r.batch
         B = min(r.batch, r.n_rows - r0)
         rows = perm + r0
-        gather_batch(r, rows, B, zout, tid, nt)
+        gather_batch(r, rows, B, tag, tid, nt)
         pn_barrier()
-        forward(r, B, off, zout, tid, nt)
+        forward(r, B, off, tag, tid, nt)
         loss = batch_loss(r, <const floating *>r.layers[r.nl - 1].A, <floating *>r.dZ, B, tid, nt)
         if tid == 0:
             loss_out[s] = loss
@@ -415,7 +416,7 @@ cdef Py_ssize_t run_steps(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_
         fuse = r.fuse_update and s > 0 and isfinite(loss)
         if fuse:
             rule_scalars(r, lrs[s], t0 + s + 1, 1.0, h)
-        backward(r, B, off, h if fuse else NULL, zout, tid, nt)
+        backward(r, B, off, h if fuse else NULL, tag, tid, nt)
         failed = r.err                 # read by all after the barrier, then a barrier before
         pn_barrier()                   # anyone could set it again
         if failed:
@@ -426,7 +427,7 @@ cdef Py_ssize_t run_steps(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_
             if r.layers[l].kind == LAYER_DROPOUT:
                 off[l] += B * r.layers[l].n
         if not fuse:
-            optimizer_step(r, lrs[s], t0 + s + 1, zout, tid, nt)
+            optimizer_step(r, lrs[s], t0 + s + 1, tag, tid, nt)
     return steps
 
 
@@ -434,8 +435,8 @@ cdef Py_ssize_t run_team(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_s
                          const double *lrs, long t0, double *loss_out, int64_t *correct_out,
                          floating *zout, int nt) noexcept nogil:
     """run_steps in one parallel region of (at most) nt threads: one thread team for the run."""
-    cdef Py_ssize_t got
-    cdef int tid
+    cdef Py_ssize_t got = 0
+    cdef int tid = 0
     r.err = 0
     with parallel(num_threads=nt):
         tid = threadid()
@@ -488,7 +489,6 @@ cdef class TrainLoop:
     cdef object dtype
     cdef readonly Py_ssize_t batch, n_out
     cdef readonly tuple dropout_widths
-    cdef readonly bint fused_update   # each layer updated right after its backward pass
 
     def __cinit__(self):
         self.r.layers = NULL
@@ -630,7 +630,7 @@ cdef class TrainLoop:
         self.r.clip = clip_norm
         if clip_norm > 0 and self.r.n_runs != 1:
             raise ValueError("TrainLoop: clip_norm needs exactly one trainable run")
-        self.r.fuse_update = self.fused_update = clip_norm == 0 and self._placed(layers, params, grads, spans)
+        self.r.fuse_update = clip_norm == 0 and self._placed(layers, params, grads, spans)
         partial = np.empty(max(1, (params.shape[0] + NORM_CHUNK - 1) // NORM_CHUNK), np.float64)
         keep.append(partial)
         self.r.norm_partial = <double *>cnp.PyArray_DATA(<cnp.ndarray>partial)
@@ -661,6 +661,11 @@ cdef class TrainLoop:
                 else:
                     Ly.b_off, Ly.train_b = i0, inside
         return covered == sum(e - s for s, e in runs)
+
+    @property
+    def fused_update(self):
+        """Whether each layer is updated right after its backward pass (update_layer)."""
+        return bool(self.r.fuse_update)
 
     cdef char *_buffer(self, Py_ssize_t n) except NULL:
         """A work buffer of n values of the model's dtype, owned by the loop."""

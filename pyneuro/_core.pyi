@@ -49,7 +49,6 @@ def all_finite(a: _Array) -> bool: ...
 class InferenceChain:
     n_in: int
     n_out: int
-    widest: int
     def __init__(self, steps: Sequence[tuple[Any, ...]]) -> None: ...
     def forward(self, X: _Array, out: _Array) -> _Array: ...
 
@@ -118,6 +117,7 @@ class TrainLoop:
     batch: int
     n_out: int
     dropout_widths: tuple[int, ...]
+    fused_update: bool
     def __init__(self, layers: list[tuple], params: _Array, grads: _Array, X: _Array, y: _Array,
                  w: _Array | None, batch: int, loss: str, scale: float, huber_delta: float,
                  pos_weight: _Array | None, rule: str, hyper: dict[str, float], s1: _Array | None,

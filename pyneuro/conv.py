@@ -16,8 +16,8 @@ import math
 import numpy as np
 
 from . import _core
-from ._validation import check_float, check_int
-from .layers import _DEFAULT_ALPHA, _RELU_FAMILY, _activation_name, _Linear, builtin_layer
+from ._validation import check_int
+from .layers import _Linear, builtin_layer
 
 
 def pair(value, what: str, minimum: int) -> tuple[int, int]:
@@ -83,22 +83,15 @@ class Conv2D(_Linear):
             self.padding: str | tuple[int, int] = padding
         else:
             self.padding = pair(padding, "Conv2D padding", 0)
-        self.activation = _activation_name(activation)
+        self._set_activation(activation, alpha, init)
         if self.activation == "softmax":
             raise ValueError("Conv2D activation: softmax is over a row of classes, not an image; end the "
                              "model with Dense outputs (logits) and loss='cross_entropy'")
-        self.alpha = check_float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha, "alpha")
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"Conv2D bias: expected True or False, got {bias!r:.40}")
         self.bias = bool(bias)
-        if init is None:
-            init = "he" if self.activation in _RELU_FAMILY else "glorot"
-        if not (callable(init) or init in ("he", "glorot")):
-            raise ValueError(f"init: expected 'he', 'glorot' or a callable, got {init!r}")
-        self.init = init
         self.W = self.dW = np.empty((0, 0, 0, 0))     # views into the model's vectors, set by bind()
         self.b = self.db = np.empty(0)
-        self._x = self._Z = self._A = None
 
     def pads(self, H: int, W: int) -> tuple[int, int, int, int]:
         """(top, left, bottom, right) zeros for an H×W input."""
@@ -143,9 +136,7 @@ class Conv2D(_Linear):
                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
                "dilation": list(self.dilation), "activation": self.activation, "bias": self.bias}
-        if self.activation in _DEFAULT_ALPHA:
-            cfg["alpha"] = self.alpha
-        return cfg
+        return self._with_alpha(cfg)
 
     def __repr__(self) -> str:
         """Conv2D(C, C_out, k, ...) with the arguments that differ from their defaults."""

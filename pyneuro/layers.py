@@ -136,6 +136,23 @@ class _Linear(Layer):
     alpha: float
     _x = _Z = _A = None
 
+    def _set_activation(self, activation, alpha, init) -> None:
+        """activation, its α (the activation's default when None) and the init scheme ('he'
+        for the ReLU family when None, else 'glorot'), checked."""
+        self.activation = _activation_name(activation)
+        self.alpha = check_float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha, "alpha")
+        if init is None:
+            init = "he" if self.activation in _RELU_FAMILY else "glorot"
+        if not (callable(init) or init in ("he", "glorot")):
+            raise ValueError(f"init: expected 'he', 'glorot' or a callable, got {init!r}")
+        self.init = init
+
+    def _with_alpha(self, cfg: dict) -> dict:
+        """cfg with the activation's α added, for the activations that have one."""
+        if self.activation in _DEFAULT_ALPHA:
+            cfg["alpha"] = self.alpha
+        return cfg
+
     def _forward(self, x, Z, A) -> None:
         raise NotImplementedError
 
@@ -208,18 +225,11 @@ class Dense(_Linear):
         super().__init__()
         self.n_in = check_int(n_in, "Dense n_in", 1)
         self.n_out = check_int(n_out, "Dense n_out", 1)
-        self.activation = _activation_name(activation)
-        self.alpha = check_float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha, "alpha")
-        if init is None:
-            init = "he" if self.activation in _RELU_FAMILY else "glorot"
-        if not (callable(init) or init in ("he", "glorot")):
-            raise ValueError(f"init: expected 'he', 'glorot' or a callable, got {init!r}")
-        self.init = init
+        self._set_activation(activation, alpha, init)
         self.W: np.ndarray = np.empty((0, 0))    # views into the model's vectors, set by bind()
         self.b: np.ndarray = np.empty(0)
         self.dW: np.ndarray = np.empty((0, 0))
         self.db: np.ndarray = np.empty(0)
-        self._x = self._Z = self._A = None
 
     def build(self, n_in, dtype):
         if n_in != self.n_in:
@@ -238,10 +248,7 @@ class Dense(_Linear):
         self._init_weights(rng, self.n_in, self.n_out)
 
     def config(self):
-        cfg = {"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation}
-        if self.activation in _DEFAULT_ALPHA:
-            cfg["alpha"] = self.alpha
-        return cfg
+        return self._with_alpha({"n_in": self.n_in, "n_out": self.n_out, "activation": self.activation})
 
     def inference(self):
         return [("dense", self.W, self.b, self.activation, self.alpha)]
@@ -529,7 +536,7 @@ class Standardize(_Affine):
 def inference_steps(layers) -> list[tuple[int, tuple]]:
     """The inference pass of a stack of layers as (i, step) pairs, layer i being the one
     whose output is the step's output. Steps are Layer.inference()'s — ("dense", W, b, act,
-    alpha) or ("act", act, alpha) — with an activation layer folded into a linear Dense just
+    alpha), ("act", act, alpha), ("conv", layer), ("pool", layer), ("affine", …), … — with an activation layer folded into a linear Dense just
     before it (A = f(X·W + b) is one step), no-op layers left out, and ("opaque", layer) for
     a layer without an inference form (a custom layer: it runs as it is)."""
     steps: list[tuple[int, tuple]] = []
@@ -546,7 +553,8 @@ def inference_steps(layers) -> list[tuple[int, tuple]]:
 
 def inference_plan(layers) -> list[tuple]:
     """The steps of inference_steps, without the layer indices. The compiled prediction
-    chain runs them when all are dense; the ONNX exporter writes them."""
+    chain (InferenceChain) runs them when all are dense, conv and pool steps; the ONNX
+    exporter writes them."""
     return [step for _, step in inference_steps(layers)]
 
 

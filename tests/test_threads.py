@@ -152,7 +152,7 @@ def _affine_columns(rng, dt):
     return [_core.affine_columns(X, m, s, False, np.empty_like(X)), _core.affine_columns(X, m, s, True, np.empty_like(X))]
 
 
-def _dense_chain(rng, dt):
+def _inference_chain(rng, dt):
     Ws = [rng.standard_normal(s).astype(dt) * 0.1 for s in ((300, 200), (200, 70), (70, 10))]
     bs = [rng.standard_normal(s[1]).astype(dt) for s in ((300, 200), (200, 70), (70, 10))]
     chain = _core.InferenceChain([("dense", W, b, act, 0.0) for W, b, act in zip(Ws, bs, ["gelu", "tanh", "softmax"])])
@@ -272,7 +272,7 @@ KERNELS = {
     "gemm_20x300x4200_two_slabs": _gemm(20, 300, 4200, True, False),
     **{f"dense_forward_{a}": _dense_forward(a) for a in sorted(_core.ACTIVATIONS)},
     "dense_backward": _dense_backward,
-    "dense_chain": _dense_chain,
+    "inference_chain": _inference_chain,
     "conv": _conv,
     **{f"activation_{a}": _activation(a) for a in sorted(_core.ACTIVATIONS)},
     "cross_entropy_labels": _cross_entropy("labels"),

@@ -157,7 +157,15 @@ def test_sample_and_class_weights(dtype):
     assert np.array_equal(w, given)   # class_weight multiplies a copy, never the caller's weights
 
 
-def test_validation_metrics_steps_per_epoch_and_frozen_layers(monkeypatch):
+@pytest.fixture
+def loops(monkeypatch):
+    """Every _core.TrainLoop the trainer makes, in order."""
+    made, real = [], _core.TrainLoop
+    monkeypatch.setattr(_core, "TrainLoop", lambda *a: made.append(real(*a)) or made[-1])
+    return made
+
+
+def test_validation_metrics_steps_per_epoch_and_frozen_layers(loops):
     """Training metrics (outputs kept per step), validation, steps_per_epoch, a frozen layer
     (two trainable runs: the update inside the backward pass skips it)."""
     X, y = data(n=300)
@@ -166,8 +174,6 @@ def test_validation_metrics_steps_per_epoch_and_frozen_layers(monkeypatch):
         model = net()
         model.layers[1].trainable = False
         return model
-    loops, real = [], _core.TrainLoop
-    monkeypatch.setattr(_core, "TrainLoop", lambda *a: loops.append(real(*a)) or loops[-1])
     old, _ = train(False, make, X, y, validation_split=0.2, steps_per_epoch=9, epochs=3)
     new, used = train(True, make, X, y, validation_split=0.2, steps_per_epoch=9, epochs=3)
     assert used and loops[-1].fused_update
@@ -196,14 +202,12 @@ NETS = {
 @pytest.mark.parametrize("net_, batch, opt", [("relu", 256, "momentum"), ("relu", 2, "adam_l2_clip"),
                                               ("every_activation", 64, "adam"),
                                               ("every_activation", 5, "momentum")])
-def test_same_bits_on_1_2_3_threads(num_threads, monkeypatch, num, net_, batch, opt):
+def test_same_bits_on_1_2_3_threads(num_threads, loops, num, net_, batch, opt):
     """One thread team for the run: at batch 256 GEMMs, gathers and updates are split over
     the threads; at 2 or 5 rows some threads have no rows at all. Without clipping, each
     layer's update is made inside the backward pass by the threads that made its dW."""
     X, y = data(n=700, n_in=300, classes=10)
     make = NETS[net_]
-    loops, real = [], _core.TrainLoop
-    monkeypatch.setattr(_core, "TrainLoop", lambda *a: loops.append(real(*a)) or loops[-1])
     num_threads(1)
     one, used = train(True, make, X, y, batch=batch, opt=OPTIMIZERS[opt], epochs=1)
     assert used and loops[-1].fused_update == ("clip" not in opt)
