@@ -124,19 +124,32 @@ cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, const floating *X, const 
     be Z: f in place). A task is one sample, or a share of one sample's positions when there
     are fewer samples than threads (whole NR panels: a position's sum never depends on the
     split). Returns 1 when a work buffer could not be allocated."""
-    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t in_f = g.C * g.H * g.W, out_f = g.Cout * g.P, pu = (g.P + nr - 1) // nr
-    cdef Py_ssize_t t, s, q0, q1, parts
+    cdef Py_ssize_t t, parts
     cdef int err = 0
     nt = min(nt, _nthreads_for(B * g.K * g.P))
-    parts = 1 if B >= nt else min(pu, (nt + B - 1) // B)
+    parts = forward_parts(g, B, nt, X)
     for t in prange(B * parts, num_threads=min(<Py_ssize_t>nt, B * parts), schedule="static"):
-        s = t // parts
-        q0 = min(g.P, t % parts * pu // parts * nr)
-        q1 = min(g.P, (t % parts + 1) * pu // parts * nr)
-        err += forward_positions(g, X + s * in_f, Wpre, b, act, alpha, Z + s * out_f,
-                                 A + s * out_f if A != NULL else NULL, q0, q1)
+        err += forward_task(g, t, parts, X, Wpre, b, act, alpha, Z, A)
     return 1 if err else 0
+
+
+cdef inline Py_ssize_t forward_parts(const ConvGeom *g, Py_ssize_t B, int nt, const floating *tag) noexcept nogil:
+    """Tasks per sample of a forward pass on nt threads: 1, or with fewer samples than
+    threads enough shares of each sample's positions (whole NR panels) to give every
+    thread one."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    return 1 if B >= nt else min((g.P + nr - 1) // nr, (nt + B - 1) // B)
+
+
+cdef int forward_task(const ConvGeom *g, Py_ssize_t t, Py_ssize_t parts, const floating *X,
+                      const floating *Wpre, const floating *b, int act, floating alpha, floating *Z,
+                      floating *A) noexcept nogil:
+    """Task t of conv_forward's B·parts: share t % parts of sample t // parts's positions."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef Py_ssize_t pu = (g.P + nr - 1) // nr, s = t // parts, out_f = g.Cout * g.P
+    return forward_positions(g, X + s * g.C * g.H * g.W, Wpre, b, act, alpha, Z + s * out_f,
+                             A + s * out_f if A != NULL else NULL, min(g.P, t % parts * pu // parts * nr),
+                             min(g.P, (t % parts + 1) * pu // parts * nr))
 
 
 cdef void col2im(const ConvGeom *g, const floating *dcols, floating *dx) noexcept nogil:
@@ -175,12 +188,17 @@ cdef void conv_bias_grad(const ConvGeom *g, const floating *delta, Py_ssize_t B,
     """db[o] = Σ_s Σ_p δ[s, o, p]: s = 0..B−1 in order, each sample's P positions by
     sum_lanes (one task per o)."""
     cdef Py_ssize_t o, s
-    cdef floating acc
     for o in prange(g.Cout, num_threads=nt, schedule="static"):
-        acc = 0
-        for s in range(B):
-            acc = acc + sum_lanes(delta + (s * g.Cout + o) * g.P, g.P)
-        db[o] = acc
+        db[o] = channel_sum(g, delta, B, o)
+
+
+cdef inline floating channel_sum(const ConvGeom *g, const floating *delta, Py_ssize_t B, Py_ssize_t o) noexcept nogil:
+    """Σ_s Σ_p δ[s, o, p]: s = 0..B−1 in order, each sample's P positions by sum_lanes."""
+    cdef floating acc = 0
+    cdef Py_ssize_t s
+    for s in range(B):
+        acc = acc + sum_lanes(delta + (s * g.Cout + o) * g.P, g.P)
+    return acc
 
 
 cdef void unfold_rows(const ConvGeom *g, const floating *x, Py_ssize_t k0, Py_ssize_t k1,

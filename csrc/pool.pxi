@@ -159,28 +159,40 @@ cdef inline void _avgpool_plane_backward(const floating *dy, floating *dx, const
 cdef void _pool_forward(int kind, const floating *X, floating *Y, int32_t *arg, Py_ssize_t planes,
                         const PoolGeom *g, int nt) noexcept nogil:
     """Pool `planes` planes on at most nt threads."""
-    cdef Py_ssize_t q, n_in = g.H * g.W, n_out = g.Ho * g.Wo
-    cdef bint two = g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
-    cdef int32_t *a
-    for q in prange(planes, num_threads=min(nt, _nthreads_for(planes * n_in)), schedule="static"):
-        if kind == POOL_MAX:
-            a = arg + q * n_out if arg != NULL else NULL
-            if not two or _maxpool2x2_plane(X + q * n_in, Y + q * n_out, a, g):
-                _maxpool_plane(X + q * n_in, Y + q * n_out, a, g)
-        else:
-            _avgpool_plane(X + q * n_in, Y + q * n_out, g)
+    cdef Py_ssize_t q
+    for q in prange(planes, num_threads=min(nt, _nthreads_for(planes * g.H * g.W)), schedule="static"):
+        pool_plane(kind, X, Y, arg, q, g)
+
+
+cdef inline void pool_plane(int kind, const floating *X, floating *Y, int32_t *arg, Py_ssize_t q,
+                            const PoolGeom *g) noexcept nogil:
+    """Plane q of _pool_forward (2×2 max windows of stride 2 by the unrolled rule)."""
+    cdef Py_ssize_t n_in = g.H * g.W, n_out = g.Ho * g.Wo
+    cdef int32_t *a = arg + q * n_out if arg != NULL else NULL
+    if kind == POOL_AVG:
+        _avgpool_plane(X + q * n_in, Y + q * n_out, g)
+    elif (g.kh != 2 or g.kw != 2 or g.sh != 2 or g.sw != 2 or g.ph != 0 or g.pw != 0
+          or _maxpool2x2_plane(X + q * n_in, Y + q * n_out, a, g)):
+        _maxpool_plane(X + q * n_in, Y + q * n_out, a, g)
 
 
 cdef void _pool_backward(int kind, const floating *dY, const int32_t *arg, floating *dX,
                          const floating *X, Py_ssize_t planes, const PoolGeom *g) noexcept nogil:
     """dX from dY for `planes` planes; X (max only, may be NULL) masks as the ReLU before."""
-    cdef Py_ssize_t q, n_in = g.H * g.W, n_out = g.Ho * g.Wo
-    for q in prange(planes, num_threads=_nthreads_for(planes * n_in), schedule="static"):
-        if kind == POOL_MAX:
-            _maxpool_plane_backward(dY + q * n_out, arg + q * n_out, dX + q * n_in,
-                                    X + q * n_in if X != NULL else NULL, g)
-        else:
-            _avgpool_plane_backward(dY + q * n_out, dX + q * n_in, g)
+    cdef Py_ssize_t q
+    for q in prange(planes, num_threads=_nthreads_for(planes * g.H * g.W), schedule="static"):
+        pool_plane_backward(kind, dY, arg, dX, X, q, g)
+
+
+cdef inline void pool_plane_backward(int kind, const floating *dY, const int32_t *arg, floating *dX,
+                                     const floating *X, Py_ssize_t q, const PoolGeom *g) noexcept nogil:
+    """Plane q of _pool_backward."""
+    cdef Py_ssize_t n_in = g.H * g.W, n_out = g.Ho * g.Wo
+    if kind == POOL_MAX:
+        _maxpool_plane_backward(dY + q * n_out, arg + q * n_out, dX + q * n_in,
+                                X + q * n_in if X != NULL else NULL, g)
+    else:
+        _avgpool_plane_backward(dY + q * n_out, dX + q * n_in, g)
 
 
 cdef object _pair(str name, object v):

@@ -1,12 +1,18 @@
-# train_loop.pxi — a run of k training steps of a dense network in one compiled call (TrainLoop).
+# train_loop.pxi — a run of k training steps of a network of dense, convolution, pooling and
+# dropout layers in one compiled call (TrainLoop).
 #
 # Step s = 0..k−1 of an epoch whose shuffled rows are perm (batch B; the last batch may be short):
 #   rows   = perm[start + s·B : start + (s+1)·B]                      B_s rows
 #   A₀     = T(X[rows])           gathered, converted to the model's float T   A₀: B_s×n₀
 #   layer l, Dense    Z_l = A_{l−1}·W_l + b_l,  A_l = f_l(Z_l)        W_l: n_{l−1}×n_l, b_l: n_l
+#            Conv2D   Z_l = conv(A_{l−1}, W_l) + b_l, A_l = f_l(Z_l)  conv.pxi (W_l: Cout × C·kh·kw)
+#            Pool     A_l = max / avg over windows (argmax kept)      pool.pxi
 #            Dropout  A_l = A_{l−1} ⊙ M_l,  M_l = [U ≥ p]/(1−p)       U: uniforms drawn by the caller
 #   L, δ   = loss(A_last, y[rows], w[rows])    losses.pxi's row kernels (δ = ∂L/∂A_last: B_s×n_L)
 #   back   Dense    δ_l = dA_l ⊙ f′(Z_l);  dW_l = A_{l−1}ᵀ·δ_l;  db_l = Σ_rows δ_l;  dA_{l−1} = δ_l·W_lᵀ
+#          Conv2D   δ_l as Dense;  dW_l = Σ_s δ_s·cols_sᵀ;  db_l = Σ_{s,p} δ;  dA_{l−1} = col2im(W_lᵀ·δ_s)
+#          Pool     dA_{l−1} = dY routed to the argmax (max) or spread over the window (avg); a
+#                   max pooling after a ReLU layer gives that layer's δ directly (kept where A > 0)
 #          Dropout  dA_{l−1} = dA_l ⊙ M_l      (down to the first layer with parameters)
 #   update g ← σ·g (σ = min(1, c/(‖g‖₂ + 10⁻¹²)) with clip_norm c, else 1), then per trainable
 #          run of θ the optimizer's update (optim_kernels.h) with η = lrs[s] and t = t₀ + s + 1
@@ -48,6 +54,8 @@ from libc.stdlib cimport calloc
 cdef enum:
     LAYER_DENSE = 0
     LAYER_DROPOUT = 1
+    LAYER_CONV = 2
+    LAYER_POOL = 3
     LOSS_CE_LABELS = 10      # (the pointwise kinds are losses.pxi's LOSS_BCE … LOSS_HUBER)
     LOSS_CE_PROBS = 11
     ACC_NONE = 0
@@ -76,6 +84,14 @@ cdef struct LoopLayer:
     char *dX
     char *mask                    # Dropout: this run's uniforms → masks, step after step
     Py_ssize_t w_off, b_off       # W's and b's place in params (and dW's, db's in grads)
+    const ConvGeom *conv          # Conv2D: its geometry (W: Cout × K), W and Wᵀ packed for gemm
+    char *wpack
+    char *wtpack
+    const PoolGeom *pool          # pooling: its geometry and kind, planes per row, this batch's
+    int pool_kind                 # argmax (max)
+    Py_ssize_t planes
+    int32_t *arg
+    bint masks_relu               # a max pooling after a ReLU layer: it makes that layer's δ
     bint train_w, train_b         # … inside the trainable runs
 
 
@@ -266,39 +282,48 @@ cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag, int
 
 cdef void update_layer(LoopRun *r, const LoopLayer *L, Py_ssize_t B, const double *h, const floating *tag,
                        int tid, int nt) noexcept nogil:
-    """The update of this thread's rectangle of W_l, the one whose dW_l it made (gemm_team's
-    grid for A_{l−1}ᵀ·δ_l), while it is in its cache; and of b_l's columns over it, for a
-    rectangle in the grid's first row (the one that summed them). Elementwise, so the same
-    values as optimizer_step's chunks."""
+    """The update of this thread's rectangle of W_l, the one whose dW_l it made (the grid of
+    the product A_{l−1}ᵀ·δ_l, or of a convolution's Σ_s δ_s·cols_sᵀ), while it is in its
+    cache; and of the b_l it summed: a Dense layer's columns over a rectangle of the grid's
+    first row, a convolution's channels of its share. Elementwise, so the same values as
+    optimizer_step's chunks."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, i
-    cdef int tn, tm = gemm_grid(L.n, L.m, B, nt, nr, &tn)
+    cdef bint conv = L.kind == LAYER_CONV
+    cdef Py_ssize_t M = L.conv.Cout if conv else L.n, N = L.conv.K if conv else L.m
+    cdef int tn, tm = gemm_grid(M, N, B * L.conv.P if conv else B, nt, nr, &tn)
     cdef Rect q
+    cdef Share sh
     cdef floating *P = <floating *>r.params
     cdef const floating *G = <const floating *>r.grads
     cdef floating *s1 = <floating *>r.s1
     cdef floating *s2 = <floating *>r.s2
+    if L.train_b and conv:
+        sh = team_share(M, tid, nt)
+        update_slice(r.rule, L.b_off + sh.a, sh.b - sh.a, P, G, s1, s2, h)
     if tid >= tm * tn:
         return
-    q = grid_rect(tid, tm, tn, L.n, L.m, nr)
+    q = grid_rect(tid, tm, tn, M, N, nr)
     if q.m1 <= q.m0 or q.n1 <= q.n0:
         return
     if L.train_w:
         for i in range(q.m0, q.m1):
-            update_slice(r.rule, L.w_off + i * L.m + q.n0, q.n1 - q.n0, P, G, s1, s2, h)
-    if L.train_b and q.m0 == 0:
+            update_slice(r.rule, L.w_off + i * N + q.n0, q.n1 - q.n0, P, G, s1, s2, h)
+    if L.train_b and not conv and q.m0 == 0:
         update_slice(r.rule, L.b_off + q.n0, q.n1 - q.n0, P, G, s1, s2, h)
 
 
 cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floating *tag, int tid,
                   int nt) noexcept nogil:
     """A_l of every layer for this batch (A₀ gathered), a barrier after each layer: Dense by
-    gemm_team with the bias+activation epilogue (softmax a pass of its own), Dropout as
-    A_l = A_{l−1} ⊙ M_l with M_l made from this step's uniforms in place."""
+    gemm_team with the bias+activation epilogue (softmax a pass of its own); Conv2D by
+    conv_forward's tasks (W packed first, by one thread), pooling by planes (recording the
+    argmax), each thread its share; Dropout as A_l = A_{l−1} ⊙ M_l with M_l made from this
+    step's uniforms in place."""
     cdef const floating *x = <const floating *>r.xb
     cdef LoopLayer *L
     cdef Epilogue ep
     cdef Share sh
-    cdef Py_ssize_t i, l
+    cdef Py_ssize_t i, l, parts
     cdef floating *mask
     cdef floating *A
     cdef floating keep, p
@@ -315,6 +340,21 @@ cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floatin
                 sh = team_share(B, tid, nt)
                 for i in range(sh.a, sh.b):
                     softmax_row(<floating *>L.Z + i * L.m, <floating *>L.A + i * L.m, L.m)
+        elif L.kind == LAYER_CONV:
+            if tid == 0:
+                prepack_A(L.conv.Cout, L.conv.K, <const floating *>L.W, L.conv.K, 1, <floating *>L.wpack)
+            pn_barrier()
+            parts = forward_parts(L.conv, B, nt, tag)
+            sh = team_share(B * parts, tid, nt)
+            for i in range(sh.a, sh.b):
+                if forward_task(L.conv, i, parts, x, <const floating *>L.wpack, <const floating *>L.b,
+                                L.act, <floating>L.alpha, <floating *>L.Z,
+                                <floating *>L.A if L.act != ACT_IDENTITY else NULL):
+                    r.err = 1
+        elif L.kind == LAYER_POOL:
+            sh = team_share(B * L.planes, tid, nt)
+            for i in range(sh.a, sh.b):
+                pool_plane(L.pool_kind, x, <floating *>L.A, L.arg, i, L.pool)
         else:
             mask, A = <floating *>L.mask + off[l], <floating *>L.A
             p = <floating>L.p
@@ -330,10 +370,14 @@ cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floatin
 cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double *h, const floating *tag,
                    int tid, int nt) noexcept nogil:
     """∂L/∂θ of every layer down to the first with parameters, from δ = ∂L/∂A_last in dZ; a
-    barrier after each layer. Dense: δ_l = dA_l ⊙ f′(Z_l) (made by the layer above's dX GEMM
-    when it can: the epilogue out = C ⊙ f′), dW_l = A_{l−1}ᵀ·δ_l with db_l summed as δ_l is
-    packed, dA_{l−1} = δ_l·W_lᵀ. Dropout: dA_{l−1} = dA_l ⊙ M_l. With h (the update's
-    scalars), each Dense layer is updated once its backward is done (update_layer)."""
+    barrier after each layer. Dense and Conv2D: δ_l = dA_l ⊙ f′(Z_l), unless the layer above
+    made it (a Dense layer's dX GEMM, epilogue out = C ⊙ f′; a max pooling after a ReLU, its
+    routed dY kept where A_l > 0). Dense: dW_l = A_{l−1}ᵀ·δ_l with db_l summed as δ_l is
+    packed, dA_{l−1} = δ_l·W_lᵀ. Conv2D: db_l by channels, dW_l by rectangles (Wᵀ packed by
+    one thread meanwhile), a barrier, dA_{l−1} by samples. Pooling: dY routed by planes.
+    Dropout: dA_{l−1} = dA_l ⊙ M_l. With h (the update's scalars), each layer with
+    parameters is updated once its backward is done (update_layer)."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef const floating *dA = <const floating *>r.dZ
     cdef const floating *x
     cdef floating *delta
@@ -341,14 +385,17 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
     cdef LoopLayer *below
     cdef Epilogue ep
     cdef Share sh
-    cdef Py_ssize_t i, l
+    cdef Rect q
+    cdef Py_ssize_t i, l, in_f, out_f
+    cdef int tm, tn
     cdef const floating *mask
-    cdef bint made = False          # δ_l already made by the layer above's epilogue
+    cdef bint made = False          # δ_l already made by the layer above
     for l in range(r.nl - 1, r.first - 1, -1):
         L = &r.layers[l]
         x = <const floating *>(r.layers[l - 1].A if l > 0 else r.xb)
-        if L.kind == LAYER_DENSE:
-            delta = <floating *>dA
+        below = &r.layers[l - 1] if l > 0 else NULL
+        delta = <floating *>dA
+        if L.kind == LAYER_DENSE or L.kind == LAYER_CONV:
             if L.act != ACT_IDENTITY:
                 delta = <floating *>L.delta
                 if not made:
@@ -357,18 +404,45 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
                         act_backward(L.act, <floating>L.alpha, <const floating *>L.Z + i * L.m,
                                      <const floating *>L.A + i * L.m, dA + i * L.m, delta + i * L.m, L.m)
                     pn_barrier()
+            made = False
+        if L.kind == LAYER_DENSE:
             if gemm_team(True, False, L.n, L.m, B, <floating>1, x, L.n, delta, L.m, <floating>0,
                          <floating *>L.dW, L.m, NULL, <floating *>L.db, tid, nt):
                 r.err = 1
-            made = False
             if L.grad_in:
-                below = &r.layers[l - 1]
-                made = below.kind == LAYER_DENSE and below.act != ACT_IDENTITY and below.act != ACT_SOFTMAX
+                made = ((below.kind == LAYER_DENSE or below.kind == LAYER_CONV)
+                        and below.act != ACT_IDENTITY and below.act != ACT_SOFTMAX)
                 ep.bias, ep.bias_rows, ep.act, ep.alpha = NULL, False, below.act, below.alpha
                 ep.out, ep.ldo, ep.Zf, ep.Af = below.delta, L.n, below.Z, below.A
                 if gemm_team(False, True, B, L.n, L.m, <floating>1, delta, L.m, <const floating *>L.W, L.m,
                              <floating>0, <floating *>L.dX, L.n, &ep if made else NULL, <floating *>NULL, tid, nt):
                     r.err = 1
+        elif L.kind == LAYER_CONV:
+            sh = team_share(L.conv.Cout, tid, nt)
+            for i in range(sh.a, sh.b):
+                (<floating *>L.db)[i] = channel_sum(L.conv, delta, B, i)
+            tm = gemm_grid(L.conv.Cout, L.conv.K, B * L.conv.P, nt, nr, &tn)
+            if tid < tm * tn:
+                q = grid_rect(tid, tm, tn, L.conv.Cout, L.conv.K, nr)
+                if q.m1 > q.m0 and q.n1 > q.n0 and weight_grad_block(L.conv, B, x, delta, <floating *>L.dW,
+                                                                     q.m0, q.m1, q.n0, q.n1):
+                    r.err = 1
+            if L.grad_in:
+                if tid == nt - 1:
+                    prepack_A(L.conv.K, L.conv.Cout, <const floating *>L.W, 1, L.conv.K, <floating *>L.wtpack)
+                pn_barrier()
+                in_f, out_f = L.n, L.m
+                sh = team_share(B, tid, nt)
+                for i in range(sh.a, sh.b):
+                    if input_grad_sample(L.conv, <const floating *>L.wtpack, delta + i * out_f,
+                                         <floating *>L.dX + i * in_f):
+                        r.err = 1
+        elif L.kind == LAYER_POOL:
+            made = L.masks_relu
+            sh = team_share(B * L.planes, tid, nt)
+            for i in range(sh.a, sh.b):
+                pool_plane_backward(L.pool_kind, dA, L.arg, <floating *>below.delta if made else <floating *>L.dX,
+                                    <const floating *>below.A if made else NULL, i, L.pool)
         else:
             mask = <const floating *>L.mask + off[l]
             sh = team_share(B * L.n, tid, nt)
@@ -376,7 +450,7 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
                 (<floating *>L.dX)[i] = dA[i] * mask[i]
             made = False
         pn_barrier()
-        if h != NULL and L.kind == LAYER_DENSE:
+        if h != NULL and (L.kind == LAYER_DENSE or L.kind == LAYER_CONV):
             update_layer(r, L, B, h, tag, tid, nt)
         dA = <const floating *>L.dX
 
@@ -447,14 +521,17 @@ cdef Py_ssize_t run_team(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_s
 
 
 cdef class TrainLoop:
-    """Runs of training steps of a network of Dense and Dropout layers in one compiled call
-    each (formulas in csrc/train_loop.pxi); bitwise the Trainer's step-by-step results.
+    """Runs of training steps of a network of Dense, Conv2D, pooling and Dropout layers in
+    one compiled call each (formulas in csrc/train_loop.pxi); bitwise the Trainer's
+    step-by-step results.
 
     Parameters
     ----------
     layers : list of tuple
         ('dense', W, b, dW, db, activation, alpha) — W (n, m), b (m,) and their gradients dW,
-        db, views of `params` and `grads` — or ('dropout', n, p), p in (0, 1).
+        db, views of `params` and `grads`; ('conv', W, b, dW, db, activation, alpha, plan) —
+        W (Cout, k), b (Cout,), plan a ConvPlan (b, db may lie outside params: a bias of
+        zeros); ('pool', plan), plan a PoolPlan; or ('dropout', n, p), p in (0, 1).
     params, grads : ndarray
         The model's flat parameter and gradient vectors (float32 or float64).
     X : ndarray (N, n₀), C-contiguous, a dtype of GATHER_KINDS (float16 is not taken)
@@ -524,18 +601,29 @@ cdef class TrainLoop:
         cdef LoopLayer *Ly
         for l, spec in enumerate(layers):
             Ly = &self.r.layers[l]
-            if spec[0] == "dense":
-                _, W, b, dW, db, act, alpha = spec
+            if spec[0] in ("dense", "conv") and len(spec) == (7 if spec[0] == "dense" else 8):
+                W, b, dW, db, act, alpha = spec[1:7]
                 for name, a, wr in (("W", W, False), ("b", b, False), ("dW", dW, True), ("db", db, True)):
                     _float_array(f"layers[{l}].{name}", a, 2 if name in ("W", "dW") else 1, wr)
                 _same_dtype("TrainLoop", ["params", "W", "b", "dW", "db"], [params, W, b, dW, db])
-                if W.shape[0] != width:
-                    raise ValueError(f"TrainLoop: layers[{l}] takes {W.shape[0]} inputs, the layer before gives {width}")
-                _shape("b", b, (W.shape[1],))
+                Ly.act, Ly.alpha = _act_code(act), float(alpha)
+                if spec[0] == "dense":
+                    Ly.kind, Ly.n, Ly.m = LAYER_DENSE, W.shape[0], W.shape[1]
+                    _shape("b", b, (W.shape[1],))
+                else:
+                    if not isinstance(spec[7], ConvPlan) or spec[7].dtype != dt or Ly.act == ACT_SOFTMAX:
+                        raise ValueError(f"TrainLoop: layers[{l}]: expected a ConvPlan of {dt} and an activation "
+                                         f"other than softmax, got {spec[7]!r:.60} and {act!r}")
+                    cp = <ConvPlan>spec[7]
+                    _shape("W", W, (cp.out_channels, cp.k))
+                    _shape("b", b, (cp.out_channels,))
+                    Ly.kind, Ly.n, Ly.m, Ly.conv = LAYER_CONV, cp.in_features, cp.out_features, &cp.g
+                    Ly.wpack, Ly.wtpack = <char *>cp._packed(False), <char *>cp._packed(True)
+                    keep.append(cp)
+                if Ly.n != width:
+                    raise ValueError(f"TrainLoop: layers[{l}] takes {Ly.n} inputs, the layer before gives {width}")
                 _shape("dW", dW, W.shape)
                 _shape("db", db, b.shape)
-                Ly.kind, Ly.act, Ly.alpha = LAYER_DENSE, _act_code(act), float(alpha)
-                Ly.n, Ly.m = W.shape[0], W.shape[1]
                 for name, a in (("W", W), ("b", b), ("dW", dW), ("db", db)):
                     keep.append(a)
                 Ly.W, Ly.b = <char *>cnp.PyArray_DATA(<cnp.ndarray>W), <char *>cnp.PyArray_DATA(<cnp.ndarray>b)
@@ -543,6 +631,18 @@ cdef class TrainLoop:
                 Ly.Z = self._buffer(batch * Ly.m)
                 Ly.A = self._buffer(batch * Ly.m) if Ly.act != ACT_IDENTITY else Ly.Z
                 Ly.delta = self._buffer(batch * Ly.m) if Ly.act != ACT_IDENTITY else NULL
+                width = Ly.m
+            elif spec[0] == "pool" and len(spec) == 2:
+                if not isinstance(spec[1], PoolPlan) or spec[1].dtype != dt or spec[1].in_features != width:
+                    raise ValueError(f"TrainLoop: layers[{l}]: expected a PoolPlan of {dt} taking {width} "
+                                     f"values, got {spec[1]!r:.80}")
+                pp = <PoolPlan>spec[1]
+                Ly.kind, Ly.n, Ly.m, Ly.pool = LAYER_POOL, pp.in_features, pp.out_features, &pp.g
+                Ly.pool_kind, Ly.planes = pp._kind, pp.C
+                Ly.A = Ly.Z = self._buffer(batch * Ly.m)
+                arg = np.empty(batch * Ly.m, np.int32)
+                keep += [pp, arg]
+                Ly.arg = <int32_t *>cnp.PyArray_DATA(<cnp.ndarray>arg)
                 width = Ly.m
             elif spec[0] == "dropout":
                 _, n, p = spec
@@ -553,12 +653,17 @@ cdef class TrainLoop:
                 Ly.A = self._buffer(batch * n)
                 drops.append(n)
             else:
-                raise ValueError(f"TrainLoop: layers[{l}]: expected 'dense' or 'dropout', got {spec[0]!r}")
+                raise ValueError(f"TrainLoop: layers[{l}]: expected a ('dense', …), ('conv', …), ('pool', plan) or "
+                                 f"('dropout', n, p) tuple, got {spec!r:.80}")
             Ly.grad_in = l > first
             Ly.dX = self._buffer(batch * Ly.n) if Ly.grad_in else NULL
         self.dropout_widths = tuple(drops)
-        if not 0 <= first < L or self.r.layers[first].kind != LAYER_DENSE:
-            raise ValueError(f"TrainLoop: first must be the index of the first Dense layer, got {first}")
+        if not 0 <= first < L or self.r.layers[first].kind not in (LAYER_DENSE, LAYER_CONV):
+            raise ValueError(f"TrainLoop: first must be the index of the first Dense or Conv2D layer, got {first}")
+        for l in range(first + 1, L):    # as Sequential.backward pairs them (its _masks_relu)
+            Ly = &self.r.layers[l]
+            Ly.masks_relu = (Ly.kind == LAYER_POOL and Ly.pool_kind == POOL_MAX and self.r.layers[l - 1].act == ACT_RELU
+                             and self.r.layers[l - 1].kind in (LAYER_DENSE, LAYER_CONV))
         self.r.n_in, self.r.n_out, self.n_out = X.shape[1], width, width
         self.r.N = X.shape[0]
         self.r.src = GATHER_KINDS[X.dtype]
@@ -644,12 +749,14 @@ cdef class TrainLoop:
         runs = spans.reshape(-1, 2).tolist()
         covered, item = 0, params.itemsize
         for l, spec in enumerate(layers):
-            if spec[0] != "dense":
+            if spec[0] not in ("dense", "conv"):
                 continue
             Ly = &self.r.layers[l]
             for k, (a, da) in enumerate(((spec[1], spec[3]), (spec[2], spec[4]))):
                 gap = a.ctypes.data - params.ctypes.data
-                if gap % item or da.ctypes.data - grads.ctypes.data != gap or not 0 <= gap // item <= params.size - a.size:
+                if not 0 <= gap < params.nbytes:   # not a parameter (a convolution's zero bias): never updated
+                    continue
+                if gap % item or da.ctypes.data - grads.ctypes.data != gap or gap // item + a.size > params.size:
                     return False
                 i0, i1 = gap // item, gap // item + a.size
                 inside = any(s <= i0 and i1 <= e for s, e in runs)

@@ -5,7 +5,8 @@ Each epoch: a seeded permutation of the training rows; for every batch of it
                          of the data set; Datasets and iterables of batches: data_sources.py)
     Z = model(X_b);  L, ∂L/∂Z = loss(Z, y_b);  backprop;  θ ← optimizer(θ, ∂L/∂θ)
 then validation, history, callbacks. Nothing is allocated per batch but the
-few scalars Python needs. A model of Dense and Dropout layers with a built-in loss and
+few scalars Python needs. A model of Dense, Conv2D, pooling, Flatten and Dropout layers
+with a built-in loss and
 optimizer, and no callback at batch ends, runs its steps in chunks of whole steps in the
 core (_core.TrainLoop, csrc/train_loop.pxi): the same results, bitwise.
 """
@@ -26,12 +27,14 @@ from .callbacks import Callback, History
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_sources import ArraySource, data_source
 from .distributed import Distributed, OneProcess
+from .conv import Conv2D
 from .layers import Dense, Dropout, Softmax
 from .losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss, get_loss
 from .metrics import Outputs, count_correct, metric
 from .model import Sequential
 from .normalization import BatchNorm
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
+from .pooling import AvgPool2D, Flatten, MaxPool2D
 
 
 def _in_notebook() -> bool:
@@ -504,7 +507,8 @@ class Trainer:
     def _compiled_loop(self, source, rows, batch, w, callbacks):
         """A _core.TrainLoop for this epoch when the core can run its steps whole, else None.
         It can when: one process, an array source whose X needs no per-batch overflow check,
-        only Dense and Dropout layers (each Dropout its own stream), a built-in loss and
+        only Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten and Dropout layers (each Dropout its
+        own stream) with a Dense among them, a built-in loss and
         optimizer (clip_norm: one trainable run), and no callback with on_batch_end. The
         results are bitwise those of the step-by-step path (tests/test_train_loop.py)."""
         m, opt, loss = self.model, self.optimizer, self.loss
@@ -513,12 +517,16 @@ class Trainer:
         if any(getattr(cb.on_batch_end, "__func__", None) is not Callback.on_batch_end for cb in callbacks):
             return None
         X = source.X
+        if X.ndim > 2:           # images (N, C, H, W) or (N, H, W): rows of C·H·W, as the layers read them
+            if not X.flags.c_contiguous:
+                return None
+            X = X.reshape(len(X), -1)
         if X.dtype == np.float16 or (X.dtype.kind == "f" and X.dtype.itemsize > m.dtype.itemsize
                                      and not self.allow_nonfinite):
             return None   # float16: converted in NumPy; float64 → float32: checked for overflow per batch
         kinds = [type(layer) for layer in m.layers]
         drops = [layer for layer in m.layers if type(layer) is Dropout and layer.p > 0]
-        if (not set(kinds) <= {Dense, Dropout} or Dense not in kinds
+        if (not set(kinds) <= {Dense, Dropout, Conv2D, MaxPool2D, AvgPool2D, Flatten} or Dense not in kinds
                 or len({id(d.rng) for d in drops}) != len(drops)):
             return None
         if type(loss) not in (CrossEntropy, BinaryCrossEntropy, MSE, MAE, Huber):
@@ -538,14 +546,20 @@ class Trainer:
         runs = [(r.start, r.stop) for r in opt._runs()]
         if opt.clip_norm is not None and len(runs) != 1:
             return None
-        specs = []
-        for layer in m.layers:
+        specs, skipped = [], 0     # Flatten and Dropout(0) do nothing: no step of their own
+        for i, layer in enumerate(m.layers):
             if type(layer) is Dense:
                 specs.append(("dense", layer.W, layer.b, layer.dW, layer.db, layer.activation, layer.alpha))
-            elif layer.p > 0:
+            elif type(layer) is Conv2D:
+                specs.append(("conv", layer._W2, layer.b, layer._dW2, layer.db, layer.activation, layer.alpha,
+                              layer._plan))
+            elif type(layer) in (MaxPool2D, AvgPool2D):
+                specs.append(("pool", layer._plan))
+            elif type(layer) is Dropout and layer.p > 0:
                 specs.append(("dropout", layer.n_out, layer.p))
-        first = m._first_with_params - sum(type(layer) is Dropout and layer.p == 0
-                                           for layer in m.layers[:m._first_with_params])
+            else:
+                skipped += i < m._first_with_params
+        first = m._first_with_params - skipped
         scale = 1.0
         if type(loss) is MSE and loss.REDUCTIONS[loss.reduction] is not None:
             scale = loss.REDUCTIONS[loss.reduction] * m.n_out

@@ -329,3 +329,56 @@ def test_a_schedule_that_fails_mid_epoch_fails_after_the_same_steps():
         out.append(trainer)
     assert out[0].optimizer.t == out[1].optimizer.t == 17
     assert out[0].model.params.tobytes() == out[1].model.params.tobytes()
+
+
+def images(n=203, shape=(1, 12, 12), classes=4, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n,) + shape).astype(dtype)
+    return X, (X.reshape(n, -1)[:, :classes] + 0.3 * rng.standard_normal((n, classes))).argmax(axis=1)
+
+
+CNNS = {
+    # a max pooling after a ReLU convolution makes its δ; tanh, padding, average pooling, Flatten
+    "lenet_like": lambda dt: pn.Sequential([
+        pn.Conv2D(1, 4, 3, activation="relu"), pn.MaxPool2D(2), pn.Conv2D(4, 6, 3, padding=1, activation="tanh"),
+        pn.AvgPool2D(2), pn.Flatten(), pn.Dense(24, 8, "relu"), pn.Dense(8, 4)], seed=1, dtype=dt, input_shape=(1, 12, 12)),
+    # no bias, stride 2, dilation, overlapping max windows after an ELU, dropout between, a
+    # Dense right after a convolution (its dX GEMM makes the convolution's δ)
+    "odd": lambda dt: pn.Sequential([
+        pn.Conv2D(1, 5, 3, stride=2, padding="valid", activation="elu", bias=False), pn.Dropout(0.2),
+        pn.Conv2D(5, 3, 2, dilation=2, activation="sigmoid"), pn.MaxPool2D(2, stride=1), pn.Flatten(),
+        pn.Dense(12, 4)], seed=2, dtype=dt, input_shape=(1, 12, 12)),
+    "conv_then_dense": lambda dt: pn.Sequential([
+        pn.Conv2D(1, 3, 5, activation="gelu"), pn.Dense(192, 4)], seed=3, dtype=dt, input_shape=(1, 12, 12)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cnn", sorted(CNNS))
+@pytest.mark.parametrize("num", [1, 2, 3])
+def test_convolutional_networks_bitwise_equal(num_threads, loops, dtype, cnn, num):
+    """Conv2D, pooling and Flatten run inside the compiled loop too: bitwise the step-by-step
+    path on 1, 2 and 3 threads (batch 16, a short last batch of 11, and batch 2 where a
+    thread has no sample), each layer updated inside the backward pass."""
+    X, y = images(dtype=np.float64 if dtype == "float64" else np.float32)
+    num_threads(num)
+    for batch, opt in ((16, "adam"), (2, "momentum")):
+        new = both(lambda: CNNS[cnn](dtype), X, y, batch=batch, opt=OPTIMIZERS[opt], epochs=1)
+        assert loops[-1].fused_update and np.isfinite(new.history["loss"]).all()
+
+
+def test_convolutional_network_clipping_frozen_layer_and_uint8_images(loops):
+    """Clipping (the update after the backward pass), a frozen convolution (two trainable
+    runs), and uint8 images (N, H, W) converted as they are gathered."""
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, (150, 12, 12), dtype=np.uint8)
+    y = rng.integers(0, 4, 150)
+    both(lambda: CNNS["lenet_like"]("float32"), X, y, opt=OPTIMIZERS["adam_l2_clip"], epochs=1)
+    assert not loops[-1].fused_update
+
+    def frozen():
+        model = CNNS["lenet_like"]("float32")
+        model.layers[2].trainable = False
+        return model
+    both(frozen, X, y, opt=OPTIMIZERS["momentum"], epochs=1)
+    assert loops[-1].fused_update
