@@ -35,7 +35,8 @@
 # (whole panels) and adds the samples s = 0, 1, … in order (β = 1 after the first); db[o]'s
 # task adds the samples in order, each by sum_lanes; col2im adds (i, j, ho, wo) in order within a plane. So
 # results are bitwise the same on any number of threads.
-# uses: gemm (gemm_block, prepack_A, Unfold, gemm_grid, grid_rect), activations (act_forward, _act_code, ACT_*), threads, checks.
+# uses: gemm (gemm_block, prepack_A, Unfold, gemm_grid, grid_rect), activations (act_forward,
+# _act_code, ACT_*), reduce (sum_lanes), threads (team_share, pn_barrier), checks.
 
 from libc.string cimport memcpy
 
@@ -183,15 +184,6 @@ cdef void col2im(const ConvGeom *g, const floating *dcols, floating *dx) noexcep
                             prow[wo * g.sw] += srow[wo]
 
 
-cdef void conv_bias_grad(const ConvGeom *g, const floating *delta, Py_ssize_t B, floating *db,
-                         int nt) noexcept nogil:
-    """db[o] = Σ_s Σ_p δ[s, o, p]: s = 0..B−1 in order, each sample's P positions by
-    sum_lanes (one task per o)."""
-    cdef Py_ssize_t o, s
-    for o in prange(g.Cout, num_threads=nt, schedule="static"):
-        db[o] = channel_sum(g, delta, B, o)
-
-
 cdef inline floating channel_sum(const ConvGeom *g, const floating *delta, Py_ssize_t B, Py_ssize_t o) noexcept nogil:
     """Σ_s Σ_p δ[s, o, p]: s = 0..B−1 in order, each sample's P positions by sum_lanes."""
     cdef floating acc = 0
@@ -260,26 +252,45 @@ cdef int input_grad_sample(const ConvGeom *g, const floating *WTpre, const float
 cdef int conv_backward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *W,
                        const floating *delta, floating *dW, floating *db, floating *dX,
                        floating *WTpre) noexcept nogil:
-    """dW, db (if not NULL) and dX (if not NULL) of B samples. dW: a task owns a rectangle
-    of rows and taps (whole MR × NR panels, gemm's threads_grid: the larger operand is not
-    packed twice) and adds the samples in order, so every element is the same sum on any
-    number of threads; dX: a task per sample, Wᵀ packed once into WTpre
-    (prepacked_A_size(K, Cout)). Returns 1 when a work buffer could not be allocated."""
-    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, t, s
-    cdef Py_ssize_t in_f = g.C * g.H * g.W, out_f = g.Cout * g.P
-    cdef int nt = _nthreads_for(B * g.K * g.P), tm, tn, err = 0
+    """dW, db (if not NULL) and dX (if not NULL) of B samples: conv_backward_share on each
+    thread of one parallel region. Returns 1 when a work buffer could not be allocated."""
+    cdef int err = 0
+    cdef int *failed = &err
+    with parallel(num_threads=_nthreads_for(B * g.K * g.P)):
+        if conv_backward_share(g, B, X, W, delta, dW, db, dX, WTpre, threadid(), pn_team_size()):
+            failed[0] = 1
+    return err
+
+
+cdef int conv_backward_share(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *W,
+                             const floating *delta, floating *dW, floating *db, floating *dX,
+                             floating *WTpre, int tid, int nt) noexcept nogil:
+    """Thread tid's share, in a team of nt that all call it, of the gradients of B samples:
+    db's channels (channel_sum: samples in order); its rectangle of dW, rows × taps in whole
+    MR × NR panels (gemm_grid: the larger operand is not packed twice), the samples added in
+    order, so every element is the same sum on any number of threads; then, when dX is
+    asked, a barrier (Wᵀ packed into WTpre by the last thread meanwhile: prepacked_A_size(K,
+    Cout)) and its samples of dX. Returns 1 when a work buffer could not be allocated."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, i
+    cdef int tn, tm = gemm_grid(g.Cout, g.K, B * g.P, nt, nr, &tn), err = 0
+    cdef Share sh
     cdef Rect q
     if db != NULL:
-        conv_bias_grad(g, delta, B, db, _nthreads_for(B * out_f))
-    tm = gemm_grid(g.Cout, g.K, B * g.P, nt, nr, &tn)
-    for t in prange(tm * tn, num_threads=tm * tn, schedule="static"):
-        q = grid_rect(<int>t, tm, tn, g.Cout, g.K, nr)
-        err += weight_grad_block(g, B, X, delta, dW, q.m0, q.m1, q.n0, q.n1)
+        sh = team_share(g.Cout, tid, nt)
+        for i in range(sh.a, sh.b):
+            db[i] = channel_sum(g, delta, B, i)
+    if tid < tm * tn:
+        q = grid_rect(tid, tm, tn, g.Cout, g.K, nr)
+        if q.m1 > q.m0 and q.n1 > q.n0:
+            err = weight_grad_block(g, B, X, delta, dW, q.m0, q.m1, q.n0, q.n1)
     if dX != NULL:
-        prepack_A(g.K, g.Cout, W, 1, g.K, WTpre)
-        for s in prange(B, num_threads=min(<Py_ssize_t>nt, B), schedule="static"):
-            err += input_grad_sample(g, WTpre, delta + s * out_f, dX + s * in_f)
-    return 1 if err else 0
+        if tid == nt - 1:
+            prepack_A(g.K, g.Cout, W, 1, g.K, WTpre)
+        pn_barrier()
+        sh = team_share(B, tid, nt)
+        for i in range(sh.a, sh.b):
+            err |= input_grad_sample(g, WTpre, delta + i * g.Cout * g.P, dX + i * g.C * g.H * g.W)
+    return err
 
 
 cdef tuple _conv_pair(str name, object v):

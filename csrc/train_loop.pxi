@@ -35,6 +35,7 @@
 #
 # Every piece is the kernel the step-by-step path (Trainer, layers.py) calls: gather's
 # conversion, the GEMMs with dense_layer's epilogue, act_backward, dense_backward's bias sums,
+# conv.pxi's forward tasks and conv_backward_share, pool.pxi's planes,
 # ce_label_rows / ce_prob_rows / pointwise_rows with the same chunks, the optimizer's
 # update_chunk over the same UPDATE_CHUNK slices; so a run is bitwise those k steps taken one
 # by one, and, as each kernel is, the same on any number of threads. The uniforms U of every
@@ -42,10 +43,12 @@
 # call, in the order the steps would draw them (a stream drawn in one piece or in k pieces
 # gives the same values). Work buffers (B rows of every layer) belong to the TrainLoop, made
 # once; the GIL is released for the whole run.
-# uses: gather (source_t), dense (forward_epilogue), gemm (gemm_team, Epilogue), activations
-# (act_backward, softmax_row, ACT_*), losses (weight_sum, ce_label_rows, ce_prob_rows,
-# pointwise_rows, LOSS_*), reduce (chunk_rows, sum_in_order, MAX_CHUNKS), optim (update_chunk,
-# UPDATE_CHUNK, NORM_CHUNK, sumsq_range, PN_*), threads (team_share, pn_barrier), checks.
+# uses: gather (source_t), dense (forward_epilogue), gemm (gemm_team, gemm_grid, grid_rect,
+# prepack_A, Epilogue), conv (ConvPlan, forward_parts, forward_task, conv_backward_share), pool
+# (PoolPlan, pool_plane, pool_plane_backward), activations (act_backward, softmax_row, ACT_*),
+# losses (weight_sum, ce_label_rows, ce_prob_rows, pointwise_rows, LOSS_*), reduce (chunk_rows,
+# sum_in_order, MAX_CHUNKS), optim (update_slice, update_chunk, UPDATE_CHUNK, NORM_CHUNK,
+# sumsq_range, PN_*), threads (team_share, pn_barrier), checks.
 
 from libc.math cimport pow, sqrt, isfinite
 from libc.string cimport memcpy
@@ -373,11 +376,10 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
     barrier after each layer. Dense and Conv2D: δ_l = dA_l ⊙ f′(Z_l), unless the layer above
     made it (a Dense layer's dX GEMM, epilogue out = C ⊙ f′; a max pooling after a ReLU, its
     routed dY kept where A_l > 0). Dense: dW_l = A_{l−1}ᵀ·δ_l with db_l summed as δ_l is
-    packed, dA_{l−1} = δ_l·W_lᵀ. Conv2D: db_l by channels, dW_l by rectangles (Wᵀ packed by
-    one thread meanwhile), a barrier, dA_{l−1} by samples. Pooling: dY routed by planes.
+    packed, dA_{l−1} = δ_l·W_lᵀ. Conv2D: conv_backward_share (db_l by channels, dW_l by
+    rectangles, a barrier, dA_{l−1} by samples). Pooling: dY routed by planes.
     Dropout: dA_{l−1} = dA_l ⊙ M_l. With h (the update's scalars), each layer with
     parameters is updated once its backward is done (update_layer)."""
-    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef const floating *dA = <const floating *>r.dZ
     cdef const floating *x
     cdef floating *delta
@@ -385,9 +387,7 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
     cdef LoopLayer *below
     cdef Epilogue ep
     cdef Share sh
-    cdef Rect q
-    cdef Py_ssize_t i, l, in_f, out_f
-    cdef int tm, tn
+    cdef Py_ssize_t i, l
     cdef const floating *mask
     cdef bint made = False          # δ_l already made by the layer above
     for l in range(r.nl - 1, r.first - 1, -1):
@@ -418,25 +418,10 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
                              <floating>0, <floating *>L.dX, L.n, &ep if made else NULL, <floating *>NULL, tid, nt):
                     r.err = 1
         elif L.kind == LAYER_CONV:
-            sh = team_share(L.conv.Cout, tid, nt)
-            for i in range(sh.a, sh.b):
-                (<floating *>L.db)[i] = channel_sum(L.conv, delta, B, i)
-            tm = gemm_grid(L.conv.Cout, L.conv.K, B * L.conv.P, nt, nr, &tn)
-            if tid < tm * tn:
-                q = grid_rect(tid, tm, tn, L.conv.Cout, L.conv.K, nr)
-                if q.m1 > q.m0 and q.n1 > q.n0 and weight_grad_block(L.conv, B, x, delta, <floating *>L.dW,
-                                                                     q.m0, q.m1, q.n0, q.n1):
-                    r.err = 1
-            if L.grad_in:
-                if tid == nt - 1:
-                    prepack_A(L.conv.K, L.conv.Cout, <const floating *>L.W, 1, L.conv.K, <floating *>L.wtpack)
-                pn_barrier()
-                in_f, out_f = L.n, L.m
-                sh = team_share(B, tid, nt)
-                for i in range(sh.a, sh.b):
-                    if input_grad_sample(L.conv, <const floating *>L.wtpack, delta + i * out_f,
-                                         <floating *>L.dX + i * in_f):
-                        r.err = 1
+            if conv_backward_share(L.conv, B, x, <const floating *>L.W, delta, <floating *>L.dW,
+                                   <floating *>L.db, <floating *>L.dX if L.grad_in else NULL,
+                                   <floating *>L.wtpack, tid, nt):
+                r.err = 1
         elif L.kind == LAYER_POOL:
             made = L.masks_relu
             sh = team_share(B * L.planes, tid, nt)
