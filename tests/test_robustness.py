@@ -199,7 +199,8 @@ INTERRUPT = textwrap.dedent("""
         pass
 
     def run(stop_after=None, keep={}):
-        model = pn.Sequential([pn.Dense(64, 256, "relu"), pn.Dense(256, 10)], seed=0)
+        # 25 000 steps 2048 wide: the epoch lasts well past the signal, 1.5 s after "ready"
+        model = pn.Sequential([pn.Dense(64, 2048, "relu"), pn.Dense(2048, 10)], seed=0)
         trainer = keep["trainer"] = pn.Trainer(model, batch_size=16, epochs=5, verbose=0, seed=0)
         trainer.fit(X[:64], y[:64], epochs=1)          # one completed epoch: 4 steps
         def halt(b, logs):
