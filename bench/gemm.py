@@ -111,8 +111,8 @@ def paired_medians(ops, repeats):
             statistics.median(t / o for o, t in zip(ours, theirs)))
 
 
-def peak_gflops(dtype, repeats):
-    """FLOP/s of the FMA probe on the kernels' threads, median of `repeats` runs of ~50 ms."""
+def peak_probe(dtype):
+    """A function returning GFLOP/s of one ~50 ms run of the FMA probe on the kernels' threads."""
     n = 1 << 16
     while True:
         t = time.perf_counter()
@@ -120,12 +120,18 @@ def peak_gflops(dtype, repeats):
         if time.perf_counter() - t > 0.05:
             break
         n *= 2
-    rates = []
-    for _ in range(repeats):
+
+    def rate():
         t = time.perf_counter()
         done = _core.fma_probe(n, dtype)
-        rates.append(done / (time.perf_counter() - t))
-    return statistics.median(rates) / 1e9
+        return done / (time.perf_counter() - t) / 1e9
+    return rate
+
+
+def peak_gflops(dtype, repeats):
+    """GFLOP/s of the FMA probe, median of `repeats` runs of ~50 ms."""
+    rate = peak_probe(dtype)
+    return statistics.median(rate() for _ in range(repeats))
 
 
 CASES = [

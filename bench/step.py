@@ -1,8 +1,11 @@
 """Whole training step of the 784-256-128-10 network (relu, float32, SGD with momentum):
 the step-by-step path (Trainer._compiled = False: one Python call per kernel per step)
 against the compiled path (csrc/train_loop.pxi: runs of whole steps in one call), side by
-side, interleaved epochs, medians; as GFLOP/s and as % of the FMA peak probed in the same run
-on the same threads (bench/gemm.py's peak_gflops).
+side, interleaved epochs, medians; as GFLOP/s and as % of the FMA peak (bench/gemm.py's
+probe) measured in the same round, right before and after its epochs. The last column is
+the ceiling the GEMMs alone set: the step's eight GEMMs through NumPy's BLAS (OpenBLAS),
+preallocated, in the same round, as % of the same peak: the whole step does those GEMMs
+plus everything else.
 
 FLOP per sample: forward 2·(784·256 + 256·128 + 128·10) = 469,504; weight gradients the same;
 input gradients of layers 2 and 3, 2·(256·128 + 128·10) = 68,096: 1,007,104 ≈ 1.007 MFLOP
@@ -13,6 +16,7 @@ input gradients of layers 2 and 3, 2·(256·128 + 128·10) = 68,096: 1,007,104 �
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyneuro as pn                     # noqa: E402
 from pyneuro import _core                # noqa: E402
-from gemm import peak_gflops             # noqa: E402
+from gemm import SETTLE_SECONDS, calibrate, flops, mlp_step, peak_probe, run_numpy, sample   # noqa: E402
 
 WIDTHS = (784, 256, 128, 10)
 FLOP_PER_SAMPLE = 2 * sum(a * b for a, b in zip(WIDTHS, WIDTHS[1:])) * 2 + 2 * sum(
@@ -40,30 +44,45 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        sys.exit("bench/step.py needs threadpoolctl: pip install '.[bench]'")
     rng = np.random.default_rng(0)
     print(f"FLOP per sample: {FLOP_PER_SAMPLE:,} ({FLOP_PER_SAMPLE / 1e6:.3f} MFLOP); medians of "
-          f"{args.repeats} interleaved epochs")
+          f"{args.repeats} rounds, each: peak probe, OpenBLAS GEMMs, both paths' epochs, peak probe")
     print(f"{'threads':>7} {'batch':>5} {'peak GF/s':>9} {'old µs/step':>11} {'new µs/step':>11} {'new/old':>7} "
-          f"{'old % peak':>10} {'new % peak':>10}")
+          f"{'old % peak':>10} {'new % peak':>10} {'OpenBLAS GEMMs % peak':>21}")
     compiled_time = {}
     for nt in args.threads:
         _core.set_num_threads(nt)
-        peak = peak_gflops(np.float32, 5)
+        probe = peak_probe(np.float32)
         for batch, steps in BATCHES.items():
             X = rng.random((batch * steps, 784), dtype=np.float32)
             y = rng.integers(0, 10, batch * steps)
+            gemms = mlp_step(batch, np.float32, rng)
+            assert flops(gemms) == FLOP_PER_SAMPLE * batch
             runs = {False: trainer(batch, False), True: trainer(batch, True)}
-            times = {False: [], True: []}
-            for r in range(args.repeats + 1):
-                for compiled, t in runs.items():
-                    t.fit(X, y, epochs=1)
-                    if r:                                   # the first epoch warms up
+            times, peaks, blas = {False: [], True: []}, [], []
+            with threadpool_limits(limits=nt):
+                calls = calibrate(run_numpy, gemms)
+                for r in range(args.repeats + 1):
+                    before = probe()
+                    blas.append(sample(run_numpy, gemms, calls))
+                    time.sleep(SETTLE_SECONDS)       # OpenBLAS's idle workers stop spinning
+                    for compiled, t in runs.items():
+                        t.fit(X, y, epochs=1)
                         times[compiled].append(t.history["time"][-1] / steps)
-            old, new = statistics.median(times[False]), statistics.median(times[True])
+                    peaks.append(max(before, probe()))   # a slow phase only lowers the probe
+            # % of the round's peak, medians over rounds (the first round warms up)
+            pct = {k: statistics.median(100 * FLOP_PER_SAMPLE * batch / s / 1e9 / p
+                                        for s, p in zip(v[1:], peaks[1:]))
+                   for k, v in (("old", times[False]), ("new", times[True]), ("blas", blas))}
+            old, new = statistics.median(times[False][1:]), statistics.median(times[True][1:])
             compiled_time[nt, batch] = new
-            pct = [100 * FLOP_PER_SAMPLE * batch / s / 1e9 / peak for s in (old, new)]
-            print(f"{nt:>7} {batch:>5} {peak:>9.1f} {old * 1e6:>11.1f} {new * 1e6:>11.1f} {old / new:>6.2f}x "
-                  f"{pct[0]:>9.1f}% {pct[1]:>9.1f}%", flush=True)
+            print(f"{nt:>7} {batch:>5} {statistics.median(peaks[1:]):>9.1f} {old * 1e6:>11.1f} "
+                  f"{new * 1e6:>11.1f} {old / new:>6.2f}x {pct['old']:>9.1f}% {pct['new']:>9.1f}% "
+                  f"{pct['blas']:>20.1f}%", flush=True)
     _core.set_num_threads(None)
     one = min(args.threads)
     for nt in args.threads:

@@ -34,6 +34,23 @@ ACTIVATIONS = {"identity": ACT_IDENTITY, "relu": ACT_RELU, "leaky_relu": ACT_LEA
                "elu": ACT_ELU, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "gelu": ACT_GELU,
                "softmax": ACT_SOFTMAX}
 
+cdef extern from "cpu_dispatch.h" nogil:   # act_kernels.h: identity, relu, leaky relu and bias rows, the variant in use
+    void pn_bias_f32(long n, float *z, const float *b)
+    void pn_bias_f64(long n, double *z, const double *b)
+    void pn_act_fwd_f32(int act, long n, float alpha, const float *z, float *a)
+    void pn_act_fwd_f64(int act, long n, double alpha, const double *z, double *a)
+    void pn_act_bwd_f32(int act, long n, float alpha, const float *z, const float *da, float *d)
+    void pn_act_bwd_f64(int act, long n, double alpha, const double *z, const double *da, double *d)
+
+
+cdef inline void add_bias_row(floating *Z, const floating *b, Py_ssize_t n) noexcept nogil:
+    """Z[j] += b[j] for j < n."""
+    if floating is float:
+        pn_bias_f32(n, Z, b)
+    else:
+        pn_bias_f64(n, Z, b)
+
+
 cdef double INV_SQRT2 = 0.70710678118654752440
 cdef double INV_SQRT_2PI = 0.39894228040143267794
 
@@ -54,16 +71,11 @@ cdef inline void act_forward(int act, floating alpha, const floating *Z, floatin
     """A[j] = f(Z[j]) for j < n (one row; A may alias Z)."""
     cdef Py_ssize_t j
     cdef floating z
-    if act == ACT_IDENTITY:
-        if A != Z:
-            for j in range(n):
-                A[j] = Z[j]
-    elif act == ACT_RELU:
-        for j in range(n):
-            A[j] = 0 if Z[j] <= 0 else Z[j]  # NaN stays NaN (a diverged value is never hidden)
-    elif act == ACT_LEAKY_RELU:
-        for j in range(n):
-            A[j] = Z[j] if Z[j] > 0 else alpha * Z[j]
+    if act <= ACT_LEAKY_RELU:    # branch-free (act_kernels.h); relu keeps a NaN a NaN
+        if floating is float:
+            pn_act_fwd_f32(act, n, alpha, Z, A)
+        else:
+            pn_act_fwd_f64(act, n, alpha, Z, A)
     elif act == ACT_ELU:
         for j in range(n):
             A[j] = Z[j] if Z[j] > 0 else alpha * f_expm1(Z[j])
@@ -86,16 +98,11 @@ cdef inline void act_backward(int act, floating alpha, const floating *Z, const 
     """delta[j] = dA[j] · f'(Z[j]) for one row of n (A = f(Z); delta may alias dA)."""
     cdef Py_ssize_t j
     cdef floating z, s
-    if act == ACT_IDENTITY:
-        if delta != dA:
-            for j in range(n):
-                delta[j] = dA[j]
-    elif act == ACT_RELU:
-        for j in range(n):
-            delta[j] = dA[j] if Z[j] > 0 else 0
-    elif act == ACT_LEAKY_RELU:
-        for j in range(n):
-            delta[j] = dA[j] if Z[j] > 0 else alpha * dA[j]
+    if act <= ACT_LEAKY_RELU:    # branch-free (act_kernels.h)
+        if floating is float:
+            pn_act_bwd_f32(act, n, alpha, Z, dA, delta)
+        else:
+            pn_act_bwd_f64(act, n, alpha, Z, dA, delta)
     elif act == ACT_ELU:
         for j in range(n):
             delta[j] = dA[j] if Z[j] > 0 else dA[j] * alpha * f_exp(Z[j])

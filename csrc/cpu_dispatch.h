@@ -6,8 +6,8 @@
  * attribute (NAME_T_avx2), so no -march flag is needed and a wheel runs on any
  * x86-64. One process-wide setting, pn_isa, picks the variant of all of them at
  * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h), its
- * operand packing (gemm_pack.h) and the
- * optimizer updates (optim_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
+ * operand packing (gemm_pack.h), the
+ * optimizer updates (optim_kernels.h) and the piecewise-linear activations (act_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
  * set_gemm_kernel, PYNEURO_GEMM_KERNEL at import). Last here: the entry points the
  * Cython code calls (pn_tile_T, pn_update_T), each running the variant in use.
  */
@@ -26,6 +26,7 @@
 #include "gemm_microkernel.h"
 #include "gemm_pack.h"
 #include "optim_kernels.h"
+#include "act_kernels.h"
 
 /* ---- what this CPU supports --------------------------------------------------- */
 static int pn_cpu_has_avx2_fma(void) {
@@ -63,6 +64,12 @@ static void pn_select_isa(int isa) { pn_isa = (isa == 1 && PN_HAVE_AVX2_KERNEL) 
 #define pn_adam_f64 PN_PICK(pn_adam, f64)
 #define pn_rmsprop_f32 PN_PICK(pn_rmsprop, f32)
 #define pn_rmsprop_f64 PN_PICK(pn_rmsprop, f64)
+#define pn_bias_f32 PN_PICK(pn_bias, f32)
+#define pn_bias_f64 PN_PICK(pn_bias, f64)
+#define pn_act_fwd_f32 PN_PICK(pn_act_fwd, f32)
+#define pn_act_fwd_f64 PN_PICK(pn_act_fwd, f64)
+#define pn_act_bwd_f32 PN_PICK(pn_act_bwd, f32)
+#define pn_act_bwd_f64 PN_PICK(pn_act_bwd, f64)
 
 /* One register tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} vectors of the panel b. */
 static inline void pn_tile_f32(int rows, int vecs, long k, const float *a, long lda,

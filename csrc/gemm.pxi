@@ -230,20 +230,10 @@ cdef inline void epilogue_row(const Epilogue *ep, floating *Z, Py_ssize_t i, Py_
         return
     if bias != NULL and ep.bias_rows:
         b0 = bias[i]
-        if ep.act == ACT_RELU and Aout == Z:    # a convolution in a prediction chain: one pass
-            for k in range(n):
-                Z[k] = 0 if Z[k] + b0 <= 0 else Z[k] + b0
-            return
-        if ep.act == ACT_RELU and Aout != NULL:    # in training: Z and A in one pass
-            for k in range(n):
-                Z[k] = Z[k] + b0
-                Aout[k] = 0 if Z[k] <= 0 else Z[k]
-            return
         for k in range(n):
             Z[k] += b0
     elif bias != NULL:
-        for k in range(n):
-            Z[k] += bias[j + k]
+        add_bias_row(Z, bias + j, n)
     if Aout != NULL:
         act_forward(ep.act, <floating>ep.alpha, Z, Aout, n)
 

@@ -63,6 +63,33 @@ def test_in_place(rng, name):
     assert np.array_equal(Gi, dZ)
 
 
+@pytest.mark.parametrize("kernel", ["generic", "avx2"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["identity", "relu", "leaky_relu"])
+def test_piecewise_linear_kernels_give_numpys_bits(rng, gemm_kernel, kernel, name, dtype):
+    """identity, relu and leaky relu run branch-free SIMD kernels (act_kernels.h), per ISA:
+    on rows of every length up to 3 vectors (the vector tails), with ±0, NaN, ±inf and
+    subnormals, in place and not, each element is bitwise NumPy's formula."""
+    gemm_kernel(kernel)
+    alpha = ALPHA.get(name, 0.0)
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-40, -1e-40, 1.0, -1.0], dtype)
+    for n in range(1, 3 * 64 // np.dtype(dtype).itemsize + 2):
+        Z = rng.standard_normal((3, n)).astype(dtype)
+        Z.ravel()[:special.size] = special[:Z.size]
+        G = rng.standard_normal(Z.shape).astype(dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            A_ref = np.where(Z > 0, Z, Z * dtype(alpha)) if name == "leaky_relu" else \
+                np.where(Z <= 0, dtype(0), Z) if name == "relu" else Z
+            dZ_ref = np.where(Z > 0, G, G * dtype(alpha)) if name == "leaky_relu" else \
+                np.where(Z > 0, G, dtype(0)) if name == "relu" else G
+        A, dZ = forward(name, Z), backward(name, Z, G)
+        assert A.tobytes() == A_ref.tobytes() and dZ.tobytes() == dZ_ref.tobytes(), n
+        Zi, Gi = Z.copy(), G.copy()
+        _core.activation_forward(name, alpha, Zi, Zi)
+        _core.activation_backward(name, alpha, Z, A, Gi, Gi)
+        assert Zi.tobytes() == A_ref.tobytes() and Gi.tobytes() == dZ_ref.tobytes(), n
+
+
 @pytest.mark.parametrize("name", ACTS)
 def test_backward_against_finite_differences(rng, name):
     """dZ = ∂/∂Z Σ G ⊙ f(Z), inputs kept 0.1 away from the kinks at 0."""
