@@ -4,7 +4,7 @@
  * Every SIMD kernel is compiled twice from one source: for the baseline ISA
  * (NAME_T_generic) and, on x86-64 with GCC or Clang, for AVX2+FMA through a target
  * attribute (NAME_T_avx2), so no -march flag is needed and a wheel runs on any
- * x86-64. One process-wide setting, pn_isa, picks the variant of all of them at
+ * x86-64; the GEMM's full tiles and the FMA probe also for AVX-512 (NAME_T_avx512). One process-wide setting, pn_isa, picks the variant of all of them at
  * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h), its
  * operand packing (gemm_pack.h), the
  * optimizer updates (optim_kernels.h) and the piecewise-linear activations (act_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
@@ -16,8 +16,9 @@
 
 /* ---- the instruction sets a kernel is built for ------------------------------ */
 #if defined(__GNUC__) && defined(__x86_64__)
-#define PN_HAVE_AVX2_KERNEL 1
+#define PN_HAVE_AVX2_KERNEL 1            /* and the AVX-512 tiles and probe */
 #define PN_AVX2 __attribute__((target("avx2,fma")))
+#define PN_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #else
 #define PN_HAVE_AVX2_KERNEL 0
 #endif
@@ -38,26 +39,38 @@ static int pn_cpu_has_avx2_fma(void) {
 #endif
 }
 
-/* ---- the choice: 0 = generic, 1 = AVX2+FMA (only where it was built) ----------- */
+static int pn_cpu_has_avx512(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    return pn_cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+/* ---- the choice: 0 = generic, 1 = AVX2+FMA, 2 = AVX-512 (only where built) ---------
+ * With AVX-512 the GEMM's full tiles run on 64-byte vectors (pn_pair_T); its edge tiles,
+ * packing and every other kernel run their AVX2 variants, so all results are those of 1. */
 static int pn_isa = 0;
 
-static void pn_select_isa(int isa) { pn_isa = (isa == 1 && PN_HAVE_AVX2_KERNEL) ? 1 : 0; }
+static void pn_select_isa(int isa) { pn_isa = PN_HAVE_AVX2_KERNEL && isa >= 1 && isa <= 2 ? isa : 0; }
 
 #if PN_HAVE_AVX2_KERNEL
 #define PN_PICK(NAME, T) (pn_isa ? NAME##_##T##_avx2 : NAME##_##T##_generic)
+#define PN_PICK_WIDEST(NAME, T) (pn_isa == 2 ? NAME##_##T##_avx512 : PN_PICK(NAME, T))
 #else
 #define PN_PICK(NAME, T) NAME##_##T##_generic
+#define PN_PICK_WIDEST(NAME, T) NAME##_##T##_generic
 #endif
 
 /* The variants in use, under the names the Cython code calls. */
-#define pn_wide_f32 PN_PICK(pn_wide, f32)
-#define pn_wide_f64 PN_PICK(pn_wide, f64)
+#define pn_fma_probe_f32 PN_PICK_WIDEST(pn_fma_probe, f32)
+#define pn_fma_probe_f64 PN_PICK_WIDEST(pn_fma_probe, f64)
+/* lanes of the probe's vectors: float32 (f64 = 0) or float64 */
+static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f64 ? 8 : 4); }
 #define pn_pack_a_f32 PN_PICK(pn_pack_a, f32)
 #define pn_pack_a_f64 PN_PICK(pn_pack_a, f64)
 #define pn_pack_b_f32 PN_PICK(pn_pack_b, f32)
 #define pn_pack_b_f64 PN_PICK(pn_pack_b, f64)
-#define pn_fma_probe_f32 PN_PICK(pn_fma_probe, f32)
-#define pn_fma_probe_f64 PN_PICK(pn_fma_probe, f64)
 #define pn_sgd_f32 PN_PICK(pn_sgd, f32)
 #define pn_sgd_f64 PN_PICK(pn_sgd, f64)
 #define pn_adam_f32 PN_PICK(pn_adam, f32)
@@ -71,15 +84,29 @@ static void pn_select_isa(int isa) { pn_isa = (isa == 1 && PN_HAVE_AVX2_KERNEL) 
 #define pn_act_bwd_f32 PN_PICK(pn_act_bwd, f32)
 #define pn_act_bwd_f64 PN_PICK(pn_act_bwd, f64)
 
-/* One register tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} vectors of the panel b. */
-static inline void pn_tile_f32(int rows, int vecs, long k, const float *a, long lda,
-                               const float *b, long ldb, float *c, long ldc, float alpha, float beta) {
-    PN_PICK(pn_tiles, f32)[vecs - 1][rows](k, a, lda, b, ldb, c, ldc, alpha, beta);
-}
-static inline void pn_tile_f64(int rows, int vecs, long k, const double *a, long lda,
-                               const double *b, long ldb, double *c, long ldc, double alpha, double beta) {
-    PN_PICK(pn_tiles, f64)[vecs - 1][rows](k, a, lda, b, ldb, c, ldc, alpha, beta);
-}
+/* One register tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} 32-byte vectors of the
+ * panel b; pn_pair_T (only with pn_isa == 2): rows × two whole panels, b and b + hstep;
+ * pn_wide_T: one row, PN_WIDE_VECS 32-byte vectors. */
+#define PN_DEFINE_TILE_CALLS(SUF, T)                                                                \
+    static inline void pn_tile_##SUF(int rows, int vecs, long k, const T *a, long lda, const T *b, \
+                                     long ldb, T *c, long ldc, T alpha, T beta) {                  \
+        PN_PICK(pn_tiles, SUF)[vecs - 1][rows](k, a, lda, b, ldb, 32 / sizeof(T), c, ldc, alpha, beta); \
+    }                                                                                              \
+    static inline void pn_pair_##SUF(int rows, long k, const T *a, long lda, const T *b, long ldb, \
+                                     long hstep, T *c, long ldc, T alpha, T beta) {                \
+        PN_PICK_PAIRS(SUF)[rows](k, a, lda, b, ldb, hstep, c, ldc, alpha, beta);                   \
+    }                                                                                              \
+    static inline void pn_wide_##SUF(long k, const T *a, long lda, const T *b, long ldb, T *c,     \
+                                     long ldc, T alpha, T beta) {                                  \
+        PN_PICK(pn_wide, SUF)(k, a, lda, b, ldb, 32 / sizeof(T), c, ldc, alpha, beta);             \
+    }
+#if PN_HAVE_AVX2_KERNEL
+#define PN_PICK_PAIRS(SUF) pn_pairs_##SUF##_avx512
+#else
+#define PN_PICK_PAIRS(SUF) pn_tiles_##SUF##_generic[1]   /* never called: pn_isa < 2 */
+#endif
+PN_DEFINE_TILE_CALLS(f32, float)
+PN_DEFINE_TILE_CALLS(f64, double)
 
 /* One optimizer update over n elements: rule PN_SGD (s1 = v, NULL without momentum),
  * PN_ADAM (s1 = m, s2 = v) or PN_RMSPROP (s1 = v). h holds the kernel's scalar

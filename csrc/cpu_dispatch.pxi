@@ -1,41 +1,45 @@
 # cpu_dispatch.pxi — which instruction set the SIMD kernels run: the GEMM's register
-# tiles and operand packing and the optimizer updates, chosen together, once for the
-# process (cpu_dispatch.h).
+# tiles and operand packing, the optimizer updates and the piecewise-linear activations,
+# chosen together, once for the process (cpu_dispatch.h).
 #
-#   gemm_kernel()          'avx2' (AVX2+FMA) or 'generic' (any CPU)
-#   set_gemm_kernel(name)  'auto' (the best this CPU supports), 'avx2' or 'generic'
+#   gemm_kernel()          'avx512' (AVX-512 GEMM tiles, AVX2+FMA elsewhere), 'avx2' or 'generic'
+#   set_gemm_kernel(name)  'auto' (the best this CPU supports), 'avx512', 'avx2' or 'generic'
 #   PYNEURO_GEMM_KERNEL    the same choice from the environment, at import
 #
-# Each variant is deterministic on its own (thread count never changes a result); the
-# two may differ in the last bits, since AVX2+FMA rounds a·b + c once.
+# Each variant is deterministic on its own (thread count never changes a result); 'avx512'
+# and 'avx2' give the same bits (the same FMA chain for every element), 'generic' may
+# differ from them in the last bits, since AVX2+FMA rounds a·b + c once.
 # uses: nothing (cpu_dispatch.h underneath).
 
 cdef extern from "cpu_dispatch.h" nogil:
     int pn_cpu_has_avx2_fma()
+    int pn_cpu_has_avx512()
     int pn_isa
     void pn_select_isa(int isa)
 
+KERNELS = ("generic", "avx2", "avx512")     # pn_isa's values, in order
+
 
 def gemm_kernel():
-    """The SIMD kernels in use (GEMM micro-kernel and packing, optimizer updates): 'avx2'
-    (AVX2+FMA) or 'generic' (any CPU)."""
-    return "avx2" if pn_isa == 1 else "generic"
+    """The SIMD kernels in use: 'avx512' (the GEMM's tiles on AVX-512, the rest AVX2+FMA),
+    'avx2' (AVX2+FMA) or 'generic' (any CPU)."""
+    return KERNELS[pn_isa]
 
 
 def set_gemm_kernel(name):
-    """Choose the SIMD kernels (GEMM micro-kernel and packing, optimizer updates): 'auto'
-    (best this CPU supports), 'avx2' or 'generic'. 'avx2' on a CPU without AVX2+FMA raises
-    ValueError."""
+    """Choose the SIMD kernels: 'auto' (best this CPU supports), 'avx512', 'avx2' or
+    'generic'. A choice this CPU lacks raises ValueError."""
+    has = {"generic": True, "avx2": pn_cpu_has_avx2_fma(), "avx512": pn_cpu_has_avx512()}
     if name == "auto":
-        pn_select_isa(1 if pn_cpu_has_avx2_fma() else 0)
-    elif name == "avx2":
-        if not pn_cpu_has_avx2_fma():
-            raise ValueError("set_gemm_kernel: 'avx2' asked for, but this CPU lacks AVX2+FMA")
-        pn_select_isa(1)
-    elif name == "generic":
-        pn_select_isa(0)
-    else:
-        raise ValueError(f"set_gemm_kernel: expected 'auto', 'avx2' or 'generic', got {name!r}")
+        name = "avx512" if has["avx512"] else "avx2" if has["avx2"] else "generic"
+    if name not in has:
+        raise ValueError(f"set_gemm_kernel: expected 'auto', 'avx512', 'avx2' or 'generic', got {name!r}")
+    if not has[name]:
+        raise ValueError(f"set_gemm_kernel: {name!r} asked for, but this CPU lacks "
+                         f"{'AVX-512F' if name == 'avx512' else 'AVX2+FMA'}")
+    pn_select_isa(KERNELS.index(name))
+    if KERNELS[pn_isa] != name:
+        raise ValueError(f"set_gemm_kernel: {name!r} was not built into this copy of pyneuro")
 
 
 def _select_kernel_from_environment():

@@ -61,8 +61,13 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and ge
                      long ldc, float alpha, float beta)
     void pn_wide_f64(long k, const double *a, long lda, const double *b, long ldb, double *c,
                      long ldc, double alpha, double beta)
+    void pn_pair_f32(int rows, long k, const float *a, long lda, const float *b, long ldb,
+                     long hstep, float *c, long ldc, float alpha, float beta)
+    void pn_pair_f64(int rows, long k, const double *a, long lda, const double *b, long ldb,
+                     long hstep, double *c, long ldc, double alpha, double beta)
     float pn_fma_probe_f32(long n, float x)
     double pn_fma_probe_f64(long n, double x)
+    int pn_probe_lanes(int f64)
 
     void pn_pack_a_f32(long mc, long kc, const float *A, long rs, long cs, float *Ap)
     void pn_pack_a_f64(long mc, long kc, const double *A, long rs, long cs, double *Ap)
@@ -85,8 +90,9 @@ cdef double _probe_sink = 0
 
 
 def fma_probe(long n, dtype=np.float32):
-    """Run n rounds of the micro-kernel's FMA mix (12 independent vector FMAs) on every
-    kernel thread, without touching memory; returns the floating-point operations done.
+    """Run n rounds of the micro-kernel's FMA mix (12 independent vector FMAs, on the widest
+    vectors of the kernels in use: AVX-512's where they run) on every kernel thread, without
+    touching memory; returns the floating-point operations done.
     Timing it measures the machine's peak: bench/gemm.py reports % of it."""
     cdef int t, nt = _nthreads()
     cdef bint f32 = np.dtype(dtype) == F32
@@ -101,7 +107,7 @@ def fma_probe(long n, dtype=np.float32):
             else:
                 sink += pn_fma_probe_f64(n, 1.0000001)
     _probe_sink = sink   # kept, so the probe's work is not optimised away
-    return 2.0 * 12 * (PN_NR_F32 if f32 else PN_NR_F64) // 2 * n * nt   # 12 FMAs of NR/2 lanes
+    return 2.0 * 12 * pn_probe_lanes(not f32) * n * nt   # 12 vector FMAs a round
 
 
 cdef inline Py_ssize_t even_slice(Py_ssize_t n, Py_ssize_t most, Py_ssize_t unit) noexcept nogil:
@@ -247,6 +253,25 @@ cdef inline void add_column_sums(Py_ssize_t kc, Py_ssize_t nc, const floating *B
             s[j] += B[p * rsb + j * csb]
 
 
+cdef inline void pair_panels(Py_ssize_t mc, Py_ssize_t kc, floating alpha, const floating *Ap,
+                             Py_ssize_t a_step, Py_ssize_t lda, const floating *b, Py_ssize_t hstep,
+                             Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
+                             const Epilogue *ep, Py_ssize_t ei, Py_ssize_t ej) noexcept nogil:
+    """macro_kernel's column strip of two whole B panels (b, b + hstep) with AVX-512 tiles,
+    C[mc × 2·NR] in place, each row panel of A in turn, the epilogue after each tile."""
+    cdef Py_ssize_t ir_, ir, i, m, w = 2 * (PN_NR_F32 if floating is float else PN_NR_F64)
+    for ir_ in range((mc + MR - 1) // MR):
+        ir = ir_ * MR
+        m = min(<Py_ssize_t>MR, mc - ir)
+        if floating is float:
+            pn_pair_f32(<int>m, kc, Ap + ir * a_step, lda, b, ldb, hstep, C + ir * ldc, ldc, alpha, beta)
+        else:
+            pn_pair_f64(<int>m, kc, Ap + ir * a_step, lda, b, ldb, hstep, C + ir * ldc, ldc, alpha, beta)
+        if ep != NULL:
+            for i in range(m):
+                epilogue_row(ep, C + (ir + i) * ldc, ei + ir + i, ej, w)
+
+
 cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alpha,
                        const floating *Ap, Py_ssize_t a_step, Py_ssize_t lda,
                        const floating *Bp, Py_ssize_t b_step, Py_ssize_t ldb,
@@ -260,7 +285,7 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     With ep (the last KC slice) each finished tile gets the epilogue; this block's C[0, 0]
     is element (ei, ej) of the whole product."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t jr_, ir_, jr, ir, i, j, m, n, ldb_j
+    cdef Py_ssize_t ir_, jr, ir, i, j, m, n, ldb_j
     cdef int vecs
     cdef floating tile[TILE_MAX]
     cdef floating *c
@@ -276,9 +301,14 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
             if ep != NULL:
                 epilogue_row(ep, C + j0, ei, ej + j0, wide)
         j0 = nc // wide * wide
-    for jr_ in range(j0 // nr, (nc + nr - 1) // nr):
-        jr = jr_ * nr
+    jr = j0
+    while jr < nc:
         n = min(nr, nc - jr)
+        if pn_isa == 2 and jr + 2 * nr <= nc:    # AVX-512: two whole panels a tile
+            pair_panels(mc, kc, alpha, Ap, a_step, lda, Bp + jr * b_step, nr * b_step, ldb, beta,
+                        C + jr, ldc, ep, ei, ej + jr)
+            jr += 2 * nr
+            continue
         vecs = 1 if 2 * n <= nr else 2
         b, ldb_j = (Bedge, nr) if n < nr and Bedge != NULL else (Bp + jr * b_step, ldb)
         for ir_ in range((mc + MR - 1) // MR):
@@ -298,6 +328,7 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
             if ep != NULL:
                 for i in range(m):
                     epilogue_row(ep, c + i * ldc, ei + ir + i, ej + jr, n)
+        jr += nr
 
 
 cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,

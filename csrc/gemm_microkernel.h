@@ -10,16 +10,19 @@
  * The reduction over p runs in one fixed order, so a tile's value never depends
  * on which thread computed it.
  *
- * One source, two element types, two instruction sets: GCC vector extensions
- * (two 32-byte vectors per tile row, 12 accumulators in registers) compiled once
- * with AVX2+FMA enabled and once for the baseline ISA; which one runs is
- * cpu_dispatch.h's choice (it includes this file). The FMA probe runs the same
- * instruction mix without memory traffic, to measure the machine's peak.
+ * One source, two element types, three instruction sets: GCC vector extensions
+ * (two vectors per tile row, 12 accumulators in registers) compiled with AVX2+FMA
+ * enabled, for the baseline ISA, and with AVX-512 (64-byte vectors, one per panel);
+ * which one runs is cpu_dispatch.h's choice (it includes this file). Vector h of a tile
+ * row p is read at b + p·ldb + h·hstep: the next 32-byte vector of the panel (hstep = L)
+ * or, for AVX-512, the next panel. The FMA probe runs the same instruction mix without
+ * memory traffic, to measure the machine's peak on the ISA in use.
  *
  * Defined here, per element type and ISA, SUF = f32_generic, f64_generic, f32_avx2, f64_avx2:
  *   pn_tiles_SUF[VECS − 1][ROWS]   the tile kernels, ROWS = 1..MR, VECS = 1, 2
  *   pn_wide_SUF                    a one-row tile PN_WIDE_VECS vectors wide
- *   pn_fma_probe_SUF               the FMA probe
+ *   pn_fma_probe_SUF               the FMA probe (also f32_avx512, f64_avx512)
+ * and pn_pairs_f32_avx512[ROWS], pn_pairs_f64_avx512[ROWS]: ROWS × two whole panels.
  */
 #ifndef PYNEURO_GEMM_MICROKERNEL_H
 #define PYNEURO_GEMM_MICROKERNEL_H
@@ -35,11 +38,11 @@
 #define PN_NR_F64 8                      /* columns: two 4-double vectors           */
 #define PN_WIDE_VECS 8                   /* vectors of a one-row tile: 4 panels wide */
 
-#define PN_DEFINE_MICROKERNEL(NAME, T, ATTR, ROWS, VECS)                            \
+#define PN_DEFINE_MICROKERNEL(NAME, T, ATTR, ROWS, VECS, VB)                        \
     ATTR static void NAME(long k, const T *restrict a, long lda, const T *restrict b, \
-                          long ldb, T *restrict c, long ldc, T alpha, T beta) {     \
-        typedef T vec __attribute__((vector_size(32)));                             \
-        enum { L = 32 / sizeof(T) };                                                \
+                          long ldb, long hstep, T *restrict c, long ldc, T alpha, T beta) { \
+        typedef T vec __attribute__((vector_size(VB)));                             \
+        enum { L = VB / sizeof(T) };                                                \
         vec acc[ROWS][VECS];                                                        \
         for (int i = 0; i < ROWS; i++) {                                            \
             for (int h = 0; h < VECS; h++) acc[i][h] = (vec){0};                    \
@@ -49,7 +52,7 @@
         for (long p = 0; p < k; p++) {                                              \
             vec bv[VECS];                                                           \
             _Pragma("GCC unroll 8")                                                 \
-            for (int h = 0; h < VECS; h++) memcpy(&bv[h], b + p * ldb + h * L, sizeof(vec)); \
+            for (int h = 0; h < VECS; h++) memcpy(&bv[h], b + p * ldb + h * hstep, sizeof(vec)); \
             /* a[·] − 0 splats the scalar exactly (−0, NaN kept): one broadcast */  \
             _Pragma("GCC unroll 6")                                                 \
             for (int i = 0; i < ROWS; i++) {                                        \
@@ -75,30 +78,31 @@
 
 /* Every tile shape a product needs: ROWS = 1..MR (the last row panel of M) times
  * VECS = 1, 2 (a last column panel of at most NR/2 needs one vector), gathered in
- * a table pn_tiles_SUF[VECS − 1][ROWS]. A short tile does only the arithmetic it keeps. */
-#define PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, V)                                     \
-    PN_DEFINE_MICROKERNEL(NAME##_1x##V, T, ATTR, 1, V)                              \
-    PN_DEFINE_MICROKERNEL(NAME##_2x##V, T, ATTR, 2, V)                              \
-    PN_DEFINE_MICROKERNEL(NAME##_3x##V, T, ATTR, 3, V)                              \
-    PN_DEFINE_MICROKERNEL(NAME##_4x##V, T, ATTR, 4, V)                              \
-    PN_DEFINE_MICROKERNEL(NAME##_5x##V, T, ATTR, 5, V)                              \
-    PN_DEFINE_MICROKERNEL(NAME##_6x##V, T, ATTR, 6, V)
+ * a table pn_tiles_SUF[VECS − 1][ROWS]. A short tile does only the arithmetic it keeps.
+ * VB: the vector's bytes (32, or 64 for AVX-512). */
+#define PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, V, VB)                                 \
+    PN_DEFINE_MICROKERNEL(NAME##_1x##V, T, ATTR, 1, V, VB)                          \
+    PN_DEFINE_MICROKERNEL(NAME##_2x##V, T, ATTR, 2, V, VB)                          \
+    PN_DEFINE_MICROKERNEL(NAME##_3x##V, T, ATTR, 3, V, VB)                          \
+    PN_DEFINE_MICROKERNEL(NAME##_4x##V, T, ATTR, 4, V, VB)                          \
+    PN_DEFINE_MICROKERNEL(NAME##_5x##V, T, ATTR, 5, V, VB)                          \
+    PN_DEFINE_MICROKERNEL(NAME##_6x##V, T, ATTR, 6, V, VB)
 #define PN_KERNEL_ROWS(NAME, V) \
     {0, NAME##_1x##V, NAME##_2x##V, NAME##_3x##V, NAME##_4x##V, NAME##_5x##V, NAME##_6x##V}
 /* and for a product of one row (a single sample through a layer), a 1-row tile
  * eight vectors wide, so eight FMA chains hide the FMA latency: pn_wide_SUF. */
 #define PN_DEFINE_KERNEL_TABLE(SUF, T, ATTR)                                        \
-    PN_DEFINE_MICROKERNEL(pn_wide_##SUF, T, ATTR, 1, PN_WIDE_VECS)                  \
-    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 1)                                \
-    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 2)                                \
-    static void (*const pn_tiles_##SUF[2][PN_MR + 1])(long, const T *, long, const T *, long, T *, long, T, T) = { \
+    PN_DEFINE_MICROKERNEL(pn_wide_##SUF, T, ATTR, 1, PN_WIDE_VECS, 32)              \
+    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 1, 32)                            \
+    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 2, 32)                            \
+    static __typeof__(&pn_tile_##SUF##_1x1) const pn_tiles_##SUF[2][PN_MR + 1] = {  \
         PN_KERNEL_ROWS(pn_tile_##SUF, 1), PN_KERNEL_ROWS(pn_tile_##SUF, 2)};
 
-/* n iterations of 12 independent FMA chains, as in the micro-kernel; returns a
- * value that depends on all of them (IEEE rounding forbids folding the loop). */
-#define PN_DEFINE_FMA_PROBE(SUF, T, ATTR)                                           \
+/* n iterations of 12 independent FMA chains of VB-byte vectors, as in the micro-kernel;
+ * returns a value that depends on all of them (IEEE rounding forbids folding the loop). */
+#define PN_DEFINE_FMA_PROBE(SUF, T, ATTR, VB)                                       \
     ATTR static T pn_fma_probe_##SUF(long n, T x) {                                 \
-        typedef T vec __attribute__((vector_size(32)));                             \
+        typedef T vec __attribute__((vector_size(VB)));                             \
         vec acc[12], m = x - (vec){0}, s = (vec){0};                                \
         for (int i = 0; i < 12; i++) acc[i] = (x + i) - (vec){0};                   \
         for (long p = 0; p < n; p++) {                                              \
@@ -111,13 +115,24 @@
 
 PN_DEFINE_KERNEL_TABLE(f32_generic, float, )
 PN_DEFINE_KERNEL_TABLE(f64_generic, double, )
-PN_DEFINE_FMA_PROBE(f32_generic, float, )
-PN_DEFINE_FMA_PROBE(f64_generic, double, )
+PN_DEFINE_FMA_PROBE(f32_generic, float, , 32)
+PN_DEFINE_FMA_PROBE(f64_generic, double, , 32)
 #if PN_HAVE_AVX2_KERNEL
 PN_DEFINE_KERNEL_TABLE(f32_avx2, float, PN_AVX2)
 PN_DEFINE_KERNEL_TABLE(f64_avx2, double, PN_AVX2)
-PN_DEFINE_FMA_PROBE(f32_avx2, float, PN_AVX2)
-PN_DEFINE_FMA_PROBE(f64_avx2, double, PN_AVX2)
+PN_DEFINE_FMA_PROBE(f32_avx2, float, PN_AVX2, 32)
+PN_DEFINE_FMA_PROBE(f64_avx2, double, PN_AVX2, 32)
+/* AVX-512: one 64-byte vector is a whole NR-column panel, so a 6 × 2-vector tile spans two
+ * adjacent panels (the second hstep elements after the first): pn_pairs_SUF[ROWS]. Every
+ * element is the same FMA chain over p as in the AVX2 tile, so both give the same bits. */
+PN_DEFINE_KERNEL_ROWS(pn_pair_f32_avx512, float, PN_AVX512, 2, 64)
+PN_DEFINE_KERNEL_ROWS(pn_pair_f64_avx512, double, PN_AVX512, 2, 64)
+static __typeof__(&pn_pair_f32_avx512_1x2) const pn_pairs_f32_avx512[PN_MR + 1] =
+    PN_KERNEL_ROWS(pn_pair_f32_avx512, 2);
+static __typeof__(&pn_pair_f64_avx512_1x2) const pn_pairs_f64_avx512[PN_MR + 1] =
+    PN_KERNEL_ROWS(pn_pair_f64_avx512, 2);
+PN_DEFINE_FMA_PROBE(f32_avx512, float, PN_AVX512, 64)
+PN_DEFINE_FMA_PROBE(f64_avx512, double, PN_AVX512, 64)
 #endif
 
 #endif

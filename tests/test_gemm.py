@@ -94,7 +94,7 @@ def test_gemm_beta_zero_ignores_nan_and_inf_in_C(rng, dtype):
     assert_scaled_close(C, f64(A) @ f64(B), np.abs(f64(A)) @ np.abs(f64(B)), dtype)
 
 
-@pytest.mark.parametrize("kernel", ["generic", "avx2"])
+@pytest.mark.parametrize("kernel", ["generic", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (7, 13, 97), (97, 257, 17), (50, 600, 40)])
 def test_micro_kernels_agree_with_numpy(gemm_kernel, kernel, rng, M, K, N, dtype):
@@ -108,8 +108,8 @@ def test_micro_kernels_agree_with_numpy(gemm_kernel, kernel, rng, M, K, N, dtype
 def test_set_gemm_kernel_names(gemm_kernel):
     gemm_kernel("generic")
     _core.set_gemm_kernel("auto")
-    assert _core.gemm_kernel() in ("generic", "avx2")
-    with pytest.raises(ValueError, match="'auto', 'avx2' or 'generic'"):
+    assert _core.gemm_kernel() in ("generic", "avx2", "avx512")
+    with pytest.raises(ValueError, match="'auto', 'avx512', 'avx2' or 'generic'"):
         _core.set_gemm_kernel("sse9")
 
 
@@ -121,11 +121,11 @@ SIZES = st.one_of(st.integers(1, 300), st.sampled_from(PRIMES))
 @given(
     M=SIZES, K=SIZES, N=SIZES, ta=st.booleans(), tb=st.booleans(), dtype=st.sampled_from(DTYPES),
     alpha=st.sampled_from([1.0, -0.5, 3.0]), beta=st.sampled_from([0.0, 1.0, -2.25]),
-    threads=st.integers(1, 3), kernel=st.sampled_from(["generic", "avx2"]),
+    threads=st.integers(1, 3), kernel=st.sampled_from(["generic", "avx2", "avx512"]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_gemm_random_sweep(M, K, N, ta, tb, dtype, alpha, beta, threads, kernel, seed):
-    if kernel == "avx2" and not _cpu_has_avx2():
+    if not _cpu_has(kernel):
         kernel = "generic"
     _core.set_num_threads(threads)
     _core.set_gemm_kernel(kernel)
@@ -137,9 +137,9 @@ def test_gemm_random_sweep(M, K, N, ta, tb, dtype, alpha, beta, threads, kernel,
         _core.set_gemm_kernel("auto")
 
 
-def _cpu_has_avx2():
+def _cpu_has(kernel):
     try:
-        _core.set_gemm_kernel("avx2")
+        _core.set_gemm_kernel(kernel)
         return True
     except ValueError:
         return False
@@ -161,8 +161,27 @@ def test_generic_and_avx2_kernels_agree(gemm_kernel, rng, M, K, N, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fma_probe_counts_its_work(dtype):
-    lanes = 32 // np.dtype(dtype).itemsize
+@pytest.mark.parametrize("M,K,N", [(61, 277, 139), (300, 300, 300), (6, 1000, 64), (13, 40, 97)])
+def test_avx512_and_avx2_kernels_give_the_same_bits(gemm_kernel, num_threads, rng, M, K, N, dtype):
+    """AVX-512 tiles run each element's FMA chain over p in the AVX2 tiles' order: the same
+    bits, for every transpose, with α, β, and on 1 and 3 threads."""
+    for ta, tb in TRANS:
+        A, B, C0 = operands(rng, M, K, N, ta, tb, dtype)
+        out = {}
+        for kernel in ("avx2", "avx512"):
+            gemm_kernel(kernel)
+            for threads in (1, 3):
+                num_threads(threads)
+                out[kernel, threads] = _core.gemm_into(A, B, C0.copy(), alpha=0.5, beta=-1.0,
+                                                       trans_a=ta, trans_b=tb).tobytes()
+        assert len(set(out.values())) == 1, (ta, tb)
+
+
+@pytest.mark.parametrize("kernel", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fma_probe_counts_its_work(gemm_kernel, kernel, dtype):
+    gemm_kernel(kernel)
+    lanes = (64 if kernel == "avx512" else 32) // np.dtype(dtype).itemsize
     assert _core.fma_probe(1000, dtype) == 2 * 12 * lanes * 1000 * _core.get_num_threads()
     with pytest.raises(ValueError, match="n must be >= 0"):
         _core.fma_probe(-1)
@@ -176,7 +195,7 @@ def test_kernel_chosen_by_environment(name):
     env = dict(os.environ, PYNEURO_GEMM_KERNEL=name)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    expected = {"generic"} if name == "generic" else {"generic", "avx2"}
+    expected = {"generic"} if name == "generic" else {"generic", "avx2", "avx512"}
     assert out.stdout.strip() in expected
 
 
@@ -199,7 +218,7 @@ PACK_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("kernel", ["generic", "avx2"])
+@pytest.mark.parametrize("kernel", ["generic", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,K,N", PACK_SHAPES)
 def test_packing_edges_exact(gemm_kernel, num_threads, kernel, M, K, N, dtype):
