@@ -65,8 +65,10 @@ static void pn_select_isa(int isa) { pn_isa = PN_HAVE_AVX2_KERNEL && isa >= 1 &&
 /* The variants in use, under the names the Cython code calls. */
 #define pn_fma_probe_f32 PN_PICK_WIDEST(pn_fma_probe, f32)
 #define pn_fma_probe_f64 PN_PICK_WIDEST(pn_fma_probe, f64)
-/* lanes of the probe's vectors: float32 (f64 = 0) or float64 */
+/* lanes of the widest vectors in use (the probe's): float32 (f64 = 0) or float64; the
+ * columns of pn_wide_T's one-row tile */
 static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f64 ? 8 : 4); }
+static inline int pn_wide_cols(int f64) { return PN_WIDE_VECS * pn_probe_lanes(f64); }
 #define pn_pack_a_f32 PN_PICK(pn_pack_a, f32)
 #define pn_pack_a_f64 PN_PICK(pn_pack_a, f64)
 #define pn_pack_b_f32 PN_PICK(pn_pack_b, f32)
@@ -86,7 +88,7 @@ static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f6
 
 /* One register tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} 32-byte vectors of the
  * panel b; pn_pair_T (only with pn_isa == 2): rows × two whole panels, b and b + hstep;
- * pn_wide_T: one row, PN_WIDE_VECS 32-byte vectors. */
+ * pn_wide_T: one row, PN_WIDE_VECS of the widest vectors (pn_wide_cols columns). */
 #define PN_DEFINE_TILE_CALLS(SUF, T)                                                                \
     static inline void pn_tile_##SUF(int rows, int vecs, long k, const T *a, long lda, const T *b, \
                                      long ldb, T *c, long ldc, T alpha, T beta) {                  \
@@ -98,7 +100,8 @@ static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f6
     }                                                                                              \
     static inline void pn_wide_##SUF(long k, const T *a, long lda, const T *b, long ldb, T *c,     \
                                      long ldc, T alpha, T beta) {                                  \
-        PN_PICK(pn_wide, SUF)(k, a, lda, b, ldb, 32 / sizeof(T), c, ldc, alpha, beta);             \
+        PN_PICK_WIDEST(pn_wide, SUF)(k, a, lda, b, ldb, pn_wide_cols(sizeof(T) == 8) / PN_WIDE_VECS, \
+                                     c, ldc, alpha, beta);                                         \
     }
 #if PN_HAVE_AVX2_KERNEL
 #define PN_PICK_PAIRS(SUF) pn_pairs_##SUF##_avx512

@@ -52,7 +52,6 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and ge
         PN_MR
         PN_NR_F32
         PN_NR_F64
-        PN_WIDE_VECS
     void pn_tile_f32(int rows, int vecs, long k, const float *a, long lda, const float *b,
                      long ldb, float *c, long ldc, float alpha, float beta)
     void pn_tile_f64(int rows, int vecs, long k, const double *a, long lda, const double *b,
@@ -68,6 +67,7 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and ge
     float pn_fma_probe_f32(long n, float x)
     double pn_fma_probe_f64(long n, double x)
     int pn_probe_lanes(int f64)
+    int pn_wide_cols(int f64)
 
     void pn_pack_a_f32(long mc, long kc, const float *A, long rs, long cs, float *Ap)
     void pn_pack_a_f64(long mc, long kc, const double *A, long rs, long cs, double *Ap)
@@ -290,7 +290,7 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     cdef floating tile[TILE_MAX]
     cdef floating *c
     cdef const floating *b
-    cdef Py_ssize_t wide = PN_WIDE_VECS * nr // 2, j0 = 0, q
+    cdef Py_ssize_t wide = pn_wide_cols(floating is double), j0 = 0, q
     if mc == 1 and b_step == 1:  # one row, B in place: strips of `wide` columns, one tile each
         for q in range(nc // wide):
             j0 = q * wide

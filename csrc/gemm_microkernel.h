@@ -21,7 +21,8 @@
  * Defined here, per element type and ISA, SUF = f32_generic, f64_generic, f32_avx2, f64_avx2:
  *   pn_tiles_SUF[VECS − 1][ROWS]   the tile kernels, ROWS = 1..MR, VECS = 1, 2
  *   pn_wide_SUF                    a one-row tile PN_WIDE_VECS vectors wide
- *   pn_fma_probe_SUF               the FMA probe (also f32_avx512, f64_avx512)
+ *   pn_fma_probe_SUF               the FMA probe
+ * (the last two also for SUF = f32_avx512, f64_avx512)
  * and pn_pairs_f32_avx512[ROWS], pn_pairs_f64_avx512[ROWS]: ROWS × two whole panels.
  */
 #ifndef PYNEURO_GEMM_MICROKERNEL_H
@@ -123,14 +124,17 @@ PN_DEFINE_KERNEL_TABLE(f64_avx2, double, PN_AVX2)
 PN_DEFINE_FMA_PROBE(f32_avx2, float, PN_AVX2, 32)
 PN_DEFINE_FMA_PROBE(f64_avx2, double, PN_AVX2, 32)
 /* AVX-512: one 64-byte vector is a whole NR-column panel, so a 6 × 2-vector tile spans two
- * adjacent panels (the second hstep elements after the first): pn_pairs_SUF[ROWS]. Every
- * element is the same FMA chain over p as in the AVX2 tile, so both give the same bits. */
+ * adjacent panels (the second hstep elements after the first): pn_pairs_SUF[ROWS]; the
+ * one-row tile is twice as wide, a row of B read as one contiguous run. Every element is
+ * the same FMA chain over p as in the AVX2 tiles, so all give the same bits. */
 PN_DEFINE_KERNEL_ROWS(pn_pair_f32_avx512, float, PN_AVX512, 2, 64)
 PN_DEFINE_KERNEL_ROWS(pn_pair_f64_avx512, double, PN_AVX512, 2, 64)
 static __typeof__(&pn_pair_f32_avx512_1x2) const pn_pairs_f32_avx512[PN_MR + 1] =
     PN_KERNEL_ROWS(pn_pair_f32_avx512, 2);
 static __typeof__(&pn_pair_f64_avx512_1x2) const pn_pairs_f64_avx512[PN_MR + 1] =
     PN_KERNEL_ROWS(pn_pair_f64_avx512, 2);
+PN_DEFINE_MICROKERNEL(pn_wide_f32_avx512, float, PN_AVX512, 1, PN_WIDE_VECS, 64)
+PN_DEFINE_MICROKERNEL(pn_wide_f64_avx512, double, PN_AVX512, 1, PN_WIDE_VECS, 64)
 PN_DEFINE_FMA_PROBE(f32_avx512, float, PN_AVX512, 64)
 PN_DEFINE_FMA_PROBE(f64_avx512, double, PN_AVX512, 64)
 #endif

@@ -161,7 +161,7 @@ def test_generic_and_avx2_kernels_agree(gemm_kernel, rng, M, K, N, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("M,K,N", [(61, 277, 139), (300, 300, 300), (6, 1000, 64), (13, 40, 97)])
+@pytest.mark.parametrize("M,K,N", [(61, 277, 139), (300, 300, 300), (6, 1000, 64), (13, 40, 97), (1, 784, 300)])
 def test_avx512_and_avx2_kernels_give_the_same_bits(gemm_kernel, num_threads, rng, M, K, N, dtype):
     """AVX-512 tiles run each element's FMA chain over p in the AVX2 tiles' order: the same
     bits, for every transpose, with α, β, and on 1 and 3 threads."""
