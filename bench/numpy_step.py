@@ -17,7 +17,6 @@ booleans:
 Both run whole shuffled epochs (pyneuro: Trainer.fit, its compiled loop), taking turns;
 the ratio is the median over rounds of NumPy's time per step / pyneuro's.
 """
-import argparse
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyneuro as pn                     # noqa: E402
 from pyneuro import _core                # noqa: E402
+import step                              # noqa: E402
 from gemm import SETTLE_SECONDS          # noqa: E402
 
 WIDTHS = (784, 256, 128, 10)
@@ -116,21 +116,8 @@ def numpy_epoch(net, X, y, B, steps, rng):
     return (time.perf_counter() - t) / steps
 
 
-def pyneuro_trainer(B, opt):
-    model = pn.Sequential([pn.Dense(784, 256, "relu"), pn.Dense(256, 128, "relu"), pn.Dense(128, 10)], seed=0)
-    optimizer = pn.SGD(0.01, momentum=0.9) if opt == "sgd" else pn.Adam(0.001)
-    return pn.Trainer(model, "cross_entropy", optimizer, batch_size=B, seed=0, verbose=0)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    args = ap.parse_args()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        sys.exit("bench/numpy_step.py needs threadpoolctl: pip install '.[bench]'")
+    args, threadpool_limits = step.step_args(__doc__, "numpy_step.py")
     rng = np.random.default_rng(0)
     print(f"medians of {args.repeats} rounds of one epoch each; µs per step")
     print(f"{'threads':>7} {'opt':>4} {'batch':>5} {'NumPy':>9} {'pyneuro':>9} {'NumPy/pyneuro':>13}")
@@ -141,7 +128,8 @@ def main():
                 for B, steps in STEPS.items():
                     X = rng.random((B * steps, 784), dtype=np.float32)
                     y = rng.integers(0, 10, B * steps)
-                    net, trainer = NumpyNet(B, opt, rng), pyneuro_trainer(B, opt)
+                    net = NumpyNet(B, opt, rng)
+                    trainer = step.trainer(B, optimizer=pn.SGD(0.01, momentum=0.9) if opt == "sgd" else pn.Adam(0.001))
                     ours, theirs = [], []
                     for r in range(args.repeats + 1):        # the first round warms up
                         theirs.append(numpy_epoch(net, X, y, B, steps, rng))

@@ -32,22 +32,31 @@ FLOP_PER_SAMPLE = 2 * sum(a * b for a, b in zip(WIDTHS, WIDTHS[1:])) * 2 + 2 * s
 BATCHES = {32: 300, 128: 100, 512: 30}   # batch → steps per timed epoch (~0.1–0.4 s each)
 
 
-def trainer(batch, compiled):
+def trainer(batch, compiled=True, optimizer=None):
+    """A Trainer of the 784-256-128-10 network (SGD with momentum unless `optimizer`)."""
     model = pn.Sequential([pn.Dense(784, 256, "relu"), pn.Dense(256, 128, "relu"), pn.Dense(128, 10)], seed=0)
-    t = pn.Trainer(model, "cross_entropy", pn.SGD(0.01, momentum=0.9), batch_size=batch, seed=0, verbose=0)
+    t = pn.Trainer(model, "cross_entropy", optimizer or pn.SGD(0.01, momentum=0.9), batch_size=batch,
+                   seed=0, verbose=0)
     t._compiled = compiled
     return t
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def step_args(doc, script):
+    """--repeats and --threads of a training-step benchmark, and threadpoolctl's
+    threadpool_limits (to hold NumPy's BLAS to the same threads)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        sys.exit("bench/step.py needs threadpoolctl: pip install '.[bench]'")
+        sys.exit(f"bench/{script} needs threadpoolctl: pip install '.[bench]'")
+    return args, threadpool_limits
+
+
+def main():
+    args, threadpool_limits = step_args(__doc__, "step.py")
     rng = np.random.default_rng(0)
     print(f"FLOP per sample: {FLOP_PER_SAMPLE:,} ({FLOP_PER_SAMPLE / 1e6:.3f} MFLOP); medians of "
           f"{args.repeats} rounds, each: peak probe, OpenBLAS GEMMs, both paths' epochs, peak probe")
