@@ -4,10 +4,11 @@
  * Every SIMD kernel is compiled twice from one source: for the baseline ISA
  * (NAME_T_generic) and, on x86-64 with GCC or Clang, for AVX2+FMA through a target
  * attribute (NAME_T_avx2), so no -march flag is needed and a wheel runs on any
- * x86-64; the GEMM's full tiles and the FMA probe also for AVX-512 (NAME_T_avx512). One process-wide setting, pn_isa, picks the variant of all of them at
- * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h), its
- * operand packing (gemm_pack.h), the
- * optimizer updates (optim_kernels.h) and the piecewise-linear activations (act_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
+ * x86-64; the GEMM's full tiles, one-row tile and FMA probe also for AVX-512
+ * (NAME_T_avx512). One process-wide setting, pn_isa, picks the variant of all of them at
+ * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h), its operand
+ * packing (gemm_pack.h), the optimizer updates (optim_kernels.h) and the piecewise-linear
+ * activations (act_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
  * set_gemm_kernel, PYNEURO_GEMM_KERNEL at import). Last here: the entry points the
  * Cython code calls (pn_tile_T, pn_update_T), each running the variant in use.
  */

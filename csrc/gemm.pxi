@@ -253,23 +253,14 @@ cdef inline void add_column_sums(Py_ssize_t kc, Py_ssize_t nc, const floating *B
             s[j] += B[p * rsb + j * csb]
 
 
-cdef inline void pair_panels(Py_ssize_t mc, Py_ssize_t kc, floating alpha, const floating *Ap,
-                             Py_ssize_t a_step, Py_ssize_t lda, const floating *b, Py_ssize_t hstep,
-                             Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
-                             const Epilogue *ep, Py_ssize_t ei, Py_ssize_t ej) noexcept nogil:
-    """macro_kernel's column strip of two whole B panels (b, b + hstep) with AVX-512 tiles,
-    C[mc × 2·NR] in place, each row panel of A in turn, the epilogue after each tile."""
-    cdef Py_ssize_t ir_, ir, i, m, w = 2 * (PN_NR_F32 if floating is float else PN_NR_F64)
-    for ir_ in range((mc + MR - 1) // MR):
-        ir = ir_ * MR
-        m = min(<Py_ssize_t>MR, mc - ir)
-        if floating is float:
-            pn_pair_f32(<int>m, kc, Ap + ir * a_step, lda, b, ldb, hstep, C + ir * ldc, ldc, alpha, beta)
-        else:
-            pn_pair_f64(<int>m, kc, Ap + ir * a_step, lda, b, ldb, hstep, C + ir * ldc, ldc, alpha, beta)
-        if ep != NULL:
-            for i in range(m):
-                epilogue_row(ep, C + (ir + i) * ldc, ei + ir + i, ej, w)
+cdef inline void pair_tile(Py_ssize_t rows, Py_ssize_t k, const floating *a, Py_ssize_t lda,
+                           const floating *b, Py_ssize_t ldb, Py_ssize_t hstep, floating *c,
+                           Py_ssize_t ldc, floating alpha, floating beta) noexcept nogil:
+    """The AVX-512 tile: rows × two whole panels of B (b and b + hstep), C in place."""
+    if floating is float:
+        pn_pair_f32(<int>rows, k, a, lda, b, ldb, hstep, c, ldc, alpha, beta)
+    else:
+        pn_pair_f64(<int>rows, k, a, lda, b, ldb, hstep, c, ldc, alpha, beta)
 
 
 cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alpha,
@@ -280,13 +271,15 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     """C[mc × nc] = α·op(A)·op(B) + β·C over panels: A's panel for row ir starts at
     Ap + ir·a_step (p-stride lda), B's for column jr at Bp + jr·b_step (p-stride ldb);
     a last, narrower B panel comes packed from Bedge when B is read in place.
-    A tile has m ≤ MR rows and one or two vectors of columns; when those cover its n
-    columns exactly the kernel writes C in place, otherwise through a small buffer.
+    A tile has m ≤ MR rows and one or two vectors of columns (with AVX-512 two whole
+    panels while they last); when those cover its n columns exactly the kernel writes C in
+    place, otherwise through a small buffer.
     With ep (the last KC slice) each finished tile gets the epilogue; this block's C[0, 0]
     is element (ei, ej) of the whole product."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t ir_, jr, ir, i, j, m, n, ldb_j
     cdef int vecs
+    cdef bint pair
     cdef floating tile[TILE_MAX]
     cdef floating *c
     cdef const floating *b
@@ -303,19 +296,17 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
         j0 = nc // wide * wide
     jr = j0
     while jr < nc:
-        n = min(nr, nc - jr)
-        if pn_isa == 2 and jr + 2 * nr <= nc:    # AVX-512: two whole panels a tile
-            pair_panels(mc, kc, alpha, Ap, a_step, lda, Bp + jr * b_step, nr * b_step, ldb, beta,
-                        C + jr, ldc, ep, ei, ej + jr)
-            jr += 2 * nr
-            continue
+        pair = pn_isa == 2 and jr + 2 * nr <= nc    # AVX-512: a tile of two whole panels
+        n = 2 * nr if pair else min(nr, nc - jr)
         vecs = 1 if 2 * n <= nr else 2
         b, ldb_j = (Bedge, nr) if n < nr and Bedge != NULL else (Bp + jr * b_step, ldb)
         for ir_ in range((mc + MR - 1) // MR):
             ir = ir_ * MR
             m = min(<Py_ssize_t>MR, mc - ir)
             c = C + ir * ldc + jr
-            if 2 * n == vecs * nr:
+            if pair:
+                pair_tile(m, kc, Ap + ir * a_step, lda, b, ldb_j, nr * b_step, c, ldc, alpha, beta)
+            elif 2 * n == vecs * nr:
                 tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, c, ldc, alpha, beta)
             else:
                 tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, tile, nr, 1, 0)
@@ -328,7 +319,7 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
             if ep != NULL:
                 for i in range(m):
                     epilogue_row(ep, c + i * ldc, ei + ir + i, ej + jr, n)
-        jr += nr
+        jr += n
 
 
 cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
