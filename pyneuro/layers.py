@@ -536,9 +536,10 @@ class Standardize(_Affine):
 def inference_steps(layers) -> list[tuple[int, tuple]]:
     """The inference pass of a stack of layers as (i, step) pairs, layer i being the one
     whose output is the step's output. Steps are Layer.inference()'s — ("dense", W, b, act,
-    alpha), ("act", act, alpha), ("conv", layer), ("pool", layer), ("affine", …), … — with an activation layer folded into a linear Dense just
-    before it (A = f(X·W + b) is one step), no-op layers left out, and ("opaque", layer) for
-    a layer without an inference form (a custom layer: it runs as it is)."""
+    alpha), ("act", act, alpha), a convolution's, a pooling's, … — with an activation layer
+    folded into a linear Dense just before it (A = f(X·W + b) is one step), no-op layers left
+    out, and ("opaque", layer) for a layer without an inference form (a custom layer: it
+    runs as it is)."""
     steps: list[tuple[int, tuple]] = []
     for i, layer in enumerate(layers):
         own = layer.inference()

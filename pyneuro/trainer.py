@@ -6,9 +6,8 @@ Each epoch: a seeded permutation of the training rows; for every batch of it
     Z = model(X_b);  L, ∂L/∂Z = loss(Z, y_b);  backprop;  θ ← optimizer(θ, ∂L/∂θ)
 then validation, history, callbacks. Nothing is allocated per batch but the
 few scalars Python needs. A model of Dense, Conv2D, pooling, Flatten and Dropout layers
-with a built-in loss and
-optimizer, and no callback at batch ends, runs its steps in chunks of whole steps in the
-core (_core.TrainLoop, csrc/train_loop.pxi): the same results, bitwise.
+with a built-in loss and optimizer, and no callback at batch ends, runs its steps in chunks
+of whole steps in the core (_core.TrainLoop, csrc/train_loop.pxi): the same results, bitwise.
 """
 from __future__ import annotations
 
@@ -508,8 +507,8 @@ class Trainer:
         """A _core.TrainLoop for this epoch when the core can run its steps whole, else None.
         It can when: one process, an array source whose X needs no per-batch overflow check,
         only Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten and Dropout layers (each Dropout its
-        own stream) with a Dense among them, a built-in loss and
-        optimizer (clip_norm: one trainable run), and no callback with on_batch_end. The
+        own stream) with a Dense among them, a built-in loss and optimizer (clip_norm: one
+        trainable run), and no callback with on_batch_end. The
         results are bitwise those of the step-by-step path (tests/test_train_loop.py)."""
         m, opt, loss = self.model, self.optimizer, self.loss
         if not (self._compiled and self.dist.size == 1 and isinstance(source, ArraySource) and rows is not None):
