@@ -528,7 +528,8 @@ def test_predict_equals_the_training_forward_pass(layers, dtype):
     model = pn.Sequential(layers(), seed=3, dtype=dtype)
     X = np.random.default_rng(0).standard_normal((70, 8)).astype(dtype)
     expected = model.forward(X).copy()
-    assert np.array_equal(model.predict(X, batch_size=32), expected)
+    assert np.array_equal(model.predict(X, batch_size=32), expected)   # blocks of rows
+    assert np.array_equal(model.predict(X), expected)                  # all rows in one call
     assert np.array_equal(model.predict(X[:1]), expected[:1])
 
 
