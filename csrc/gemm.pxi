@@ -7,7 +7,9 @@
 # picks the grid that keeps the work even and packs least), and each thread runs
 # the serial five loops below on its rectangle with its own packing buffers: one
 # parallel region per call, no barriers. Rectangle edges fall on multiples of
-# MR and NR, so a tile is the same tile for any thread count.
+# MR and NR, so a tile is the same tile for any thread count. One row (α = 1, β = 0, the
+# prediction of one sample) is cut along K instead: a thread per run of KC slices, their
+# products added in slice order after a barrier (row_k_slices: gemm_block's sum, bits and all).
 #
 # The five loops around the micro-kernel, outermost first (gemm_block):
 #   jc  over N in NC-column slabs
@@ -470,17 +472,62 @@ cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
                       <const Unfold *>NULL, bsum + q.n0 if bsum != NULL and q.m0 == 0 else NULL)
 
 
+cdef int row_k_slices(Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t csa,
+                      const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating *C,
+                      const Epilogue *ep, int nt) noexcept nogil:
+    """One row, C = op(A)·op(B) then ep (α = 1, β = 0), its K slices (gemm_block's, s = 0..S−1)
+    spread over ≤ nt threads:
+        P_s = op(A)[slice s]·op(B)[slice s, :]       a thread's slices are consecutive rows of
+                                                     B, so its share stays in its own L2 from
+                                                     call to call (a share of columns would
+                                                     use half of every B row: half the L2 sets)
+        C = ((P_0 + P_1) + P_2) + …                  column by column, after a barrier
+    gemm_block forms the same sums in the same order (its β = 1 passes add P_s to C): the
+    bits of one thread. Returns 1 when a work buffer could not be allocated."""
+    cdef Py_ssize_t kcs = even_slice(K, KC, 1), S = (K + kcs - 1) // kcs, s, j
+    cdef floating *P = <floating *>pn_workspace(PN_WS_ROW_SLICES, S * N * sizeof(floating))
+    cdef int tid, T = <int>min(<Py_ssize_t>nt, S)
+    cdef int failed[1]             # set by any thread (a plain local would be thread-private)
+    cdef Share sh
+    if P == NULL:
+        return 1
+    failed[0] = 0
+    with parallel(num_threads=T):
+        tid = threadid()
+        sh = team_share(S, tid, T)
+        for s in range(sh.a, sh.b):
+            if gemm_block(1, N, min(kcs, K - s * kcs), 1, A + s * kcs * csa, csa, csa, B + s * kcs * rsb,
+                          rsb, csb, 0, P + s * N, N, NULL, 0, 0, <const floating *>NULL,
+                          <const Unfold *>NULL, <floating *>NULL):
+                failed[0] = 1
+        pn_barrier()
+        sh = team_share(N, tid, T)
+        for j in range(sh.a, sh.b):
+            C[j] = P[j]
+        for s in range(1, S):
+            for j in range(sh.a, sh.b):
+                C[j] = C[j] + P[s * N + j]
+        if ep != NULL and sh.b > sh.a:
+            epilogue_row(ep, C + sh.a, 0, sh.a, sh.b - sh.a)
+    return failed[0]
+
+
 cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
               floating alpha, const floating *A, Py_ssize_t lda, const floating *B,
               Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
               const Epilogue *ep, floating *bsum, int nt) noexcept nogil:
     """C = α·op(A)·op(B) + β·C, then the epilogue ep (NULL: none), and bsum if given
-    (gemm_team), on at most nt threads: one parallel region, a share per thread.
+    (gemm_team), on at most nt threads: one parallel region, a share per thread (one row
+    with α = 1, β = 0 and at least two K slices: a share of the slices, row_k_slices).
     Returns 0, or 1 when a work buffer could not be allocated."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, t
     cdef int tn, tasks, err = 0
     if M == 0 or N == 0:
         return 0
+    if (M == 1 and nt > 1 and alpha == 1 and beta == 0 and bsum == NULL and K > KC
+            and N * K >= 2 * MIN_TASK_FMA):
+        return row_k_slices(N, K, A, lda if trans_a else 1, B, 1 if trans_b else ldb,
+                            ldb if trans_b else 1, C, ep, nt)
     tasks = nt if K == 0 else gemm_grid(M, N, K, nt, nr, &tn) * tn
     if tasks == 1:
         return gemm_team(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, bsum, 0, nt)

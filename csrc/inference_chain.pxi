@@ -146,12 +146,15 @@ cdef class InferenceChain:
         """out = A_L for the rows of X; X: (B, n_in), out: (B, n_out), the chain's dtype."""
         _float_array("X", X, 2)
         _float_array("out", out, 2, True)
-        _same_dtype("InferenceChain.forward", ["X", "out"], [X, out])
-        if X.dtype != self.dtype:
-            raise TypeError(f"InferenceChain.forward: the steps are {self.dtype} but X is {X.dtype}")
-        cdef Py_ssize_t B = X.shape[0]
-        _shape("X", X, (B, self.n_in))
-        _shape("out", out, (B, self.n_out))
+        cdef int t = self.dtype.num
+        for name, a in (("X", X), ("out", out)):
+            if cnp.PyArray_TYPE(<cnp.ndarray>a) != t:
+                raise TypeError(f"InferenceChain.forward: the steps are {self.dtype} but {name} is {a.dtype}")
+        cdef Py_ssize_t B = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
+        if cnp.PyArray_DIM(<cnp.ndarray>X, 1) != self.n_in:
+            _shape("X", X, (B, self.n_in))
+        if cnp.PyArray_DIM(<cnp.ndarray>out, 0) != B or cnp.PyArray_DIM(<cnp.ndarray>out, 1) != self.n_out:
+            _shape("out", out, (B, self.n_out))
         if B == 0:
             return out
         cdef bint f32 = self.dtype == F32

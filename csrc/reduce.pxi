@@ -108,20 +108,30 @@ def argmax_rows(Z, out):
     return out
 
 
-cdef bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
-    """No NaN or ±inf among x[0..n): IEEE bit test (all exponent bits set), OR-reduced
-    over blocks of FINITE_BLOCK shared among the threads."""
-    cdef Py_ssize_t blk, i, nblk = (n + FINITE_BLOCK - 1) // FINITE_BLOCK
+cdef inline int _any_nonfinite(const floating *x, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """1 when some x[i], i0 ≤ i < i1, is NaN or ±inf: IEEE bit test (all exponent bits set)."""
+    cdef Py_ssize_t i
     cdef int bad = 0
     cdef const uint32_t *u32 = <const uint32_t *>x
     cdef const uint64_t *u64 = <const uint64_t *>x
+    for i in range(i0, i1):
+        if floating is float:
+            bad |= (u32[i] & 0x7f800000u) == 0x7f800000u
+        else:
+            bad |= (u64[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u
+    return bad
+
+
+cdef bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
+    """No NaN or ±inf among x[0..n): blocks of FINITE_BLOCK shared among the threads, their
+    answers OR-reduced (a small x: one pass, no parallel region to open)."""
+    cdef Py_ssize_t blk, nblk = (n + FINITE_BLOCK - 1) // FINITE_BLOCK
+    cdef int bad = 0
     cdef int nt = _nthreads_for(n)
+    if nt == 1:
+        return _any_nonfinite(x, 0, n) == 0
     for blk in prange(nblk, num_threads=nt, schedule="static"):
-        for i in range(blk * FINITE_BLOCK, min(n, (blk + 1) * FINITE_BLOCK)):
-            if floating is float:
-                bad |= (u32[i] & 0x7f800000u) == 0x7f800000u
-            else:
-                bad |= (u64[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u
+        bad |= _any_nonfinite(x, blk * FINITE_BLOCK, min(n, (blk + 1) * FINITE_BLOCK))
     return bad == 0
 
 

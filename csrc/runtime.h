@@ -47,6 +47,7 @@ enum {                      /* the slots, one per kind of buffer */
     PN_WS_CHAIN_ROWS,       /* InferenceChain: all rows before its dense tail    */
     PN_WS_CONV_IMAGE,       /* one zero-padded input image   (conv.pxi)        */
     PN_WS_CONV_COLS,        /* one sample's unfolded columns (conv.pxi)        */
+    PN_WS_ROW_SLICES,       /* GEMM of one row: a product per K slice (gemm.pxi) */
     PN_WORKSPACE_SLOTS
 };
 

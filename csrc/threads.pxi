@@ -29,6 +29,7 @@ cdef extern from "runtime.h" nogil:
         PN_WS_CHAIN_ROWS
         PN_WS_CONV_IMAGE
         PN_WS_CONV_COLS
+        PN_WS_ROW_SLICES
     void *pn_workspace(int slot, size_t nbytes)
 
 

@@ -71,6 +71,14 @@ def _dense_forward(act):
     return run
 
 
+def _one_row(rng, dt):
+    """One row, α = 1, β = 0: its K slices are spread over the threads (row_k_slices)."""
+    x, W, b = (rng.standard_normal(s).astype(dt) for s in ((1, 1000), (1000, 130), (130,)))
+    Z, A = np.empty((1, 130), dt), np.empty((1, 130), dt)
+    _core.dense_forward(x, W, b, Z, A, "relu", 0.0)
+    return [Z, A, _core.gemm_into(x, W.T.copy(), np.empty((1, 130), dt), trans_b=True)]
+
+
 def _dense_backward(rng, dt):
     X, W, D = (rng.standard_normal(s).astype(dt) for s in ((1000, 130), (130, 70), (1000, 70)))
     dW, db, dX = np.empty((130, 70), dt), np.empty(70, dt), np.empty((1000, 130), dt)
@@ -271,6 +279,7 @@ KERNELS = {
     "gemm_997x300x997_grid": _gemm(997, 300, 997, True, True),           # 2-d grid, edge tiles
     "gemm_20x300x4200_two_slabs": _gemm(20, 300, 4200, True, False),
     **{f"dense_forward_{a}": _dense_forward(a) for a in sorted(_core.ACTIVATIONS)},
+    "one_row_k_slices": _one_row,
     "dense_backward": _dense_backward,
     "inference_chain": _inference_chain,
     "conv": _conv,
