@@ -86,6 +86,7 @@ cdef enum:
                                  # (a transposing pack: ~1.5 cycles, the kernel: 16 per cycle)
     MIN_TASK_FMA = 1 << 15       # below this many multiply-adds per thread, fewer threads win
     INPLACE_PANELS = 8           # an operand whose panels serve at most this many tiles is not packed
+    ROW_SLICES_MAX = 1 << 18     # elements of one row's slice products (row_k_slices) a thread keeps
 
 
 cdef double _probe_sink = 0
@@ -518,14 +519,15 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
               const Epilogue *ep, floating *bsum, int nt) noexcept nogil:
     """C = α·op(A)·op(B) + β·C, then the epilogue ep (NULL: none), and bsum if given
     (gemm_team), on at most nt threads: one parallel region, a share per thread (one row
-    with α = 1, β = 0 and at least two K slices: a share of the slices, row_k_slices).
+    with α = 1, β = 0 and at least two K slices whose products fit ROW_SLICES_MAX: a share of
+    the slices, row_k_slices).
     Returns 0, or 1 when a work buffer could not be allocated."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, t
     cdef int tn, tasks, err = 0
     if M == 0 or N == 0:
         return 0
     if (M == 1 and nt > 1 and alpha == 1 and beta == 0 and bsum == NULL and K > KC
-            and N * K >= 2 * MIN_TASK_FMA):
+            and N * K >= 2 * MIN_TASK_FMA and N * ((K + KC - 1) // KC) <= ROW_SLICES_MAX):
         return row_k_slices(N, K, A, lda if trans_a else 1, B, 1 if trans_b else ldb,
                             ldb if trans_b else 1, C, ep, nt)
     tasks = nt if K == 0 else gemm_grid(M, N, K, nt, nr, &tn) * tn
