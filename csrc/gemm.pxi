@@ -487,14 +487,14 @@ cdef int row_k_slices(Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t 
     bits of one thread. Returns 1 when a work buffer could not be allocated."""
     cdef Py_ssize_t kcs = even_slice(K, KC, 1), S = (K + kcs - 1) // kcs, s, j
     cdef floating *P = <floating *>pn_workspace(PN_WS_ROW_SLICES, S * N * sizeof(floating))
-    cdef int tid, T = <int>min(<Py_ssize_t>nt, S)
+    cdef int tid, T
     cdef int failed[1]             # set by any thread (a plain local would be thread-private)
     cdef Share sh
     if P == NULL:
         return 1
     failed[0] = 0
-    with parallel(num_threads=T):
-        tid = threadid()
+    with parallel(num_threads=<int>min(<Py_ssize_t>nt, S)):
+        tid, T = threadid(), pn_team_size()    # the team OpenMP gave: every slice has an owner
         sh = team_share(S, tid, T)
         for s in range(sh.a, sh.b):
             if gemm_block(1, N, min(kcs, K - s * kcs), 1, A + s * kcs * csa, csa, csa, B + s * kcs * rsb,
