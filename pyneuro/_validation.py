@@ -99,7 +99,16 @@ def read_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray, name: str = "X",
 def row_blocks(X: np.ndarray, dtype: np.dtype, batch_size: int, name: str = "X",
                allow_nonfinite: bool = False):
     """(start, X[start:start + batch_size] in `dtype`) for consecutive blocks of rows: views
-    of X when it has that dtype, else converted into one reused buffer (bounded memory)."""
+    of X when it has that dtype (X itself when it fits one block: no generator to run, the
+    cost of a one-row prediction), else converted into one reused buffer (bounded memory)."""
+    if X.dtype == dtype and X.shape[0] <= batch_size:
+        return ((0, X),)
+    return _blocks_of(X, dtype, batch_size, name, allow_nonfinite)
+
+
+def _blocks_of(X: np.ndarray, dtype: np.dtype, batch_size: int, name: str,
+               allow_nonfinite: bool):
+    """row_blocks' blocks, one at a time."""
     buf = None if X.dtype == dtype else np.empty((min(batch_size, X.shape[0]), X.shape[1]), dtype)
     for s in range(0, X.shape[0], batch_size):
         if buf is None:
