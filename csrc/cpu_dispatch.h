@@ -4,7 +4,7 @@
  * Every SIMD kernel is compiled twice from one source: for the baseline ISA
  * (NAME_T_generic) and, on x86-64 with GCC or Clang, for AVX2+FMA through a target
  * attribute (NAME_T_avx2), so no -march flag is needed and a wheel runs on any
- * x86-64; the GEMM's full tiles, one-row tile and FMA probe also for AVX-512
+ * x86-64; the GEMM's full tiles, one-row kernel and FMA probe also for AVX-512
  * (NAME_T_avx512). One process-wide setting, pn_isa, picks the variant of all of them at
  * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h), its operand
  * packing (gemm_pack.h), the optimizer updates (optim_kernels.h) and the piecewise-linear
@@ -66,10 +66,8 @@ static void pn_select_isa(int isa) { pn_isa = PN_HAVE_AVX2_KERNEL && isa >= 1 &&
 /* The variants in use, under the names the Cython code calls. */
 #define pn_fma_probe_f32 PN_PICK_WIDEST(pn_fma_probe, f32)
 #define pn_fma_probe_f64 PN_PICK_WIDEST(pn_fma_probe, f64)
-/* lanes of the widest vectors in use (the probe's): float32 (f64 = 0) or float64; the
- * columns of pn_wide_T's one-row tile */
+/* lanes of the widest vectors in use (the probe's): float32 (f64 = 0) or float64 */
 static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f64 ? 8 : 4); }
-static inline int pn_wide_cols(int f64) { return PN_WIDE_VECS * pn_probe_lanes(f64); }
 #define pn_pack_a_f32 PN_PICK(pn_pack_a, f32)
 #define pn_pack_a_f64 PN_PICK(pn_pack_a, f64)
 #define pn_pack_b_f32 PN_PICK(pn_pack_b, f32)
@@ -89,7 +87,7 @@ static inline int pn_wide_cols(int f64) { return PN_WIDE_VECS * pn_probe_lanes(f
 
 /* One register tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} 32-byte vectors of the
  * panel b; pn_pair_T (only with pn_isa == 2): rows × two whole panels, b and b + hstep;
- * pn_wide_T: one row, PN_WIDE_VECS of the widest vectors (pn_wide_cols columns). */
+ * pn_row_T: one row, n columns (a multiple of the widest vectors' lanes). */
 #define PN_DEFINE_TILE_CALLS(SUF, T)                                                                \
     static inline void pn_tile_##SUF(int rows, int vecs, long k, const T *a, long lda, const T *b, \
                                      long ldb, T *c, long ldc, T alpha, T beta) {                  \
@@ -99,10 +97,9 @@ static inline int pn_wide_cols(int f64) { return PN_WIDE_VECS * pn_probe_lanes(f
                                      long hstep, T *c, long ldc, T alpha, T beta) {                \
         PN_PICK_PAIRS(SUF)[rows](k, a, lda, b, ldb, hstep, c, ldc, alpha, beta);                   \
     }                                                                                              \
-    static inline void pn_wide_##SUF(long k, const T *a, long lda, const T *b, long ldb, T *c,     \
-                                     long ldc, T alpha, T beta) {                                  \
-        PN_PICK_WIDEST(pn_wide, SUF)(k, a, lda, b, ldb, pn_wide_cols(sizeof(T) == 8) / PN_WIDE_VECS, \
-                                     c, ldc, alpha, beta);                                         \
+    static inline void pn_row_##SUF(long k, long n, const T *a, long lda, const T *b, long ldb,    \
+                                    T *c, T alpha, T beta) {                                       \
+        PN_PICK_WIDEST(pn_row, SUF)(k, n, a, lda, b, ldb, c, alpha, beta);                         \
     }
 #if PN_HAVE_AVX2_KERNEL
 #define PN_PICK_PAIRS(SUF) pn_pairs_##SUF##_avx512

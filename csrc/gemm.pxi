@@ -3,7 +3,7 @@
 #   C = α·op(A)·op(B) + β·C        op(A): M×K, op(B): K×N, C: M×N (row stride ldc)
 #   op(X) = X or Xᵀ, taken by strides while packing: no transposed copy is ever made.
 #
-# Threads: C is cut into a grid of tm × tn rectangles, one per thread (threads_grid
+# Threads: C is cut into a grid of tm × tn rectangles, one per thread (gemm_grid
 # picks the grid that keeps the work even and packs least), and each thread runs
 # the serial five loops below on its rectangle with its own packing buffers: one
 # parallel region per call, no barriers. Rectangle edges fall on multiples of
@@ -58,10 +58,10 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and ge
                      long ldb, float *c, long ldc, float alpha, float beta)
     void pn_tile_f64(int rows, int vecs, long k, const double *a, long lda, const double *b,
                      long ldb, double *c, long ldc, double alpha, double beta)
-    void pn_wide_f32(long k, const float *a, long lda, const float *b, long ldb, float *c,
-                     long ldc, float alpha, float beta)
-    void pn_wide_f64(long k, const double *a, long lda, const double *b, long ldb, double *c,
-                     long ldc, double alpha, double beta)
+    void pn_row_f32(long k, long n, const float *a, long lda, const float *b, long ldb, float *c,
+                    float alpha, float beta)
+    void pn_row_f64(long k, long n, const double *a, long lda, const double *b, long ldb, double *c,
+                    double alpha, double beta)
     void pn_pair_f32(int rows, long k, const float *a, long lda, const float *b, long ldb,
                      long hstep, float *c, long ldc, float alpha, float beta)
     void pn_pair_f64(int rows, long k, const double *a, long lda, const double *b, long ldb,
@@ -69,7 +69,6 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and ge
     float pn_fma_probe_f32(long n, float x)
     double pn_fma_probe_f64(long n, double x)
     int pn_probe_lanes(int f64)
-    int pn_wide_cols(int f64)
 
     void pn_pack_a_f32(long mc, long kc, const float *A, long rs, long cs, float *Ap)
     void pn_pack_a_f64(long mc, long kc, const double *A, long rs, long cs, double *Ap)
@@ -276,7 +275,8 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     a last, narrower B panel comes packed from Bedge when B is read in place.
     A tile has m ≤ MR rows and one or two vectors of columns (with AVX-512 two whole
     panels while they last); when those cover its n columns exactly the kernel writes C in
-    place, otherwise through a small buffer.
+    place, otherwise through a small buffer. One row with B in place (a single sample)
+    takes its whole panels in one pn_row call, reading B row by row.
     With ep (the last KC slice) each finished tile gets the epilogue; this block's C[0, 0]
     is element (ei, ej) of the whole product."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
@@ -286,17 +286,15 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     cdef floating tile[TILE_MAX]
     cdef floating *c
     cdef const floating *b
-    cdef Py_ssize_t wide = pn_wide_cols(floating is double), j0 = 0, q
-    if mc == 1 and b_step == 1:  # one row, B in place: strips of `wide` columns, one tile each
-        for q in range(nc // wide):
-            j0 = q * wide
-            if floating is float:
-                pn_wide_f32(kc, Ap, lda, Bp + j0, ldb, C + j0, ldc, alpha, beta)
-            else:
-                pn_wide_f64(kc, Ap, lda, Bp + j0, ldb, C + j0, ldc, alpha, beta)
-            if ep != NULL:
-                epilogue_row(ep, C + j0, ei, ej + j0, wide)
-        j0 = nc // wide * wide
+    cdef Py_ssize_t j0 = 0
+    if mc == 1 and b_step == 1:  # one row, B in place: its whole panels in one pass (pn_row)
+        j0 = nc // nr * nr
+        if floating is float:
+            pn_row_f32(kc, j0, Ap, lda, Bp, ldb, C, alpha, beta)
+        else:
+            pn_row_f64(kc, j0, Ap, lda, Bp, ldb, C, alpha, beta)
+        if ep != NULL and j0 > 0:
+            epilogue_row(ep, C, ei, ej, j0)
     jr = j0
     while jr < nc:
         pair = pn_isa == 2 and jr + 2 * nr <= nc    # AVX-512: a tile of two whole panels
@@ -385,11 +383,14 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     return 0
 
 
-cdef int threads_grid(Py_ssize_t mu, Py_ssize_t nu, Py_ssize_t K, int nt, Py_ssize_t nr,
-                      int *tn) noexcept nogil:
-    """Cut C (mu MR-row panels × nu nr-column panels) into tm × tn rectangles for at most
-    nt threads; returns tm. Cost of a grid, in multiply-adds of its busiest thread:
-    the kernel's share ⌈mu/tm⌉MR·⌈nu/tn⌉nr·K plus PACK_COST per element it packs."""
+cdef int gemm_grid(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nt, Py_ssize_t nr,
+                   int *tn) noexcept nogil:
+    """The grid gemm and gemm_team cut a K ≥ 1 product into: C (M × N, mu MR-row panels ×
+    nu nr-column panels) in tm × tn rectangles for at most nt threads; returns tm. Cost of
+    a grid, in multiply-adds of its busiest thread: the kernel's share bm·bn·K (bm = min(M,
+    ⌈mu/tm⌉·MR) rows, bn likewise: one row of prediction is one row of work, not a panel's)
+    plus PACK_COST per element it packs."""
+    cdef Py_ssize_t mu = (M + MR - 1) // MR, nu = (N + nr - 1) // nr
     cdef int tm, cols, best_tm = 1
     cdef double bm, bn, cost, best = -1
     tn[0] = 1
@@ -397,8 +398,8 @@ cdef int threads_grid(Py_ssize_t mu, Py_ssize_t nu, Py_ssize_t K, int nt, Py_ssi
         cols = nt // tm
         if tm > mu or cols > nu:
             continue
-        bm = <double>((mu + tm - 1) // tm * MR)
-        bn = <double>((nu + cols - 1) // cols * nr)
+        bm = <double>min(M, (mu + tm - 1) // tm * MR)
+        bn = <double>min(N, (nu + cols - 1) // cols * nr)
         if tm * cols > 1 and bm * bn * K < MIN_TASK_FMA:
             continue
         cost = bm * bn * K + PACK_COST * (bm + bn) * K
@@ -418,11 +419,6 @@ cdef inline Rect grid_rect(int t, int tm, int tn, Py_ssize_t M, Py_ssize_t N, Py
     q.m0, q.m1 = min(M, t // tn * mu // tm * MR), min(M, (t // tn + 1) * mu // tm * MR)
     q.n0, q.n1 = min(N, t % tn * nu // tn * nr), min(N, (t % tn + 1) * nu // tn * nr)
     return q
-
-
-cdef inline int gemm_grid(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nt, Py_ssize_t nr, int *tn) noexcept nogil:
-    """The grid gemm and gemm_team cut a K ≥ 1 product into (threads_grid); returns tm."""
-    return threads_grid((M + MR - 1) // MR, (N + nr - 1) // nr, K, nt, nr, tn)
 
 
 cdef void gemm_no_k(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t N, floating beta, floating *C,

@@ -20,7 +20,7 @@
  *
  * Defined here, per element type and ISA, SUF = f32_generic, f64_generic, f32_avx2, f64_avx2:
  *   pn_tiles_SUF[VECS − 1][ROWS]   the tile kernels, ROWS = 1..MR, VECS = 1, 2
- *   pn_wide_SUF                    a one-row tile PN_WIDE_VECS vectors wide
+ *   pn_row_SUF                     one row of a product, n columns at once
  *   pn_fma_probe_SUF               the FMA probe
  * (the last two also for SUF = f32_avx512, f64_avx512)
  * and pn_pairs_f32_avx512[ROWS], pn_pairs_f64_avx512[ROWS]: ROWS × two whole panels.
@@ -37,7 +37,8 @@
 #define PN_MR 6                          /* rows of a register tile                */
 #define PN_NR_F32 16                     /* columns: two 8-float vectors            */
 #define PN_NR_F64 8                      /* columns: two 4-double vectors           */
-#define PN_WIDE_VECS 8                   /* vectors of a one-row tile: 4 panels wide */
+#define PN_ROW_CHUNK 512                 /* columns whose sums pn_row keeps in L1 at once */
+#define PN_ROW_STEP 8                    /* rows of B pn_row reads per pass over its sums */
 
 #define PN_DEFINE_MICROKERNEL(NAME, T, ATTR, ROWS, VECS, VB)                        \
     ATTR static void NAME(long k, const T *restrict a, long lda, const T *restrict b, \
@@ -90,10 +91,51 @@
     PN_DEFINE_MICROKERNEL(NAME##_6x##V, T, ATTR, 6, V, VB)
 #define PN_KERNEL_ROWS(NAME, V) \
     {0, NAME##_1x##V, NAME##_2x##V, NAME##_3x##V, NAME##_4x##V, NAME##_5x##V, NAME##_6x##V}
-/* and for a product of one row (a single sample through a layer), a 1-row tile
- * eight vectors wide, so eight FMA chains hide the FMA latency: pn_wide_SUF. */
+/* One row of a product (a single sample through a layer), n columns (a multiple of L):
+ *   c[j] = α·Σ_{p<k} a[p·lda]·b[p·ldb + j] + β·c[j]
+ * every column the tiles' FMA chain over p in order, so the same bits as a row of a tile;
+ * but B is read a whole row at a time (PN_ROW_STEP rows per pass over PN_ROW_CHUNK columns'
+ * sums, which stay in L1): long contiguous runs the prefetcher streams, where a tile's strip
+ * of columns would jump a row stride at every p. */
+#define PN_ROW_PASS(R)                    /* acc[v] += Σ_{i<R} a_p+i · b[p+i, v], i in order */ \
+    {                                                                               \
+        vec ap[R];                                                                  \
+        for (int i = 0; i < R; i++) ap[i] = a[(p + i) * lda] - (vec){0};             \
+        __typeof__(b) bp = b + p * ldb + j0;                                        \
+        for (long v = 0; v < m; v++) {                                              \
+            vec s = acc[v], w;                                                      \
+            _Pragma("GCC unroll 8")                                                 \
+            for (int i = 0; i < R; i++) {                                           \
+                memcpy(&w, bp + i * ldb + v * L, sizeof w);                         \
+                s += ap[i] * w;                                                     \
+            }                                                                       \
+            acc[v] = s;                                                             \
+        }                                                                           \
+    }
+#define PN_DEFINE_ROW_KERNEL(NAME, T, ATTR, VB)                                     \
+    ATTR static void NAME(long k, long n, const T *restrict a, long lda,            \
+                          const T *restrict b, long ldb, T *restrict c, T alpha, T beta) { \
+        typedef T vec __attribute__((vector_size(VB)));                             \
+        enum { L = VB / sizeof(T) };                                                \
+        vec acc[PN_ROW_CHUNK / L];                                                  \
+        for (long j0 = 0; j0 < n; j0 += PN_ROW_CHUNK) {                             \
+            long m = (n - j0 < PN_ROW_CHUNK ? n - j0 : PN_ROW_CHUNK) / L, p = 0;    \
+            for (long v = 0; v < m; v++) acc[v] = (vec){0};                         \
+            for (; p + PN_ROW_STEP <= k; p += PN_ROW_STEP) PN_ROW_PASS(PN_ROW_STEP) \
+            for (; p < k; p++) PN_ROW_PASS(1)                                       \
+            vec va = alpha - (vec){0}, vb = beta - (vec){0};                        \
+            for (long v = 0; v < m; v++) {                                          \
+                vec q = va * acc[v], old;                                           \
+                if (beta != 0) {                                                    \
+                    memcpy(&old, c + j0 + v * L, sizeof old);                       \
+                    q += vb * old;                                                  \
+                }                                                                   \
+                memcpy(c + j0 + v * L, &q, sizeof q);                               \
+            }                                                                       \
+        }                                                                           \
+    }
 #define PN_DEFINE_KERNEL_TABLE(SUF, T, ATTR)                                        \
-    PN_DEFINE_MICROKERNEL(pn_wide_##SUF, T, ATTR, 1, PN_WIDE_VECS, 32)              \
+    PN_DEFINE_ROW_KERNEL(pn_row_##SUF, T, ATTR, 32)                                  \
     PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 1, 32)                            \
     PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 2, 32)                            \
     static __typeof__(&pn_tile_##SUF##_1x1) const pn_tiles_##SUF[2][PN_MR + 1] = {  \
@@ -124,8 +166,8 @@ PN_DEFINE_KERNEL_TABLE(f64_avx2, double, PN_AVX2)
 PN_DEFINE_FMA_PROBE(f32_avx2, float, PN_AVX2, 32)
 PN_DEFINE_FMA_PROBE(f64_avx2, double, PN_AVX2, 32)
 /* AVX-512: one 64-byte vector is a whole NR-column panel, so a 6 × 2-vector tile spans two
- * adjacent panels (the second hstep elements after the first): pn_pairs_SUF[ROWS]; the
- * one-row tile is twice as wide, a row of B read as one contiguous run. Every element is
+ * adjacent panels (the second hstep elements after the first): pn_pairs_SUF[ROWS]; pn_row
+ * with 64-byte vectors. Every element is
  * the same FMA chain over p as in the AVX2 tiles, so all give the same bits. */
 PN_DEFINE_KERNEL_ROWS(pn_pair_f32_avx512, float, PN_AVX512, 2, 64)
 PN_DEFINE_KERNEL_ROWS(pn_pair_f64_avx512, double, PN_AVX512, 2, 64)
@@ -133,8 +175,8 @@ static __typeof__(&pn_pair_f32_avx512_1x2) const pn_pairs_f32_avx512[PN_MR + 1] 
     PN_KERNEL_ROWS(pn_pair_f32_avx512, 2);
 static __typeof__(&pn_pair_f64_avx512_1x2) const pn_pairs_f64_avx512[PN_MR + 1] =
     PN_KERNEL_ROWS(pn_pair_f64_avx512, 2);
-PN_DEFINE_MICROKERNEL(pn_wide_f32_avx512, float, PN_AVX512, 1, PN_WIDE_VECS, 64)
-PN_DEFINE_MICROKERNEL(pn_wide_f64_avx512, double, PN_AVX512, 1, PN_WIDE_VECS, 64)
+PN_DEFINE_ROW_KERNEL(pn_row_f32_avx512, float, PN_AVX512, 64)
+PN_DEFINE_ROW_KERNEL(pn_row_f64_avx512, double, PN_AVX512, 64)
 PN_DEFINE_FMA_PROBE(f32_avx512, float, PN_AVX512, 64)
 PN_DEFINE_FMA_PROBE(f64_avx512, double, PN_AVX512, 64)
 #endif

@@ -178,22 +178,26 @@ def test_avx512_and_avx2_kernels_give_the_same_bits(gemm_kernel, num_threads, rn
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("K,N", [(257, 300), (784, 256), (1000, 10), (2049, 129)])
-def test_one_row_is_that_row_of_a_batch_on_any_thread_count(num_threads, rng, K, N, dtype):
-    """One row with α = 1, β = 0 spreads its K slices over the threads (row_k_slices) and
-    adds their products in gemm_block's order: bitwise the row of a many-row product, for
-    every transpose and 1 to 3 threads, and NumPy's to a few ulps."""
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (0.5, -1.0)])
+@pytest.mark.parametrize("K,N", [(257, 300), (784, 256), (1000, 10), (2049, 129), (261, 1100)])
+def test_one_row_is_that_row_of_a_batch_on_any_thread_count(num_threads, rng, K, N, alpha, beta, dtype):
+    """One row reads B a row at a time (pn_row: sums of up to 512 columns at once, 8 rows of
+    B a pass, then a tail), and with α = 1, β = 0 spreads its K slices over the threads
+    (row_k_slices, adding their products in gemm_block's order): bitwise the row of a
+    many-row product, for every transpose and 1 to 3 threads, and NumPy's to a few ulps."""
     for ta, tb in TRANS:
-        A, B, _ = operands(rng, 40, K, N, ta, tb, dtype)
+        A, B, C0 = operands(rng, 40, K, N, ta, tb, dtype)
         row = A[:, :1].copy() if ta else A[:1]
         num_threads(1)
-        batch = _core.gemm_into(A, B, np.empty((40, N), dtype), trans_a=ta, trans_b=tb)
+        batch = _core.gemm_into(A, B, C0.copy(), trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
         for threads in (1, 2, 3):
             num_threads(threads)
-            one = _core.gemm_into(row, B, np.full((1, N), np.nan, dtype), trans_a=ta, trans_b=tb)
+            one = _core.gemm_into(row, B, C0[:1].copy() if beta else np.full((1, N), np.nan, dtype),
+                                  trans_a=ta, trans_b=tb, alpha=alpha, beta=beta)
             assert one.tobytes() == batch[:1].tobytes(), (ta, tb, threads)
-        Bm = f64(B.T if tb else B)
-        assert_scaled_close(one, f64(row.T if ta else row) @ Bm, np.abs(f64(row.T if ta else row)) @ np.abs(Bm),
+        a, Bm = f64(row.T if ta else row), f64(B.T if tb else B)
+        assert_scaled_close(one, alpha * (a @ Bm) + beta * f64(C0[:1]),
+                            abs(alpha) * (np.abs(a) @ np.abs(Bm)) + abs(beta) * np.abs(f64(C0[:1])),
                             dtype, "one row vs NumPy")
 
 
