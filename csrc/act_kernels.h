@@ -4,6 +4,9 @@
  *   pn_bias_SUF(n, z, b)                 z[k] += b[k]
  *   pn_act_fwd_SUF(act, n, α, z, a)      a[k] = f(z[k])              (a may alias z)
  *   pn_act_bwd_SUF(act, n, α, z, da, d)  d[k] = da[k]·f′(z[k])       (d may alias da)
+ *   pn_bias_act_SUF(act, rows, n, α, z, ldz, b, by_row, a, lda)   a GEMM tile's epilogue in
+ *        one call: z[i, k] += b[k], or b[i] when by_row (none when b is NULL), then
+ *        a[i, k] = f(z[i, k]) (none when a is NULL); z and a with row strides ldz, lda
  *     act 0 identity  f = z                f′ = 1
  *     act 1 relu      f = z > 0 ? z : 0    f′ = [z > 0]   (a NaN z stays NaN forward)
  *     act 2 leaky     f = z > 0 ? z : α·z  f′ = 1 or α
@@ -49,6 +52,37 @@
             PN_IVDEP for (long k = 0; k < n; k++) d[k] = z[k] > 0 ? da[k] : (T)0;             \
         } else {                                                                              \
             PN_IVDEP for (long k = 0; k < n; k++) d[k] = z[k] > 0 ? da[k] : alpha * da[k];    \
+        }                                                                                     \
+    }                                                                                         \
+    ATTR static void pn_bias_act_##SUF(int act, long rows, long n, T alpha, T *z, long ldz,   \
+                                       const T *b, int by_row, T *a, long lda) {              \
+        typedef T vec __attribute__((vector_size(32)));                                       \
+        enum { L = 32 / sizeof(T) };                                                          \
+        const vec zero = {0}, va = alpha - zero;                                              \
+        for (long i = 0; i < rows; i++) {                                                     \
+            T *zi = z + i * ldz, *ai = a ? a + i * lda : 0;                                   \
+            const vec bi = (b && by_row ? b[i] : 0) - zero;                                   \
+            long k = 0;                                                                       \
+            for (; k + L <= n; k += L) {        /* whole vectors: pn_act_fwd's formulas */ \
+                vec v, w = bi;                                                                \
+                memcpy(&v, zi + k, sizeof v);                                                 \
+                if (b) {                                                                      \
+                    if (!by_row) memcpy(&w, b + k, sizeof w);                                 \
+                    v += w;                                                                   \
+                    memcpy(zi + k, &v, sizeof v);                                             \
+                }                                                                             \
+                if (!ai) continue;                                                            \
+                __typeof__(v > v) pos = v > zero;            /* lanes: −1 where z > 0 */      \
+                if (act == 1)                                /* z ≤ 0 → 0; NaN stays NaN */   \
+                    v = (vec)((__typeof__(pos))v & ~(__typeof__(pos))(v <= zero));            \
+                else if (act == 2)                                                            \
+                    v = (vec)(((__typeof__(pos))v & pos) | ((__typeof__(pos))(va * v) & ~pos)); \
+                memcpy(ai + k, &v, sizeof v);                                                 \
+            }                                                                                 \
+            if (k == n) continue;                    /* the tail: the row kernels above */    \
+            if (b && by_row) for (long t = k; t < n; t++) zi[t] += b[i];                      \
+            else if (b) pn_bias_##SUF(n - k, zi + k, b + k);                                  \
+            if (ai) pn_act_fwd_##SUF(act, n - k, alpha, zi + k, ai + k);                      \
         }                                                                                     \
     }
 

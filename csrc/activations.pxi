@@ -41,6 +41,10 @@ cdef extern from "cpu_dispatch.h" nogil:   # act_kernels.h: identity, relu, leak
     void pn_act_fwd_f64(int act, long n, double alpha, const double *z, double *a)
     void pn_act_bwd_f32(int act, long n, float alpha, const float *z, const float *da, float *d)
     void pn_act_bwd_f64(int act, long n, double alpha, const double *z, const double *da, double *d)
+    void pn_bias_act_f32(int act, long rows, long n, float alpha, float *z, long ldz, const float *b,
+                         int by_row, float *a, long lda)
+    void pn_bias_act_f64(int act, long rows, long n, double alpha, double *z, long ldz, const double *b,
+                         int by_row, double *a, long lda)
 
 
 cdef inline void add_bias_row(floating *Z, const floating *b, Py_ssize_t n) noexcept nogil:

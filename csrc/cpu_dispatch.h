@@ -84,6 +84,8 @@ static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f6
 #define pn_act_fwd_f64 PN_PICK(pn_act_fwd, f64)
 #define pn_act_bwd_f32 PN_PICK(pn_act_bwd, f32)
 #define pn_act_bwd_f64 PN_PICK(pn_act_bwd, f64)
+#define pn_bias_act_f32 PN_PICK(pn_bias_act, f32)
+#define pn_bias_act_f64 PN_PICK(pn_bias_act, f64)
 
 /* One register tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} 32-byte vectors of the
  * panel b; pn_pair_T (only with pn_isa == 2): rows × two whole panels, b and b + hstep;

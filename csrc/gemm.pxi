@@ -246,6 +246,26 @@ cdef inline void epilogue_row(const Epilogue *ep, floating *Z, Py_ssize_t i, Py_
         act_forward(ep.act, <floating>ep.alpha, Z, Aout, n)
 
 
+cdef inline void epilogue_tile(const Epilogue *ep, floating *Z, Py_ssize_t ldz, Py_ssize_t m,
+                               Py_ssize_t i, Py_ssize_t j, Py_ssize_t n) noexcept nogil:
+    """The epilogue of the m × n block Z = C[i : i+m, j : j+n] (row stride ldz): a forward
+    with a piecewise-linear f in one call (act_kernels.h's pn_bias_act), else row by row."""
+    cdef Py_ssize_t r, o = i * ep.ldo + j
+    cdef const floating *bias = <const floating *>ep.bias
+    if ep.Zf != NULL or ep.act > ACT_LEAKY_RELU:
+        for r in range(m):
+            epilogue_row(ep, Z + r * ldz, i + r, j, n)
+        return
+    if bias != NULL:
+        bias = bias + (i if ep.bias_rows else j)
+    if floating is float:
+        pn_bias_act_f32(ep.act, m, n, <float>ep.alpha, Z, ldz, bias, ep.bias_rows,
+                        <float *>ep.out + o if ep.out != NULL else NULL, ep.ldo)
+    else:
+        pn_bias_act_f64(ep.act, m, n, ep.alpha, Z, ldz, bias, ep.bias_rows,
+                        <double *>ep.out + o if ep.out != NULL else NULL, ep.ldo)
+
+
 cdef inline void add_column_sums(Py_ssize_t kc, Py_ssize_t nc, const floating *B, Py_ssize_t rsb,
                                  Py_ssize_t csb, floating *s) noexcept nogil:
     """s[j] += B[p, j] for p = 0, 1, … kc−1 in order (B[p, j] at B[p·rsb + j·csb])."""
@@ -318,8 +338,7 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
                         else:
                             c[i * ldc + j] = alpha * tile[i * nr + j] + beta * c[i * ldc + j]
             if ep != NULL:
-                for i in range(m):
-                    epilogue_row(ep, c + i * ldc, ei + ir + i, ej + jr, n)
+                epilogue_tile(ep, c, ldc, m, ei + ir, ej + jr, n)
         jr += n
 
 

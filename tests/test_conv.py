@@ -100,6 +100,26 @@ def test_every_activation_is_fused(rng, act, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("geometry", ["odd_asymmetric", "lenet_conv2", "1x1"])
+def test_epilogue_adds_one_bias_per_channel_bit_for_bit(rng, act, geometry, dtype):
+    """The epilogue's bias is one value per row of C (an output channel): Z = C + b[c] and
+    A = f(Z) exactly, C the convolution without bias (its Z with b = 0 is C + 0: equal to C
+    except for the sign of a zero, so b has no zeros here), NaN, ±inf and subnormals in b."""
+    plan, B = make_plan(geometry, dtype)
+    X, W, b = arrays(plan, B, rng, dtype)
+    b[:4] = np.array([np.nan, np.inf, -np.inf, 1e-40], dtype)[:b.size]
+    C, _ = forward(plan, X, W, np.zeros_like(b), with_A=False)
+    Z, A = forward(plan, X, W, b, act)
+    bias = np.repeat(b, C.shape[1] // b.size)            # (N, Cout·P): channel-major per sample
+    with np.errstate(invalid="ignore"):
+        Z_ref = C + bias
+        A_ref = np.where(Z_ref <= 0, dtype(0), Z_ref) if act == "relu" else \
+            np.where(Z_ref > 0, Z_ref, Z_ref * dtype(ALPHA[act]))
+    assert Z.tobytes() == Z_ref.tobytes() and A.tobytes() == A_ref.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_without_bias_and_without_dX(rng, dtype):
     plan, B = make_plan("odd_asymmetric", dtype)
     X, W, b = arrays(plan, B, rng, dtype)

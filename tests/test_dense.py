@@ -44,6 +44,32 @@ def test_dense_forward(rng, B, n, m, act, dtype):
         assert_close(A.sum(axis=1), np.ones(B), dtype, "row sums")
 
 
+PIECEWISE = {"identity": lambda Z, a: Z, "relu": lambda Z, a: np.where(Z <= 0, Z.dtype.type(0), Z),
+             "leaky_relu": lambda Z, a: np.where(Z > 0, Z, Z * Z.dtype.type(a))}
+
+
+@pytest.mark.parametrize("kernel", ["generic", "avx2"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", sorted(PIECEWISE))
+def test_epilogue_gives_the_formulas_bits(rng, gemm_kernel, kernel, act, dtype):
+    """The GEMM epilogue (a whole tile per call, pn_bias_act: vectors, then a scalar tail)
+    writes exactly Z = C + b and A = f(Z), C the product alone: for every tile height and
+    width (B = 1..7 rows, m = 1..40 columns), with ±0, NaN, ±inf and subnormals in b and C."""
+    gemm_kernel(kernel)
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-40, -1e-40, 1.0, -1.0], dtype)
+    for B in range(1, 8):
+        for m in range(1, 41, 3):
+            X, W, b = layer(rng, B, 5, m, dtype)
+            b[:special.size] = special[:m]
+            X[B // 2, 0] = [np.nan, np.inf, 0.0][m % 3]     # rows of C with NaN or ±inf
+            C = _core.gemm_into(X, W, np.empty((B, m), dtype))
+            with np.errstate(invalid="ignore", over="ignore"):
+                Z_ref = C + b
+                A_ref = PIECEWISE[act](Z_ref, ALPHA.get(act, 0.0))
+            Z, A = forward(X, W, b, act)
+            assert Z.tobytes() == Z_ref.tobytes() and A.tobytes() == A_ref.tobytes(), (B, m)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_forward_without_A_is_identity(rng, dtype):
     X, W, b = layer(rng, 33, 17, 21, dtype)
