@@ -12,6 +12,7 @@ input gradients of layers 2 and 3, 2·(256·128 + 128·10) = 68,096: 1,007,104 �
 (the loss, activations, bias gradients and the update are not counted).
 
     flock /work/timing.lock python bench/step.py [--repeats 7] [--threads 1 2]
+    flock /work/timing.lock python bench/step.py --loop 5 --threads 2   # best/median of 5 s of epochs
 """
 import argparse
 import statistics
@@ -47,6 +48,9 @@ def step_args(doc, script):
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--loop", type=float, default=0, metavar="SECONDS",
+                    help="instead: the compiled path alone, epochs for SECONDS per configuration, "
+                         "each after a peak probe; best and median (a calm minute shows in the best)")
     args = ap.parse_args()
     try:
         from threadpoolctl import threadpool_limits
@@ -55,8 +59,36 @@ def step_args(doc, script):
     return args, threadpool_limits
 
 
+def loop(args):
+    """--loop: epochs of the compiled path for args.loop seconds per (threads, batch), the peak
+    probed before each: the fewest µs/step and the highest % of the epoch's own probe, and
+    the medians of both."""
+    rng = np.random.default_rng(0)
+    print(f"{'threads':>7} {'batch':>5} {'epochs':>6} {'best µs/step':>12} {'best % peak':>11} "
+          f"{'median µs/step':>14} {'median % peak':>13}")
+    for nt in args.threads:
+        _core.set_num_threads(nt)
+        probe = peak_probe(np.float32)
+        for batch, steps in BATCHES.items():
+            X = rng.random((batch * steps, 784), dtype=np.float32)
+            y = rng.integers(0, 10, batch * steps)
+            t, runs, start = trainer(batch), [], time.perf_counter()
+            t.fit(X, y, epochs=1)                                   # warm-up
+            while time.perf_counter() - start < args.loop:
+                peak = probe()
+                t.fit(X, y, epochs=1)
+                step = t.history["time"][-1] / steps
+                runs.append((step, 100 * FLOP_PER_SAMPLE * batch / step / 1e9 / peak))
+            us, pct = [1e6 * r[0] for r in runs], [r[1] for r in runs]
+            print(f"{nt:>7} {batch:>5} {len(runs):>6} {min(us):>12.1f} {max(pct):>10.1f}% "
+                  f"{statistics.median(us):>14.1f} {statistics.median(pct):>12.1f}%", flush=True)
+    _core.set_num_threads(None)
+
+
 def main():
     args, threadpool_limits = step_args(__doc__, "step.py")
+    if args.loop > 0:
+        return loop(args)
     rng = np.random.default_rng(0)
     print(f"FLOP per sample: {FLOP_PER_SAMPLE:,} ({FLOP_PER_SAMPLE / 1e6:.3f} MFLOP); medians of "
           f"{args.repeats} rounds, each: peak probe, OpenBLAS GEMMs, both paths' epochs, peak probe")
