@@ -59,6 +59,18 @@ def step_args(doc, script):
     return args, threadpool_limits
 
 
+def configurations(threads, rng):
+    """(threads, peak probe, batch, steps, X, y) for every thread count and batch size, the
+    kernels set to that thread count; random data for `steps` batches."""
+    for nt in threads:
+        _core.set_num_threads(nt)
+        probe = peak_probe(np.float32)
+        for batch, steps in BATCHES.items():
+            yield (nt, probe, batch, steps, rng.random((batch * steps, 784), dtype=np.float32),
+                   rng.integers(0, 10, batch * steps))
+    _core.set_num_threads(None)
+
+
 def loop(args):
     """--loop: epochs of the compiled path for args.loop seconds per (threads, batch), the peak
     probed before each: the fewest µs/step and the highest % of the epoch's own probe, and
@@ -66,23 +78,17 @@ def loop(args):
     rng = np.random.default_rng(0)
     print(f"{'threads':>7} {'batch':>5} {'epochs':>6} {'best µs/step':>12} {'best % peak':>11} "
           f"{'median µs/step':>14} {'median % peak':>13}")
-    for nt in args.threads:
-        _core.set_num_threads(nt)
-        probe = peak_probe(np.float32)
-        for batch, steps in BATCHES.items():
-            X = rng.random((batch * steps, 784), dtype=np.float32)
-            y = rng.integers(0, 10, batch * steps)
-            t, runs, start = trainer(batch), [], time.perf_counter()
-            t.fit(X, y, epochs=1)                                   # warm-up
-            while time.perf_counter() - start < args.loop:
-                peak = probe()
-                t.fit(X, y, epochs=1)
-                step = t.history["time"][-1] / steps
-                runs.append((step, 100 * FLOP_PER_SAMPLE * batch / step / 1e9 / peak))
-            us, pct = [1e6 * r[0] for r in runs], [r[1] for r in runs]
-            print(f"{nt:>7} {batch:>5} {len(runs):>6} {min(us):>12.1f} {max(pct):>10.1f}% "
-                  f"{statistics.median(us):>14.1f} {statistics.median(pct):>12.1f}%", flush=True)
-    _core.set_num_threads(None)
+    for nt, probe, batch, steps, X, y in configurations(args.threads, rng):
+        t, runs, start = trainer(batch), [], time.perf_counter()
+        t.fit(X, y, epochs=1)                                   # warm-up
+        while time.perf_counter() - start < args.loop:
+            peak = probe()
+            t.fit(X, y, epochs=1)
+            step = t.history["time"][-1] / steps
+            runs.append((step, 100 * FLOP_PER_SAMPLE * batch / step / 1e9 / peak))
+        us, pct = [1e6 * r[0] for r in runs], [r[1] for r in runs]
+        print(f"{nt:>7} {batch:>5} {len(runs):>6} {min(us):>12.1f} {max(pct):>10.1f}% "
+              f"{statistics.median(us):>14.1f} {statistics.median(pct):>12.1f}%", flush=True)
 
 
 def main():
@@ -95,36 +101,30 @@ def main():
     print(f"{'threads':>7} {'batch':>5} {'peak GF/s':>9} {'old µs/step':>11} {'new µs/step':>11} {'new/old':>7} "
           f"{'old % peak':>10} {'new % peak':>10} {'OpenBLAS GEMMs % peak':>21}")
     compiled_time = {}
-    for nt in args.threads:
-        _core.set_num_threads(nt)
-        probe = peak_probe(np.float32)
-        for batch, steps in BATCHES.items():
-            X = rng.random((batch * steps, 784), dtype=np.float32)
-            y = rng.integers(0, 10, batch * steps)
-            gemms = mlp_step(batch, np.float32, rng)
-            assert flops(gemms) == FLOP_PER_SAMPLE * batch
-            runs = {False: trainer(batch, False), True: trainer(batch, True)}
-            times, peaks, blas = {False: [], True: []}, [], []
-            with threadpool_limits(limits=nt):
-                calls = calibrate(run_numpy, gemms)
-                for r in range(args.repeats + 1):
-                    before = probe()
-                    blas.append(sample(run_numpy, gemms, calls))
-                    time.sleep(SETTLE_SECONDS)       # OpenBLAS's idle workers stop spinning
-                    for compiled, t in runs.items():
-                        t.fit(X, y, epochs=1)
-                        times[compiled].append(t.history["time"][-1] / steps)
-                    peaks.append(max(before, probe()))   # a slow phase only lowers the probe
-            # % of the round's peak, medians over rounds (the first round warms up)
-            pct = {k: statistics.median(100 * FLOP_PER_SAMPLE * batch / s / 1e9 / p
-                                        for s, p in zip(v[1:], peaks[1:]))
-                   for k, v in (("old", times[False]), ("new", times[True]), ("blas", blas))}
-            old, new = statistics.median(times[False][1:]), statistics.median(times[True][1:])
-            compiled_time[nt, batch] = new
-            print(f"{nt:>7} {batch:>5} {statistics.median(peaks[1:]):>9.1f} {old * 1e6:>11.1f} "
-                  f"{new * 1e6:>11.1f} {old / new:>6.2f}x {pct['old']:>9.1f}% {pct['new']:>9.1f}% "
-                  f"{pct['blas']:>20.1f}%", flush=True)
-    _core.set_num_threads(None)
+    for nt, probe, batch, steps, X, y in configurations(args.threads, rng):
+        gemms = mlp_step(batch, np.float32, rng)
+        assert flops(gemms) == FLOP_PER_SAMPLE * batch
+        runs = {False: trainer(batch, False), True: trainer(batch, True)}
+        times, peaks, blas = {False: [], True: []}, [], []
+        with threadpool_limits(limits=nt):
+            calls = calibrate(run_numpy, gemms)
+            for r in range(args.repeats + 1):
+                before = probe()
+                blas.append(sample(run_numpy, gemms, calls))
+                time.sleep(SETTLE_SECONDS)       # OpenBLAS's idle workers stop spinning
+                for compiled, t in runs.items():
+                    t.fit(X, y, epochs=1)
+                    times[compiled].append(t.history["time"][-1] / steps)
+                peaks.append(max(before, probe()))   # a slow phase only lowers the probe
+        # % of the round's peak, medians over rounds (the first round warms up)
+        pct = {k: statistics.median(100 * FLOP_PER_SAMPLE * batch / s / 1e9 / p
+                                    for s, p in zip(v[1:], peaks[1:]))
+               for k, v in (("old", times[False]), ("new", times[True]), ("blas", blas))}
+        old, new = statistics.median(times[False][1:]), statistics.median(times[True][1:])
+        compiled_time[nt, batch] = new
+        print(f"{nt:>7} {batch:>5} {statistics.median(peaks[1:]):>9.1f} {old * 1e6:>11.1f} "
+              f"{new * 1e6:>11.1f} {old / new:>6.2f}x {pct['old']:>9.1f}% {pct['new']:>9.1f}% "
+              f"{pct['blas']:>20.1f}%", flush=True)
     one = min(args.threads)
     for nt in args.threads:
         if nt != one:
