@@ -103,7 +103,8 @@ cdef int forward_positions(const ConvGeom *g, const floating *x, const floating 
                            Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
     """Output positions [q0, q1) of one sample: z[o, q] = Σ_k W[o, k]·cols[k, q] + b[o] with
     the columns packed straight from the image (gemm_block with uf), and a = f(z) in
-    gemm's epilogue, each tile while it is in L1 (b by rows: bias_rows). x: C·H·W, z, a: Cout × P (a may be NULL, b may be NULL).
+    gemm's epilogue, each tile while it is in L1 (b by rows: bias_rows). x: C·H·W, z, a: Cout × P (a may be NULL, b may be NULL;
+    both NULL: z alone, no epilogue).
     Returns 1 when a work buffer could not be allocated."""
     cdef Unfold uf
     cdef Epilogue ep
@@ -114,8 +115,8 @@ cdef int forward_positions(const ConvGeom *g, const floating *x, const floating 
     ep.bias, ep.bias_rows, ep.act, ep.alpha, ep.out, ep.ldo = b, True, act, alpha, a, g.P
     ep.Zf = ep.Af = NULL
     return gemm_block(g.Cout, q1 - q0, g.K, <floating>1, <const floating *>NULL, 0, 0,
-                      <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P, &ep, 0, q0, Wpre, &uf,
-                      <floating *>NULL)
+                      <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P,
+                      &ep if b != NULL or a != NULL else NULL, 0, q0, Wpre, &uf, <floating *>NULL)
 
 
 cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *Wpre,

@@ -5,6 +5,8 @@
 #     dense  A = f(A_{l−1}·W + b)                  (dense_layer: one GEMM, fused epilogue)
 #     conv   A = f(conv(A_{l−1}, W) + b)           (conv_forward: per-sample implicit GEMM)
 #     pool   A = maxpool / avgpool(A_{l−1})        (_pool_forward, no argmax kept)
+#     conv then max pool, f the identity or ReLU:  A = f(maxpool(conv(A_{l−1}, W)) + b)
+#            the same bits (pools_first), the epilogue on a window's share of the values
 #   X: B × n₀, out: B × n_L, rows of images in NCHW order, one float dtype
 #
 # Two ways to spread B rows over nt threads, chosen by B alone (never changing a result:
@@ -253,6 +255,7 @@ cdef int _chain_rows(const ChainStep *steps, int L, Py_ssize_t B, const floating
     Returns 1 when a work buffer could not be allocated."""
     cdef int l
     cdef const ChainStep *st
+    cdef const ChainStep *deferred = NULL    # a convolution whose b and f wait for the pooling
     cdef const floating *src = X
     cdef floating *dst
     for l in range(L):
@@ -263,10 +266,47 @@ cdef int _chain_rows(const ChainStep *steps, int L, Py_ssize_t B, const floating
                            st.act, <floating>st.alpha, dst, dst, nt):
                 return 1
         elif st.kind == STEP_CONV:
-            if conv_forward(st.conv, B, src, <const floating *>st.W, <const floating *>st.b, st.act,
-                            <floating>st.alpha, dst, dst if st.act != ACT_IDENTITY else NULL, nt):
+            deferred = st if l + 1 < L and pools_first(st, &steps[l + 1], <const floating *>st.b) else NULL
+            if conv_forward(st.conv, B, src, <const floating *>st.W,
+                            <const floating *>st.b if deferred == NULL else NULL,
+                            st.act if deferred == NULL else ACT_IDENTITY, <floating>st.alpha, dst,
+                            dst if deferred == NULL and st.act != ACT_IDENTITY else NULL, nt):
                 return 1
         else:
             _pool_forward(st.pool_kind, src, dst, <int32_t *>NULL, B * st.planes, st.pool, nt)
+            if deferred != NULL:
+                pooled_epilogue(deferred, B, st.planes, st.n_out // st.planes, dst)
+                deferred = NULL
         src = dst
     return 0
+
+
+cdef bint pools_first(const ChainStep *conv, const ChainStep *pool, const floating *b) noexcept nogil:
+    """Whether a max pooling may come before the convolution's bias and f (b: its bias):
+        maxpool(f(z + b)) = f(maxpool(z) + b)   bit for bit
+    when f is the identity or ReLU and every b is finite: z ↦ f(fl(z + b)) is then
+    non-decreasing, so the window's first maximum maps to the first maximum of f(z + b)
+    (equal values have equal bits: a zero sum is +0 unless z = b = −0, ReLU's zero is +0),
+    and a NaN is NaN on both sides at the same position (the first NaN wins, its bits
+    kept). Leaky ReLU is not: α·z can round a tiny negative z to −0 below a later +0.
+    The epilogue then reads 1/(window size) of the values."""
+    cdef Py_ssize_t o
+    if pool.kind != STEP_POOL or pool.pool_kind != POOL_MAX or (conv.act != ACT_IDENTITY and conv.act != ACT_RELU):
+        return 0
+    for o in range(conv.conv.Cout):
+        if b[o] - b[o] != 0:                 # inf − inf and NaN − NaN are NaN
+            return 0
+    return 1
+
+
+cdef void pooled_epilogue(const ChainStep *conv, Py_ssize_t B, Py_ssize_t planes, Py_ssize_t n,
+                          floating *y) noexcept nogil:
+    """y = f(y + b) for B samples of `planes` pooled planes of n values, b one per plane
+    (the convolution's epilogue, deferred by pools_first)."""
+    cdef Epilogue ep
+    cdef Py_ssize_t s
+    ep.bias, ep.bias_rows, ep.act, ep.alpha, ep.ldo = conv.b, True, conv.act, conv.alpha, n
+    ep.Zf = ep.Af = NULL
+    for s in range(B):
+        ep.out = y + s * planes * n if conv.act != ACT_IDENTITY else NULL
+        epilogue_tile(&ep, y + s * planes * n, n, planes, 0, 0, n)

@@ -120,6 +120,45 @@ def test_epilogue_adds_one_bias_per_channel_bit_for_bit(rng, act, geometry, dtyp
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("window", [(2, 2, 0), (3, 2, 1), (2, 1, 0)])   # kernel, stride, padding
+@pytest.mark.parametrize("case", ["copy", "quantised"])
+def test_a_max_pool_after_a_convolution_in_the_chain_is_the_layers_bit_for_bit(rng, case, window, act, dtype):
+    """InferenceChain pools a convolution's output before its bias and f where that gives the
+    same bits (inference_chain.pxi, pools_first): the chain equals ConvPlan.forward then
+    PoolPlan.forward bit for bit. "copy": a 1×1 convolution with W = 1 copies X into three
+    channels, X drawn from NaN, ±inf, ±0, ±subnormal, ±1, 2, so windows tie and hold NaN
+    after a −inf or +inf; b with +0, −0, finite values and (not deferred) ±inf and NaN —
+    leaky ReLU's α·(−subnormal) = −0 before a +0, or b = −inf after z = +inf, would differ if
+    deferred. "quantised": a 3×3 convolution of halves (exact sums, many ties)."""
+    k, s, p = window
+    tiny = np.finfo(dtype).smallest_subnormal
+    if case == "copy":
+        plan, B = _core.ConvPlan(1, 6, 6, 3, kernel=1, dtype=dtype), 200
+        specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, tiny, -tiny, 1, -1, 2], dtype)
+        X, W = rng.choice(specials, (B, plan.in_features)), np.ones((3, 1), dtype)
+        biases = [np.array(v, dtype) for v in ([0, -0.0, 0.5], [-0.0, -0.0, -0.0], [np.inf, 0, 1],
+                                                [0, -np.inf, 0], [np.nan, 0, 0])]
+    else:
+        plan, B = _core.ConvPlan(2, 9, 8, 4, kernel=3, padding=1, dtype=dtype), 7
+        X = np.round(rng.standard_normal((B, plan.in_features)) * 2).astype(dtype) / 2
+        X[0, :5] = [np.nan, np.inf, -np.inf, -0.0, tiny]
+        W = np.round(rng.standard_normal((4, plan.k)) * 2).astype(dtype) / 2
+        biases = [np.round(rng.standard_normal(4) * 2).astype(dtype) / 2, np.array([-0.0, 0, -0.0, 1], dtype)]
+    pool = _core.PoolPlan(plan.out_channels, plan.out_h, plan.out_w, "max", kernel=k, stride=s, padding=p,
+                          dtype=dtype)
+    alpha = ALPHA.get(act, 0.0)
+    for b in biases:
+        chain = _core.InferenceChain([("conv", plan, W, b, act, alpha), ("pool", pool)])
+        for n in (B, 1):
+            with np.errstate(invalid="ignore", over="ignore"):
+                Z, A = forward(plan, X[:n], W, b, act)
+            layers = pool.forward(A, np.empty((n, pool.out_features), dtype), training=False)
+            got = chain.forward(X[:n], np.full((n, pool.out_features), np.nan, dtype))
+            assert got.tobytes() == layers.tobytes(), (b, n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_without_bias_and_without_dX(rng, dtype):
     plan, B = make_plan("odd_asymmetric", dtype)
     X, W, b = arrays(plan, B, rng, dtype)
