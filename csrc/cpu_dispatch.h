@@ -7,8 +7,8 @@
  * x86-64; the GEMM's full tiles, one-row kernel and FMA probe also for AVX-512
  * (NAME_T_avx512). One process-wide setting, pn_isa, picks the variant of all of them at
  * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h), its operand
- * packing (gemm_pack.h), the optimizer updates (optim_kernels.h) and the piecewise-linear
- * activations (act_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
+ * packing (gemm_pack.h), the optimizer updates (optim_kernels.h), the piecewise-linear
+ * activations (act_kernels.h) and 2×2 max pooling (pool_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
  * set_gemm_kernel, PYNEURO_GEMM_KERNEL at import). Last here: the entry points the
  * Cython code calls (pn_tile_T, pn_update_T), each running the variant in use.
  */
@@ -29,6 +29,7 @@
 #include "gemm_pack.h"
 #include "optim_kernels.h"
 #include "act_kernels.h"
+#include "pool_kernels.h"
 
 /* ---- what this CPU supports --------------------------------------------------- */
 static int pn_cpu_has_avx2_fma(void) {
@@ -86,6 +87,8 @@ static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f6
 #define pn_act_bwd_f64 PN_PICK(pn_act_bwd, f64)
 #define pn_bias_act_f32 PN_PICK(pn_bias_act, f32)
 #define pn_bias_act_f64 PN_PICK(pn_bias_act, f64)
+#define pn_maxpool2x2_f32 PN_PICK(pn_maxpool2x2, f32)
+#define pn_maxpool2x2_f64 PN_PICK(pn_maxpool2x2, f64)
 
 /* One register tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} 32-byte vectors of the
  * panel b; pn_pair_T (only with pn_isa == 2): rows × two whole panels, b and b + hstep;

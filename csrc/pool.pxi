@@ -26,6 +26,10 @@
 
 from libc.stdint cimport INT32_MAX
 
+cdef extern from "cpu_dispatch.h" nogil:   # pool_kernels.h: 2×2 max pooling, the variant in use
+    int pn_maxpool2x2_f32(long W, long Ho, long Wo, const float *x, float *y)
+    int pn_maxpool2x2_f64(long W, long Ho, long Wo, const double *x, double *y)
+
 cdef enum:
     POOL_MAX = 0
     POOL_AVG = 1
@@ -73,13 +77,19 @@ cdef inline void _maxpool_plane(const floating *x, floating *y, int32_t *arg, co
 cdef inline bint _maxpool2x2_plane(const floating *x, floating *y, int32_t *arg,
                                    const PoolGeom *geom) noexcept nogil:
     """_maxpool_plane for the common window (2×2, stride 2, no padding), its rule unrolled:
-    a, b from row 2i, then c, d from row 2i + 1, the first maximum in that order. Returns
-    whether a NaN was seen; the caller then redoes the plane by the general rule."""
+    a, b from row 2i, then c, d from row 2i + 1, the first maximum in that order (without
+    arg: on whole vectors, pool_kernels.h). Returns whether a NaN was seen; the caller then
+    redoes the plane by the general rule."""
     cdef PoolGeom g = geom[0]
     cdef Py_ssize_t i, j, k0
     cdef floating a, b, c, d, best
     cdef int kb
     cdef bint nan_seen = 0
+    if arg == NULL:
+        if floating is float:
+            return pn_maxpool2x2_f32(g.W, g.Ho, g.Wo, x, y)
+        else:
+            return pn_maxpool2x2_f64(g.W, g.Ho, g.Wo, x, y)
     for i in range(g.Ho):
         for j in range(g.Wo):
             k0 = 2 * i * g.W + 2 * j

@@ -119,6 +119,29 @@ def test_max_pool_ties_go_to_the_first_in_row_major_window_order(rng, dtype):
     assert np.array_equal(f64(dX), pool_backward_ref(dY, C, H, W, "max", k, s, p, where))
 
 
+@pytest.mark.parametrize("kernel", ["generic", "avx2"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_2x2_without_argmax_is_the_training_pool_bit_for_bit(rng, gemm_kernel, kernel, dtype):
+    """Prediction pools 2×2 windows of stride 2 on whole vectors (pool_kernels.h; a row of
+    Wo ≥ 8 / 4 outputs ends with an overlapping vector), training by the scalar rule that
+    records the argmax: the same bits for every width (W = 2..41, odd ones too) and for
+    ties of ±0 and of equal values, ±inf, subnormals, and a NaN in some planes (redone by
+    the NaN rule: the first NaN of the window)."""
+    gemm_kernel(kernel)
+    tiny = np.finfo(dtype).smallest_subnormal
+    special = np.array([0.0, -0.0, 1.0, 1.0, -1.0, 2.0, np.inf, -np.inf, tiny, -tiny], dtype)
+    for W in range(2, 42):
+        C, H = 3, 5
+        plan = _core.PoolPlan(C, H, W, "max", kernel=2, dtype=dtype)
+        X = rng.choice(special, (2, C * H * W))
+        X[1, rng.integers(0, C * H * W, 2)] = [np.nan, -np.nan]   # payloads differ in the sign
+        training = run_pool(plan, X)
+        predicted = plan.forward(X, np.full_like(training, 7.0), training=False)
+        assert predicted.tobytes() == training.tobytes(), W
+        Yref, _ = pool_ref(X[:1], C, H, W, "max", 2, 2, 0)
+        assert np.array_equal(f64(predicted[:1]), Yref, equal_nan=True), W
+
+
 def test_max_pool_propagates_nan_and_padding_is_minus_infinity():
     plan = _core.PoolPlan(1, 2, 2, "max", kernel=2, stride=1, padding=1, dtype=np.float64)
     X = np.array([[-5.0, -7.0, -6.0, np.nan]])
