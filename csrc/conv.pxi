@@ -40,6 +40,15 @@
 
 from libc.string cimport memcpy
 
+cdef extern from "cpu_dispatch.h" nogil:   # conv_kernels.h: the tile read from the image, the variant in use
+    void pn_conv_tile_f32(int rows, long k, const float *x, const int64_t *koff, const int64_t *base,
+                          const float *w, float *c, int add)
+    void pn_conv_tile_f64(int rows, long k, const double *x, const int64_t *koff, const int64_t *base,
+                          const double *w, double *c, int add)
+
+cdef enum:
+    DIRECT_MIN_K = 128     # from this many taps the tile reads the image itself (conv_direct)
+
 
 cdef struct ConvGeom:
     Py_ssize_t C, H, W, Cout, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, Ho, Wo, P, K
@@ -98,25 +107,83 @@ cdef const floating *padded_image(const ConvGeom *g, const floating *x) noexcept
     return xp
 
 
+cdef inline bint conv_direct(const ConvGeom *g) noexcept nogil:
+    """Whether the forward runs positions × channels tiles straight from the image
+    (forward_direct): with many taps, where the unfolded panel's copy is a few per cent
+    of the work and a tile's scattered stores are less; else gemm_block with W as A."""
+    return g.K >= DIRECT_MIN_K
+
+
+cdef Py_ssize_t conv_prepacked_size(const ConvGeom *g, bint f32) noexcept nogil:
+    """Elements conv_prepack writes."""
+    cdef Py_ssize_t nr = PN_NR_F32 if f32 else PN_NR_F64
+    if conv_direct(g):
+        return (g.Cout + nr - 1) // nr * nr * g.K
+    return prepacked_A_size(g.Cout, g.K, f32)
+
+
+cdef void conv_prepack(const ConvGeom *g, const floating *W, floating *Wpre) noexcept nogil:
+    """W (Cout × K) packed for forward_positions, once per pass: Wᵀ as K × NR panels of
+    output channels (zeros past Cout) for forward_direct, else as gemm_block's A."""
+    if conv_direct(g):
+        pack_B(g.K, g.Cout, W, 1, g.K, Wpre)
+    else:
+        prepack_A(g.Cout, g.K, W, g.K, 1, Wpre)
+
+
 cdef int forward_positions(const ConvGeom *g, const floating *x, const floating *Wpre,
                            const floating *b, int act, floating alpha, floating *z, floating *a,
                            Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
-    """Output positions [q0, q1) of one sample: z[o, q] = Σ_k W[o, k]·cols[k, q] + b[o] with
-    the columns packed straight from the image (gemm_block with uf), and a = f(z) in
-    gemm's epilogue, each tile while it is in L1 (b by rows: bias_rows). x: C·H·W, z, a: Cout × P (a may be NULL, b may be NULL;
-    both NULL: z alone, no epilogue).
-    Returns 1 when a work buffer could not be allocated."""
+    """Output positions [q0, q1) of one sample: z[o, q] = Σ_k W[o, k]·cols[k, q] + b[o] and
+    a = f(z), W packed by conv_prepack. x: C·H·W, z, a: Cout × P (a may be NULL, b may be NULL;
+    both NULL: z alone, no epilogue). With conv_direct, forward_direct; else gemm_block with
+    the columns packed straight from the image (uf) and the epilogue on each tile while it
+    is in L1 (b by rows: bias_rows). Returns 1 when a work buffer could not be allocated."""
     cdef Unfold uf
     cdef Epilogue ep
     uf.X = padded_image(g, x)
     if uf.X == NULL:
         return 1
-    uf.koff, uf.pbase = g.koff, g.pbase + q0
     ep.bias, ep.bias_rows, ep.act, ep.alpha, ep.out, ep.ldo = b, True, act, alpha, a, g.P
     ep.Zf = ep.Af = NULL
+    if conv_direct(g):
+        forward_direct(g, <const floating *>uf.X, Wpre, z, q0, q1)
+        if b != NULL or a != NULL:
+            epilogue_tile(&ep, z + q0, g.P, g.Cout, 0, q0, q1 - q0)
+        return 0
+    uf.koff, uf.pbase = g.koff, g.pbase + q0
     return gemm_block(g.Cout, q1 - q0, g.K, <floating>1, <const floating *>NULL, 0, 0,
                       <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P,
                       &ep if b != NULL or a != NULL else NULL, 0, q0, Wpre, &uf, <floating *>NULL)
+
+
+cdef void forward_direct(const ConvGeom *g, const floating *x, const floating *Wpre, floating *z,
+                         Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    """z[o, q] = Σ_k W[o, k]·x[koff[k] + pbase[q]] for q in [q0, q1), x the padded image: per
+    NR channels (a panel of Wpre) and MR positions, conv_kernels.h's tile over gemm_block's
+    K slices (each slice's FMA chain, then added in order: gemm_block's bits), the tile then
+    written to z's channel rows."""
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef Py_ssize_t kcs = even_slice(g.K, KC, 1), jp, t, q, p, s, o, r, rows, n
+    cdef floating c[TILE_MAX]
+    cdef const floating *w
+    for jp in range((g.Cout + nr - 1) // nr):
+        w = Wpre + jp * nr * g.K
+        n = min(nr, g.Cout - jp * nr)
+        for t in range((q1 - q0 + MR - 1) // MR):
+            q = q0 + t * MR
+            rows = min(<Py_ssize_t>MR, q1 - q)
+            for s in range((g.K + kcs - 1) // kcs):
+                p = s * kcs
+                if floating is float:
+                    pn_conv_tile_f32(<int>rows, min(kcs, g.K - p), x, g.koff + p, g.pbase + q,
+                                     w + p * nr, c, s > 0)
+                else:
+                    pn_conv_tile_f64(<int>rows, min(kcs, g.K - p), x, g.koff + p, g.pbase + q,
+                                     w + p * nr, c, s > 0)
+            for o in range(n):
+                for r in range(rows):
+                    z[(jp * nr + o) * g.P + q + r] = c[r * nr + o]
 
 
 cdef int conv_forward(const ConvGeom *g, Py_ssize_t B, const floating *X, const floating *Wpre,
@@ -435,7 +502,8 @@ cdef class ConvPlan:
         geometry, so it is made once."""
         cdef Py_ssize_t M = self.k if transposed else self.out_channels
         cdef Py_ssize_t K = self.out_channels if transposed else self.k
-        cdef Py_ssize_t n = prepacked_A_size(M, K, self.dtype == F32)
+        cdef Py_ssize_t n = prepacked_A_size(M, K, self.dtype == F32) if transposed else \
+            conv_prepacked_size(&self.g, self.dtype == F32)
         if transposed:
             if self._wtpack.size < n:
                 self._wtpack = np.empty(n, self.dtype)
@@ -509,12 +577,12 @@ cdef class ConvPlan:
         cdef int err
         with nogil:
             if f32:
-                prepack_A(self.g.Cout, self.g.K, <const float *>pw, self.g.K, 1, <float *>pp)
+                conv_prepack(&self.g, <const float *>pw, <float *>pp)
                 err = conv_forward(&self.g, B, <const float *>px, <const float *>pp,
                                    <const float *>pb, code, <float>alpha, <float *>pz,
                                    <float *>pa, _nthreads())
             else:
-                prepack_A(self.g.Cout, self.g.K, <const double *>pw, self.g.K, 1, <double *>pp)
+                conv_prepack(&self.g, <const double *>pw, <double *>pp)
                 err = conv_forward(&self.g, B, <const double *>px, <const double *>pp,
                                    <const double *>pb, code, alpha, <double *>pz,
                                    <double *>pa, _nthreads())

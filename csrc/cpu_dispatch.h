@@ -8,7 +8,8 @@
  * (NAME_T_avx512). One process-wide setting, pn_isa, picks the variant of all of them at
  * once: the GEMM's register tiles and its FMA probe (gemm_microkernel.h), its operand
  * packing (gemm_pack.h), the optimizer updates (optim_kernels.h), the piecewise-linear
- * activations (act_kernels.h) and 2×2 max pooling (pool_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
+ * activations (act_kernels.h), 2×2 max pooling (pool_kernels.h) and the convolution's
+ * tile from the image (conv_kernels.h). pn_select_isa sets it (cpu_dispatch.pxi:
  * set_gemm_kernel, PYNEURO_GEMM_KERNEL at import). Last here: the entry points the
  * Cython code calls (pn_tile_T, pn_update_T), each running the variant in use.
  */
@@ -30,6 +31,7 @@
 #include "optim_kernels.h"
 #include "act_kernels.h"
 #include "pool_kernels.h"
+#include "conv_kernels.h"
 
 /* ---- what this CPU supports --------------------------------------------------- */
 static int pn_cpu_has_avx2_fma(void) {
@@ -113,6 +115,15 @@ static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f6
 #endif
 PN_DEFINE_TILE_CALLS(f32, float)
 PN_DEFINE_TILE_CALLS(f64, double)
+
+/* The convolution's tile from the image (conv_kernels.h), rows = 1..PN_MR positions. */
+#define PN_DEFINE_CONV_TILE_CALL(SUF, T)                                                           \
+    static inline void pn_conv_tile_##SUF(int rows, long k, const T *x, const int64_t *koff,      \
+                                          const int64_t *base, const T *w, T *c, int add) {       \
+        PN_PICK(pn_conv_tiles, SUF)[rows](k, x, koff, base, w, c, add);                            \
+    }
+PN_DEFINE_CONV_TILE_CALL(f32, float)
+PN_DEFINE_CONV_TILE_CALL(f64, double)
 
 /* One optimizer update over n elements: rule PN_SGD (s1 = v, NULL without momentum),
  * PN_ADAM (s1 = m, s2 = v) or PN_RMSPROP (s1 = v). h holds the kernel's scalar

@@ -21,7 +21,7 @@
 # a batch's activations never leave the cache. W of each convolution is packed once per call.
 # Determinism: the kernels' own (dense.pxi, conv.pxi, pool.pxi): the result is bitwise that
 # of running the layers one by one, on any number of threads.
-# uses: dense (dense_layer), conv (ConvPlan, conv_forward, prepack_A), pool (PoolPlan,
+# uses: dense (dense_layer), conv (ConvPlan, conv_forward, conv_prepack), pool (PoolPlan,
 # _pool_forward), activations (_act_code), threads, checks.
 
 from libc.stdlib cimport calloc, free, malloc
@@ -50,7 +50,7 @@ def _set_chain_chunk_bytes(Py_ssize_t n):
 cdef struct ChainStep:
     int kind
     Py_ssize_t n_in, n_out
-    const void *W         # dense: n_in × n_out; conv: the packed weights (prepack_A)
+    const void *W         # dense: n_in × n_out; conv: the packed weights (conv_prepack)
     const void *b
     int act
     double alpha
@@ -167,13 +167,11 @@ cdef class InferenceChain:
                 pw = (<ConvPlan>plan)._packed(False)
                 with nogil:
                     if f32:
-                        prepack_A(self.steps[l].conv.Cout, self.steps[l].conv.K,
-                                  <const float *>cnp.PyArray_DATA(<cnp.ndarray>W), self.steps[l].conv.K, 1,
-                                  <float *>pw)
+                        conv_prepack(self.steps[l].conv, <const float *>cnp.PyArray_DATA(<cnp.ndarray>W),
+                                     <float *>pw)
                     else:
-                        prepack_A(self.steps[l].conv.Cout, self.steps[l].conv.K,
-                                  <const double *>cnp.PyArray_DATA(<cnp.ndarray>W), self.steps[l].conv.K, 1,
-                                  <double *>pw)
+                        conv_prepack(self.steps[l].conv, <const double *>cnp.PyArray_DATA(<cnp.ndarray>W),
+                                     <double *>pw)
                 self.steps[l].W = pw
         cdef Py_ssize_t size = 4 if f32 else 8
         cdef Py_ssize_t chunk = max(1, _chain_chunk_bytes // (2 * self.widest * size))

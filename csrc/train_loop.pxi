@@ -345,7 +345,7 @@ cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floatin
                     softmax_row(<floating *>L.Z + i * L.m, <floating *>L.A + i * L.m, L.m)
         elif L.kind == LAYER_CONV:
             if tid == 0:
-                prepack_A(L.conv.Cout, L.conv.K, <const floating *>L.W, L.conv.K, 1, <floating *>L.wpack)
+                conv_prepack(L.conv, <const floating *>L.W, <floating *>L.wpack)
             pn_barrier()
             parts = forward_parts(L.conv, B, nt, tag)
             sh = team_share(B * parts, tid, nt)

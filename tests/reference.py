@@ -154,6 +154,17 @@ def _conv_taps(plan, Xp):
                          slice(j * dw, j * dw + sw * (Wo - 1) + 1, sw))
 
 
+def conv_unfold(plan, X):
+    """cols[s, (c, i, j), ho·Wo + wo] = Xpad[s, c, ho·sh + i·dh, wo·sw + j·dw]: the unfolded
+    input (B, k, P), in X's dtype (the padded float64 copy holds X's values exactly)."""
+    Xp = _padded(plan, X)
+    kh, kw = plan.kernel
+    cols = np.empty((Xp.shape[0], plan.C, kh, kw, plan.out_h * plan.out_w), X.dtype)
+    for i, j, taps in _conv_taps(plan, Xp):
+        cols[:, :, i, j] = Xp[taps].reshape(Xp.shape[0], plan.C, -1)
+    return cols.reshape(Xp.shape[0], plan.k, -1)
+
+
 def _padded(plan, X):
     pt, pl, pb, pr = plan.padding
     x = f64(X).reshape(-1, plan.C, plan.H, plan.W)

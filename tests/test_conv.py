@@ -9,7 +9,7 @@ import pytest
 
 from pyneuro import _core
 from reference import (DTYPES, act_forward_ref, assert_scaled_close, conv_backward_ref,
-                       conv_forward_ref, f64, numeric_grad, rel_err)
+                       conv_forward_ref, conv_unfold, f64, numeric_grad, rel_err)
 
 ACTS = sorted(set(_core.ACTIVATIONS) - {"softmax"})
 ALPHA = {"leaky_relu": 0.1, "elu": 1.3}
@@ -27,6 +27,7 @@ GEOMETRIES = {
     "padding_past_the_kernel": (1, 3, 3, 2, 2, 1, 3, 1, 2),
     "kernel_is_the_image": (2, 5, 4, 3, (5, 4), 1, 0, 1, 3),
     "lenet_conv2": (32, 12, 12, 64, 5, 1, 0, 1, 3),
+    "many_taps": (9, 7, 6, 20, (4, 4), (2, 1), (1, 2, 0, 1), (1, 2), 3),   # K = 144: the direct tile
     "chunks": (4, 64, 64, 3, 3, 1, 0, 1, 65),        # K·P > a chunk's columns: 65 chunks of 1
 }
 
@@ -85,6 +86,24 @@ def test_forward_and_backward_match_the_reference(rng, geometry, dtype):
     assert_scaled_close(dW, rW, sW, dtype, "dW")
     assert_scaled_close(db, rb, sb, dtype, "db")
     assert_scaled_close(dX, rX, sX + np.finfo(np.float64).tiny, dtype, "dX")
+
+
+@pytest.mark.parametrize("kernel", ["generic", "avx2"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", ["lenet_conv2", "many_taps", "odd_asymmetric", "1x1"])
+def test_forward_has_the_bits_of_the_gemm_of_the_unfolded_image(rng, gemm_kernel, kernel, geometry, dtype):
+    """Z (no bias) is bit for bit the project's GEMM of W and the unfolded image, sample by
+    sample: with many taps (K ≥ 128, the tile that reads the image: conv_kernels.h; LeNet's
+    conv2 in four K slices, 20 channels in a full and a partial panel) as with few (the
+    GEMM's panels unfolded from the image) — every element the same FMA chain per K slice."""
+    gemm_kernel(kernel)
+    plan, B = make_plan(geometry, dtype)
+    X, W, _ = arrays(plan, B, rng, dtype)
+    Z, _ = forward(plan, X, W, None, with_A=False)
+    cols = conv_unfold(plan, X)
+    for s in range(B):
+        expected = _core.gemm_into(W, cols[s], np.empty((plan.out_channels, cols.shape[2]), dtype))
+        assert Z[s].tobytes() == expected.tobytes(), s
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
