@@ -22,7 +22,12 @@
 #            dcols_s = Wᵀ · δ_s,  dx_s = col2im(dcols_s)  K × P in the thread's buffer
 # The GEMM packs its B panels straight from the image (pack_B_unfold: for stride 1 a half
 # panel is a run of the image row, copied as a block), so no column matrix is written and
-# read back; W (or Wᵀ) is packed once per pass (prepack_A), not once per sample.
+# read back; W (or Wᵀ) is packed once per pass (conv_prepack, prepack_A), not once per sample.
+# With many taps (K ≥ DIRECT_MIN_K) the forward copies nothing at all: its tile turns the
+# product around, MR positions × NR channels, and broadcasts each x[koff[k] + pbase[q]]
+# from the image as the packed tile broadcasts from its panel (conv_kernels.h), Wᵀ packed
+# as NR-channel panels, the tile written to Z's channel rows; it runs gemm_block's K slices,
+# so Z has the same bits either way (LeNet's conv2: the copy was 6 % of the forward).
 # Why per sample: a sample's product (Cout × P × K = 64 × 64 × 800 for LeNet's conv2) is
 # large enough to run the micro-kernel near its speed, its operands stay in L2, and its
 # output is Z's own layout, so no reordering pass. Measured (1 thread, batch 64, LeNet conv2,
@@ -35,7 +40,7 @@
 # (whole panels) and adds the samples s = 0, 1, … in order (β = 1 after the first); db[o]'s
 # task adds the samples in order, each by sum_lanes; col2im adds (i, j, ho, wo) in order within a plane. So
 # results are bitwise the same on any number of threads.
-# uses: gemm (gemm_block, prepack_A, Unfold, gemm_grid, grid_rect), activations (act_forward,
+# uses: gemm (gemm_block, prepack_A, pack_B, even_slice, Unfold, gemm_grid, grid_rect), activations (act_forward,
 # _act_code, ACT_*), reduce (sum_lanes), threads (team_share, pn_barrier), checks.
 
 from libc.string cimport memcpy
