@@ -71,6 +71,8 @@ static void pn_select_isa(int isa) { pn_isa = PN_HAVE_AVX2_KERNEL && isa >= 1 &&
 #define pn_fma_probe_f64 PN_PICK_WIDEST(pn_fma_probe, f64)
 /* lanes of the widest vectors in use (the probe's): float32 (f64 = 0) or float64 */
 static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f64 ? 8 : 4); }
+#define pn_row_tail_f32 PN_PICK(pn_row_tail, f32)
+#define pn_row_tail_f64 PN_PICK(pn_row_tail, f64)
 #define pn_pack_a_f32 PN_PICK(pn_pack_a, f32)
 #define pn_pack_a_f64 PN_PICK(pn_pack_a, f64)
 #define pn_pack_b_f32 PN_PICK(pn_pack_b, f32)

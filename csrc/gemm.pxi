@@ -70,6 +70,8 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and ge
     double pn_fma_probe_f64(long n, double x)
     int pn_probe_lanes(int f64)
 
+    void pn_row_tail_f32(long k, long n, const float *a, long lda, const float *b, long ldb, float *s)
+    void pn_row_tail_f64(long k, long n, const double *a, long lda, const double *b, long ldb, double *s)
     void pn_pack_a_f32(long mc, long kc, const float *A, long rs, long cs, float *Ap)
     void pn_pack_a_f64(long mc, long kc, const double *A, long rs, long cs, double *Ap)
     void pn_pack_b_f32(long kc, long nc, const float *B, long rs, long cs, float *Bp)
@@ -285,6 +287,19 @@ cdef inline void pair_tile(Py_ssize_t rows, Py_ssize_t k, const floating *a, Py_
         pn_pair_f64(<int>rows, k, a, lda, b, ldb, hstep, c, ldc, alpha, beta)
 
 
+cdef inline void finish_tile(Py_ssize_t m, Py_ssize_t n, const floating *tile, Py_ssize_t ldt,
+                             floating *c, Py_ssize_t ldc, floating alpha, floating beta) noexcept nogil:
+    """c[i, j] = α·tile[i, j] + β·c[i, j] (β = 0: c not read) for an m × n edge of C whose
+    sums a kernel left in a buffer."""
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            if beta == 0:
+                c[i * ldc + j] = alpha * tile[i * ldt + j]
+            else:
+                c[i * ldc + j] = alpha * tile[i * ldt + j] + beta * c[i * ldc + j]
+
+
 cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alpha,
                        const floating *Ap, Py_ssize_t a_step, Py_ssize_t lda,
                        const floating *Bp, Py_ssize_t b_step, Py_ssize_t ldb,
@@ -296,7 +311,8 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     A tile has m ≤ MR rows and one or two vectors of columns (with AVX-512 two whole
     panels while they last); when those cover its n columns exactly the kernel writes C in
     place, otherwise through a small buffer. One row with B in place (a single sample)
-    takes its whole panels in one pn_row call, reading B row by row.
+    takes its whole panels in one pn_row call, reading B row by row, and the columns
+    past them as sums from pn_row_tail, B in place too.
     With ep (the last KC slice) each finished tile gets the epilogue; this block's C[0, 0]
     is element (ei, ej) of the whole product."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
@@ -307,15 +323,19 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     cdef floating *c
     cdef const floating *b
     cdef Py_ssize_t j0 = 0
-    if mc == 1 and b_step == 1:  # one row, B in place: its whole panels in one pass (pn_row)
-        j0 = nc // nr * nr
+    if mc == 1 and b_step == 1:  # one row, B in place: its whole panels in one pass (pn_row),
+        j0 = nc // nr * nr       # the rest as sums (pn_row_tail) finished as an edge tile's
         if floating is float:
             pn_row_f32(kc, j0, Ap, lda, Bp, ldb, C, alpha, beta)
+            pn_row_tail_f32(kc, nc - j0, Ap, lda, Bp + j0, ldb, tile)
         else:
             pn_row_f64(kc, j0, Ap, lda, Bp, ldb, C, alpha, beta)
-        if ep != NULL and j0 > 0:
-            epilogue_row(ep, C, ei, ej, j0)
-    jr = j0
+            pn_row_tail_f64(kc, nc - j0, Ap, lda, Bp + j0, ldb, tile)
+        finish_tile(1, nc - j0, tile, nr, C + j0, ldc, alpha, beta)
+        if ep != NULL:
+            epilogue_row(ep, C, ei, ej, nc)
+        return
+    jr = 0
     while jr < nc:
         pair = pn_isa == 2 and jr + 2 * nr <= nc    # AVX-512: a tile of two whole panels
         n = 2 * nr if pair else min(nr, nc - jr)
@@ -331,12 +351,7 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
                 tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, c, ldc, alpha, beta)
             else:
                 tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, tile, nr, 1, 0)
-                for i in range(m):
-                    for j in range(n):
-                        if beta == 0:
-                            c[i * ldc + j] = alpha * tile[i * nr + j]
-                        else:
-                            c[i * ldc + j] = alpha * tile[i * nr + j] + beta * c[i * ldc + j]
+                finish_tile(m, n, tile, nr, c, ldc, alpha, beta)
             if ep != NULL:
                 epilogue_tile(ep, c, ldc, m, ei + ir, ej + jr, n)
         jr += n
@@ -380,7 +395,7 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                 pack_B_unfold(kc, nc, uf, pc, jc, Bp)
             elif not b_inplace:
                 pack_B(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp)
-            elif jedge < nc:
+            elif jedge < nc and M > 1:      # (one row reads its last columns in place)
                 pack_B(kc, nc - jedge, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
                 Bedge = Bp
             if bsum != NULL:

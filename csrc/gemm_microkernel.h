@@ -21,6 +21,7 @@
  * Defined here, per element type and ISA, SUF = f32_generic, f64_generic, f32_avx2, f64_avx2:
  *   pn_tiles_SUF[VECS − 1][ROWS]   the tile kernels, ROWS = 1..MR, VECS = 1, 2
  *   pn_row_SUF                     one row of a product, n columns at once
+ *   pn_row_tail_SUF                its last n < NR columns' sums, B read in place
  *   pn_fma_probe_SUF               the FMA probe
  * (the last two also for SUF = f32_avx512, f64_avx512)
  * and pn_pairs_f32_avx512[ROWS], pn_pairs_f64_avx512[ROWS]: ROWS × two whole panels.
@@ -134,8 +135,23 @@
             }                                                                       \
         }                                                                           \
     }
-#define PN_DEFINE_KERNEL_TABLE(SUF, T, ATTR)                                        \
+/* The last n < NR columns of one row, as sums (the caller scales and adds as for an edge
+ * tile): s[j] = Σ_{p<k} a[p·lda]·b[p·ldb + j], each the tiles' FMA chain over p in order
+ * (FMA(x, y, z): one rounding where the tiles fuse, x·y + z where they cannot), read in
+ * place: no panel packed for a few columns of a single row. */
+#define PN_DEFINE_ROW_TAIL(NAME, T, ATTR, FMA)                                      \
+    ATTR static void NAME(long k, long n, const T *restrict a, long lda,            \
+                          const T *restrict b, long ldb, T *restrict s) {           \
+        for (long j = 0; j < n; j++) s[j] = 0;                                      \
+        for (long p = 0; p < k; p++) {                                              \
+            const T ap = a[p * lda];                                                \
+            for (long j = 0; j < n; j++) s[j] = FMA(ap, b[p * ldb + j], s[j]);      \
+        }                                                                           \
+    }
+#define PN_MUL_ADD(x, y, z) ((x) * (y) + (z))
+#define PN_DEFINE_KERNEL_TABLE(SUF, T, ATTR, FMA)                                   \
     PN_DEFINE_ROW_KERNEL(pn_row_##SUF, T, ATTR, 32)                                  \
+    PN_DEFINE_ROW_TAIL(pn_row_tail_##SUF, T, ATTR, FMA)                             \
     PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 1, 32)                            \
     PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 2, 32)                            \
     static __typeof__(&pn_tile_##SUF##_1x1) const pn_tiles_##SUF[2][PN_MR + 1] = {  \
@@ -156,13 +172,13 @@
         return s[0];                                                                \
     }
 
-PN_DEFINE_KERNEL_TABLE(f32_generic, float, )
-PN_DEFINE_KERNEL_TABLE(f64_generic, double, )
+PN_DEFINE_KERNEL_TABLE(f32_generic, float, , PN_MUL_ADD)
+PN_DEFINE_KERNEL_TABLE(f64_generic, double, , PN_MUL_ADD)
 PN_DEFINE_FMA_PROBE(f32_generic, float, , 32)
 PN_DEFINE_FMA_PROBE(f64_generic, double, , 32)
 #if PN_HAVE_AVX2_KERNEL
-PN_DEFINE_KERNEL_TABLE(f32_avx2, float, PN_AVX2)
-PN_DEFINE_KERNEL_TABLE(f64_avx2, double, PN_AVX2)
+PN_DEFINE_KERNEL_TABLE(f32_avx2, float, PN_AVX2, __builtin_fmaf)
+PN_DEFINE_KERNEL_TABLE(f64_avx2, double, PN_AVX2, __builtin_fma)
 PN_DEFINE_FMA_PROBE(f32_avx2, float, PN_AVX2, 32)
 PN_DEFINE_FMA_PROBE(f64_avx2, double, PN_AVX2, 32)
 /* AVX-512: one 64-byte vector is a whole NR-column panel, so a 6 × 2-vector tile spans two

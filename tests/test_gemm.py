@@ -177,14 +177,18 @@ def test_avx512_and_avx2_kernels_give_the_same_bits(gemm_kernel, num_threads, rn
         assert len(set(out.values())) == 1, (ta, tb)
 
 
+@pytest.mark.parametrize("kernel", ["generic", "avx2"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (0.5, -1.0)])
 @pytest.mark.parametrize("K,N", [(257, 300), (784, 256), (1000, 10), (2049, 129), (261, 1100)])
-def test_one_row_is_that_row_of_a_batch_on_any_thread_count(num_threads, rng, K, N, alpha, beta, dtype):
+def test_one_row_is_that_row_of_a_batch_on_any_thread_count(num_threads, gemm_kernel, rng, kernel, K, N,
+                                                            alpha, beta, dtype):
     """One row reads B a row at a time (pn_row: sums of up to 512 columns at once, 8 rows of
-    B a pass, then a tail), and with α = 1, β = 0 spreads its K slices over the threads
-    (row_k_slices, adding their products in gemm_block's order): bitwise the row of a
-    many-row product, for every transpose and 1 to 3 threads, and NumPy's to a few ulps."""
+    B a pass, then a tail; the last N mod NR columns by pn_row_tail, B in place), and with
+    α = 1, β = 0 spreads its K slices over the threads (row_k_slices, adding their products
+    in gemm_block's order): bitwise the row of a many-row product, for every transpose and
+    1 to 3 threads, and NumPy's to a few ulps."""
+    gemm_kernel(kernel)
     for ta, tb in TRANS:
         A, B, C0 = operands(rng, 40, K, N, ta, tb, dtype)
         row = A[:, :1].copy() if ta else A[:1]
