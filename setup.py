@@ -77,12 +77,14 @@ def openmp_flags(compiler):
 
 def strip_flags(compiler):
     """Return (compile, link) flags that leave debug information and the symbol table out
-    of a release core; nothing when PYNEURO_KEEP_SYMBOLS / PYNEURO_DEBUG ask to keep them."""
+    of a release core — and, on ELF, the unwind tables (C code that raises no C++
+    exceptions needs none; 65 KB of the core) — nothing when PYNEURO_KEEP_SYMBOLS /
+    PYNEURO_DEBUG ask to keep them (profilers walk stacks with those tables)."""
     if KEEP_SYMBOLS or compiler.compiler_type == "msvc":  # MSVC keeps debug info in a .pdb anyway
         return [], []
     if sys.platform == "darwin":  # Apple's ld: -S drops debug info, -x local symbols
         return ["-g0"], ["-Wl,-S,-x"]
-    return ["-g0"], ["-Wl,--strip-all"]
+    return ["-g0", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"], ["-Wl,--strip-all"]
 
 
 class BuildExt(build_ext):

@@ -115,8 +115,9 @@ cdef const floating *padded_image(const ConvGeom *g, const floating *x) noexcept
 cdef inline bint conv_direct(const ConvGeom *g) noexcept nogil:
     """Whether the forward runs positions × channels tiles straight from the image
     (forward_direct): with many taps, where the unfolded panel's copy is a few per cent
-    of the work and a tile's scattered stores are less; else gemm_block with W as A."""
-    return g.K >= DIRECT_MIN_K
+    of the work and a tile's scattered stores are less, and AVX2 (the tiles are built for
+    it alone); else gemm_block with W as A. The same bits either way."""
+    return g.K >= DIRECT_MIN_K and pn_isa >= 1
 
 
 cdef Py_ssize_t conv_prepacked_size(const ConvGeom *g, bint f32) noexcept nogil:

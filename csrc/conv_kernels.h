@@ -14,7 +14,8 @@
  * broadcasts from the image (its ROWS window pointers plus one offset), two vector loads of
  * w and 2·ROWS FMAs, as the packed tile does — the unfolding's copy is gone.
  *
- * Defined per element type and ISA, SUF = f32_generic, f64_generic, f32_avx2, f64_avx2:
+ * Defined for AVX2 only, SUF = f32_avx2, f64_avx2 (the baseline ISA keeps the GEMM's
+ * unfolded panels: conv.pxi's conv_direct; this saves the wheel their size):
  *   pn_conv_tiles_SUF[ROWS]   ROWS = 1..PN_MR (cpu_dispatch.h's pn_conv_tile_T picks one)
  */
 #ifndef PYNEURO_CONV_KERNELS_H
@@ -76,8 +77,6 @@
         0, pn_conv_tile_##SUF##_1, pn_conv_tile_##SUF##_2, pn_conv_tile_##SUF##_3,            \
         pn_conv_tile_##SUF##_4, pn_conv_tile_##SUF##_5, pn_conv_tile_##SUF##_6};
 
-PN_DEFINE_CONV_TILES(f32_generic, float, )
-PN_DEFINE_CONV_TILES(f64_generic, double, )
 #if PN_HAVE_AVX2_KERNEL
 PN_DEFINE_CONV_TILES(f32_avx2, float, PN_AVX2)
 PN_DEFINE_CONV_TILES(f64_avx2, double, PN_AVX2)

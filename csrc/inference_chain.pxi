@@ -72,7 +72,7 @@ cdef class InferenceChain:
     naming the step that does not fit."""
     cdef list _held
     cdef ChainStep *steps
-    cdef int n_steps, head
+    cdef int n_steps, head, typenum
     cdef object dtype
     cdef readonly Py_ssize_t n_in, n_out
     cdef Py_ssize_t widest, widest_tail    # the widest activation of all steps, of the dense tail
@@ -96,6 +96,7 @@ cdef class InferenceChain:
                 raise ValueError(f"InferenceChain: {what} but step {l - 1} gives {width} values per row")
             width = n_out
         self.dtype = _same_dtype("InferenceChain", [n for n, _ in named], [a for _, a in named])
+        self.typenum = self.dtype.num
         self.n_in, self.n_out = self.steps[0].n_in, width
         self.widest = max([self.steps[l].n_out for l in range(self.n_steps - 1)] + [1])
         self.head = max([l + 1 for l in range(self.n_steps) if self.steps[l].kind != STEP_DENSE] + [0])
@@ -148,10 +149,10 @@ cdef class InferenceChain:
         """out = A_L for the rows of X; X: (B, n_in), out: (B, n_out), the chain's dtype."""
         _float_array("X", X, 2)
         _float_array("out", out, 2, True)
-        cdef int t = self.dtype.num
-        for name, a in (("X", X), ("out", out)):
-            if cnp.PyArray_TYPE(<cnp.ndarray>a) != t:
-                raise TypeError(f"InferenceChain.forward: the steps are {self.dtype} but {name} is {a.dtype}")
+        if cnp.PyArray_TYPE(<cnp.ndarray>X) != self.typenum:
+            raise TypeError(f"InferenceChain.forward: the steps are {self.dtype} but X is {X.dtype}")
+        if cnp.PyArray_TYPE(<cnp.ndarray>out) != self.typenum:
+            raise TypeError(f"InferenceChain.forward: the steps are {self.dtype} but out is {out.dtype}")
         cdef Py_ssize_t B = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
         if cnp.PyArray_DIM(<cnp.ndarray>X, 1) != self.n_in:
             _shape("X", X, (B, self.n_in))
@@ -159,7 +160,7 @@ cdef class InferenceChain:
             _shape("out", out, (B, self.n_out))
         if B == 0:
             return out
-        cdef bint f32 = self.dtype == F32
+        cdef bint f32 = self.typenum == cnp.NPY_FLOAT32
         cdef int l, nt = _nthreads(), err
         for l in range(self.n_steps):    # W of each convolution, packed for this call
             if self.steps[l].kind == STEP_CONV:

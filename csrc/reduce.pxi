@@ -151,3 +151,34 @@ def all_finite(a):
     with nogil:
         ok = _all_finite(<const float *>p, n) if t == cnp.NPY_FLOAT32 else _all_finite(<const double *>p, n)
     return bool(ok)
+
+
+def rows_as_given(X, n_features, bint allow_nonfinite):
+    """True when check_features has nothing to do to X: a C-contiguous native float32/64
+    numpy.ndarray (not a subclass, which check_features turns into one) of 2 dims, at least one row, n_features columns (an int, or a 1-tuple), and no
+    NaN or infinity unless allowed; else False (check_features then converts or refuses,
+    naming what is wrong). One call for the case a one-row prediction takes."""
+    if not cnp.PyArray_CheckExact(X):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>X
+    cdef int t = cnp.PyArray_TYPE(arr)
+    cdef Py_ssize_t n
+    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(arr):
+        return False
+    if cnp.PyArray_NDIM(arr) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_DIM(arr, 0) == 0:
+        return False
+    if type(n_features) is tuple:
+        if len(<tuple>n_features) != 1:
+            return False
+        n_features = (<tuple>n_features)[0]
+    if type(n_features) is not int or cnp.PyArray_DIM(arr, 1) != <Py_ssize_t>n_features:
+        return False
+    if allow_nonfinite:
+        return True
+    n = cnp.PyArray_SIZE(arr)
+    cdef const void *p = cnp.PyArray_DATA(arr)
+    cdef bint ok
+    with nogil:
+        ok = _all_finite(<const float *>p, n) if t == cnp.NPY_FLOAT32 else _all_finite(<const double *>p, n)
+    return ok
+

@@ -41,28 +41,32 @@ def check_features(X, dtype: np.dtype, n_features, name: str = "X",
     become arrays; non-contiguous views (Fortran order, steps) are copied once into C
     order; complex, object and string data are refused. Float data is checked for NaN and
     infinity here (without a copy); values that overflow the model's dtype, per batch."""
+    if _core.rows_as_given(X, n_features, allow_nonfinite):   # the common case, in one call
+        return X
     if not isinstance(X, np.ndarray):
         if isinstance(X, (list, tuple)):
             X = np.asarray(X)
         else:
             raise TypeError(f"{name}: expected a numpy array of {dtype}, got {type(X).__name__}")
-    if X.dtype not in _core.GATHER_SOURCES:
+    dt = X.dtype
+    if dt not in _core.GATHER_SOURCES:
         raise TypeError(f"{name}: expected an array of real numbers (float, int, uint or bool; "
-                        f"converted to {dtype} batch by batch), got dtype {X.dtype}")
+                        f"converted to {dtype} batch by batch), got dtype {dt}")
     if isinstance(n_features, tuple):
         if len(n_features) > 1:
             X = _image_rows(X, n_features, name)
         n_features = math.prod(n_features)
-    if X.ndim != 2:
-        hint = f" (one sample? use {name}.reshape(1, -1))" if X.ndim == 1 else ""
-        raise ValueError(f"{name}: expected a 2-d array (samples, features), got shape {X.shape}{hint}")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name}: expected at least one sample, got shape {X.shape}")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name}: the model expects {n_features} features, got {X.shape[1]} "
-                         f"(shape {X.shape})")
+    shape = X.shape          # (each read of X.shape makes a tuple: a one-row prediction notices)
+    if len(shape) != 2:
+        hint = f" (one sample? use {name}.reshape(1, -1))" if len(shape) == 1 else ""
+        raise ValueError(f"{name}: expected a 2-d array (samples, features), got shape {shape}{hint}")
+    if shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one sample, got shape {shape}")
+    if n_features is not None and shape[1] != n_features:
+        raise ValueError(f"{name}: the model expects {n_features} features, got {shape[1]} "
+                         f"(shape {shape})")
     X = np.ascontiguousarray(X)
-    if not allow_nonfinite and X.dtype.kind == "f" and not _all_finite(X):
+    if not allow_nonfinite and dt.kind == "f" and not _all_finite(X, dt):
         raise ValueError(f"{name}: contains NaN or infinity (pass allow_nonfinite=True to accept it)")
     return X
 
@@ -79,9 +83,10 @@ def _image_rows(X: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
                      f"{', '.join(map(str, shape))}){one} or rows (N, {math.prod(shape)}), got shape {X.shape}")
 
 
-def _all_finite(X: np.ndarray, block: int = 4096) -> bool:
-    """Whether every value of a float array is finite (float16 in blocks of rows: no whole copy)."""
-    if X.dtype in FLOAT_DTYPES:
+def _all_finite(X: np.ndarray, dt: np.dtype, block: int = 4096) -> bool:
+    """Whether every value of a float array X (of dtype dt) is finite (float16 in blocks of
+    rows: no whole copy)."""
+    if dt in FLOAT_DTYPES:
         return _core.all_finite(X)
     return all(np.isfinite(X[s:s + block]).all() for s in range(0, X.shape[0], block))
 

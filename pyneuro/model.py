@@ -291,6 +291,9 @@ class Sequential:
         X = check_features(X, self.dtype, self.input_shape, allow_nonfinite=allow_nonfinite)
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
+        if self._chain is not None and X.dtype == self.dtype and X.shape[0] <= batch_size:
+            with self._lock:        # one block in the model's dtype: one compiled call, no loop
+                return self._chain.forward(X, out)
         for s, xb in row_blocks(X, self.dtype, batch_size, allow_nonfinite=allow_nonfinite):
             with self._lock:
                 if self._chain is not None:

@@ -68,6 +68,9 @@ def call(rng, name):
         return lambda a: _core.argmax_rows(*a), [f(B, m), np.zeros(B, np.int64)], {1}
     if name == "all_finite":
         return lambda a: _core.all_finite(*a), [f(B, n)], set()
+    if name == "rows_as_given":
+        width = [n, (n,), (n, 1), None, -1, 2**62][int(rng.integers(6))]
+        return lambda a: _core.rows_as_given(a[0], width, bool(rng.integers(2))), [f(B, n)], set()
     if name == "InferenceChain":
         acts = [str(rng.choice(ACTS)) for _ in range(2)]
         return (lambda a: _core.InferenceChain([("dense", a[0], a[1], acts[0], 0.1), ("dense", a[2], a[3], acts[1], 0.1)]
@@ -161,7 +164,7 @@ def main(seed, count):
     names = ["gemm_into", "dense_forward", "dense_backward", "activation_forward",
              "activation_backward", "softmax_cross_entropy", "pointwise_loss", "sgd_step", "adam_step",
              "rmsprop_step", "global_norm", "gather_rows", "dropout_mask", "multiply", "argmax_rows",
-             "all_finite", "InferenceChain", "affine_columns", "ConvPlan", "PoolPlan", "global_avg_pool_forward",
+             "all_finite", "rows_as_given", "InferenceChain", "affine_columns", "ConvPlan", "PoolPlan", "global_avg_pool_forward",
              "global_avg_pool_backward", "channel_sums", "channel_sq_dev", "channel_dot", "batchnorm_apply",
              "batchnorm_input_grad", "layernorm_forward", "layernorm_backward", "TrainLoop"]
     bad = 0

@@ -1,10 +1,11 @@
-"""gather_rows, dropout_mask, multiply, argmax_rows (csrc/gather.pxi, dropout.pxi,
-elementwise.pxi, reduce.pxi) against NumPy.
+"""gather_rows, dropout_mask, multiply, argmax_rows, all_finite, rows_as_given (csrc/gather.pxi,
+dropout.pxi, elementwise.pxi, reduce.pxi) against NumPy.
 All four are exact (copies, one comparison, one rounded product), so equality is exact."""
 import numpy as np
 import pytest
 
 from pyneuro import _core
+from pyneuro._validation import check_features
 from reference import DTYPES
 
 
@@ -87,3 +88,28 @@ def test_all_finite_matches_numpy(rng, shape, dtype):
 def test_all_finite_refuses_what_it_cannot_read(bad):
     with pytest.raises(TypeError, match="a: expected"):
         _core.all_finite(bad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_as_given_only_where_check_features_has_nothing_to_do(tmp_path, dtype):
+    """rows_as_given (check_features' one-call fast path) says True for a plain C-contiguous
+    2-d float32/64 ndarray with rows, the width asked (int or 1-tuple) and finite values (or
+    non-finite allowed); False for every other case, which check_features then converts or
+    refuses by name."""
+    X = np.ones((3, 4), dtype)
+    assert _core.rows_as_given(X, 4, False) is True
+    assert _core.rows_as_given(X, (4,), False) is True
+    memmap = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=dtype, shape=(3, 4))
+    nan = X.copy()
+    nan[2, 3] = np.nan
+    assert _core.rows_as_given(nan, 4, True) is True
+    for other, width in [(nan, 4), (X, 5), (X, (2, 2)), (X, np.int64(4)), (X, None), (X, True),
+                         (X.astype(np.float16), 4), (X.astype(np.int32), 4),
+                         (X.astype(X.dtype.newbyteorder()), 4), (np.asfortranarray(np.ones((3, 4), dtype)), 4),
+                         (np.ones((6, 4), dtype)[::2], 4), (X[0], 4), (X[None], 4), (X[:0], 4),
+                         (memmap, 4), (X.tolist(), 4)]:
+        assert _core.rows_as_given(other, width, False) is False, (other, width)
+    assert type(check_features(memmap, np.dtype(dtype), 4)) is np.ndarray     # not the subclass
+    assert check_features(X, np.dtype(dtype), (4,)) is X
+    with pytest.raises(ValueError, match="contains NaN or infinity"):
+        check_features(nan, np.dtype(dtype), 4)
