@@ -121,11 +121,10 @@ cdef inline bint conv_direct(const ConvGeom *g) noexcept nogil:
 
 
 cdef Py_ssize_t conv_prepacked_size(const ConvGeom *g, bint f32) noexcept nogil:
-    """Elements conv_prepack writes."""
+    """Elements conv_prepack may write: room for either layout, so a buffer made under one
+    kernel choice (set_gemm_kernel) still holds W packed under the other."""
     cdef Py_ssize_t nr = PN_NR_F32 if f32 else PN_NR_F64
-    if conv_direct(g):
-        return (g.Cout + nr - 1) // nr * nr * g.K
-    return prepacked_A_size(g.Cout, g.K, f32)
+    return max((g.Cout + nr - 1) // nr * nr * g.K, prepacked_A_size(g.Cout, g.K, f32))
 
 
 cdef void conv_prepack(const ConvGeom *g, const floating *W, floating *Wpre) noexcept nogil:
