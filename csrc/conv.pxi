@@ -115,16 +115,18 @@ cdef const floating *padded_image(const ConvGeom *g, const floating *x) noexcept
 cdef inline bint conv_direct(const ConvGeom *g) noexcept nogil:
     """Whether the forward runs positions × channels tiles straight from the image
     (forward_direct): with many taps, where the unfolded panel's copy is a few per cent
-    of the work and a tile's scattered stores are less, and AVX2 (the tiles are built for
-    it alone); else gemm_block with W as A. The same bits either way."""
-    return g.K >= DIRECT_MIN_K and pn_isa >= 1
+    of the work and a tile's scattered stores are less; else gemm_block with W as A. The
+    same bits either way; a property of the geometry alone, so W's packed layout never
+    depends on a setting that could change between packing and use."""
+    return g.K >= DIRECT_MIN_K
 
 
 cdef Py_ssize_t conv_prepacked_size(const ConvGeom *g, bint f32) noexcept nogil:
-    """Elements conv_prepack may write: room for either layout, so a buffer made under one
-    kernel choice (set_gemm_kernel) still holds W packed under the other."""
+    """Elements conv_prepack writes."""
     cdef Py_ssize_t nr = PN_NR_F32 if f32 else PN_NR_F64
-    return max((g.Cout + nr - 1) // nr * nr * g.K, prepacked_A_size(g.Cout, g.K, f32))
+    if conv_direct(g):
+        return (g.Cout + nr - 1) // nr * nr * g.K
+    return prepacked_A_size(g.Cout, g.K, f32)
 
 
 cdef void conv_prepack(const ConvGeom *g, const floating *W, floating *Wpre) noexcept nogil:

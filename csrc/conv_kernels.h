@@ -14,9 +14,10 @@
  * broadcasts from the image (its ROWS window pointers plus one offset), two vector loads of
  * w and 2·ROWS FMAs, as the packed tile does — the unfolding's copy is gone.
  *
- * Defined for AVX2 only, SUF = f32_avx2, f64_avx2 (the baseline ISA keeps the GEMM's
- * unfolded panels: conv.pxi's conv_direct; this saves the wheel their size):
- *   pn_conv_tiles_SUF[ROWS]   ROWS = 1..PN_MR (cpu_dispatch.h's pn_conv_tile_T picks one)
+ * Defined per element type and ISA: pn_conv_tiles_SUF[ROWS], ROWS = 1..PN_MR, for SUF =
+ * f32_avx2, f64_avx2; for the baseline ISA only the one-row tile pn_conv_tile_SUF_1 (SUF =
+ * f32_generic, f64_generic), run once per row (the same chains; the wheel is spared five
+ * more tiles of a path that is only a fallback). cpu_dispatch.h's pn_conv_tile_T picks.
  */
 #ifndef PYNEURO_CONV_KERNELS_H
 #define PYNEURO_CONV_KERNELS_H
@@ -77,6 +78,8 @@
         0, pn_conv_tile_##SUF##_1, pn_conv_tile_##SUF##_2, pn_conv_tile_##SUF##_3,            \
         pn_conv_tile_##SUF##_4, pn_conv_tile_##SUF##_5, pn_conv_tile_##SUF##_6};
 
+PN_DEFINE_CONV_TILE(pn_conv_tile_f32_generic_1, float, , 1)
+PN_DEFINE_CONV_TILE(pn_conv_tile_f64_generic_1, double, , 1)
 #if PN_HAVE_AVX2_KERNEL
 PN_DEFINE_CONV_TILES(f32_avx2, float, PN_AVX2)
 PN_DEFINE_CONV_TILES(f64_avx2, double, PN_AVX2)

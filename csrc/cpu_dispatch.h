@@ -118,17 +118,24 @@ static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f6
 PN_DEFINE_TILE_CALLS(f32, float)
 PN_DEFINE_TILE_CALLS(f64, double)
 
-/* The convolution's tile from the image (conv_kernels.h), rows = 1..PN_MR positions: AVX2
- * only (conv.pxi's conv_direct asks pn_isa ≥ 1; without AVX2 kernels it is never called). */
+/* The convolution's tile from the image (conv_kernels.h), rows = 1..PN_MR positions: the
+ * AVX2 tile of that height, or the baseline ISA's one-row tile once per row (c's rows are NR =
+ * 64/sizeof(T) values apart). */
 #if PN_HAVE_AVX2_KERNEL
-#define PN_CONV_TILE_RUN(SUF) pn_conv_tiles_##SUF##_avx2[rows](k, x, koff, base, w, c, add);
+#define PN_CONV_TILE_AVX2(SUF)                                                                     \
+    if (pn_isa) {                                                                                  \
+        pn_conv_tiles_##SUF##_avx2[rows](k, x, koff, base, w, c, add);                             \
+        return;                                                                                    \
+    }
 #else
-#define PN_CONV_TILE_RUN(SUF) (void)rows, (void)k, (void)x, (void)koff, (void)base, (void)w, (void)c, (void)add;
+#define PN_CONV_TILE_AVX2(SUF)
 #endif
 #define PN_DEFINE_CONV_TILE_CALL(SUF, T)                                                           \
     static inline void pn_conv_tile_##SUF(int rows, long k, const T *x, const int64_t *koff,      \
                                           const int64_t *base, const T *w, T *c, int add) {       \
-        PN_CONV_TILE_RUN(SUF)                                                                      \
+        PN_CONV_TILE_AVX2(SUF)                                                                     \
+        for (int i = 0; i < rows; i++)                                                             \
+            pn_conv_tile_##SUF##_generic_1(k, x, koff, base + i, w, c + i * 64 / sizeof(T), add);  \
     }
 PN_DEFINE_CONV_TILE_CALL(f32, float)
 PN_DEFINE_CONV_TILE_CALL(f64, double)
