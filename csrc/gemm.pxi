@@ -316,13 +316,12 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     With ep (the last KC slice) each finished tile gets the epilogue; this block's C[0, 0]
     is element (ei, ej) of the whole product."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t ir_, jr, ir, i, j, m, n, ldb_j
+    cdef Py_ssize_t ir_, jr, ir, m, n, ldb_j, j0
     cdef int vecs
     cdef bint pair
     cdef floating tile[TILE_MAX]
     cdef floating *c
     cdef const floating *b
-    cdef Py_ssize_t j0 = 0
     if mc == 1 and b_step == 1:  # one row, B in place: its whole panels in one pass (pn_row),
         j0 = nc // nr * nr       # the rest as sums (pn_row_tail) finished as an edge tile's
         if floating is float:
