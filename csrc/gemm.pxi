@@ -8,8 +8,9 @@
 # the serial five loops below on its rectangle with its own packing buffers: one
 # parallel region per call, no barriers. Rectangle edges fall on multiples of
 # MR and NR, so a tile is the same tile for any thread count. One row (α = 1, β = 0, the
-# prediction of one sample) is cut along K instead: a thread per run of KC slices, their
-# products added in slice order after a barrier (row_k_slices: gemm_block's sum, bits and all).
+# prediction of one sample), and in a training team a few rows times a wide weight matrix,
+# are cut along K instead: a thread per run of KC slices, their products added in slice
+# order after a barrier (gemm_k_slices: gemm_block's sum, bits and all).
 #
 # The five loops around the micro-kernel, outermost first (gemm_block):
 #   jc  over N in NC-column slabs
@@ -502,36 +503,51 @@ cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
                       <const Unfold *>NULL, bsum + q.n0 if bsum != NULL and q.m0 == 0 else NULL)
 
 
-cdef int row_k_slices(Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t csa,
-                      const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating *C,
-                      const Epilogue *ep, int nt) noexcept nogil:
-    """One row, C = op(A)·op(B) then ep (α = 1, β = 0), its K slices (gemm_block's, s = 0..S−1)
-    spread over ≤ nt threads:
-        P_s = op(A)[slice s]·op(B)[slice s, :]       a thread's slices are consecutive rows of
-                                                     B, so its share stays in its own L2 from
-                                                     call to call (a share of columns would
-                                                     use half of every B row: half the L2 sets)
-        C = ((P_0 + P_1) + P_2) + …                  column by column, after a barrier
+cdef inline Py_ssize_t k_slices(Py_ssize_t K) noexcept nogil:
+    """How many KC slices gemm_block cuts K into."""
+    return (K + even_slice(K, KC, 1) - 1) // even_slice(K, KC, 1)
+
+
+cdef inline bint team_cuts_k(Py_ssize_t M, Py_ssize_t K, int nt) noexcept nogil:
+    """Whether a team of nt threads runs C = A·B (M × K times K × N) as gemm_k_slices: at
+    least two slices, and their products (S·M rows of N) far smaller than B (K rows of N), so
+    that the pass summing them costs less than what a split of B's columns loses: a share of
+    columns reads half of every B row, and the update that writes B's rows afterwards, by
+    the grid of dW = Xᵀ·δ (rows of B), then waits on lines the other core holds (4–5× slower
+    on the 2-core Zen 1 here; the 784-256-128-10 step at batch 32: 745 → 590 µs)."""
+    return nt > 1 and K > KC and 4 * M * k_slices(K) <= K
+
+
+cdef inline Py_ssize_t k_slices_values(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+    """The values of P gemm_k_slices needs for every product of at most M rows (times K × N)
+    that team_cuts_k accepts; 0 when it accepts none."""
+    return k_slices(K) * min(M, K // (4 * k_slices(K))) * N if K > KC else 0
+
+
+cdef int gemm_k_slices(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *A,
+                       Py_ssize_t rsa, Py_ssize_t csa, const floating *B, Py_ssize_t rsb,
+                       Py_ssize_t csb, floating *C, Py_ssize_t ldc, const Epilogue *ep,
+                       floating *P, int tid, int nt) noexcept nogil:
+    """Thread tid's part, in a team of nt, of C = op(A)·op(B) then ep (α = 1, β = 0), cut along
+    gemm_block's K slices s = 0..S−1 (P: S·M·N values shared by the team):
+        P_s = op(A)[:, slice s]·op(B)[slice s, :]    a thread's slices are consecutive rows of
+                                                     B, so its share stays in its own cache
+        C = ((P_0 + P_1) + P_2) + …                  after a barrier, by rows (one row: by
+                                                     columns), then ep
     gemm_block forms the same sums in the same order (its β = 1 passes add P_s to C): the
     bits of one thread. Returns 1 when a work buffer could not be allocated."""
-    cdef Py_ssize_t kcs = even_slice(K, KC, 1), S = (K + kcs - 1) // kcs, s, j
-    cdef floating *P = <floating *>pn_workspace(PN_WS_ROW_SLICES, S * N * sizeof(floating))
-    cdef int tid, T
-    cdef int failed[1]             # set by any thread (a plain local would be thread-private)
-    cdef Share sh
-    if P == NULL:
-        return 1
-    failed[0] = 0
-    with parallel(num_threads=<int>min(<Py_ssize_t>nt, S)):
-        tid, T = threadid(), pn_team_size()    # the team OpenMP gave: every slice has an owner
-        sh = team_share(S, tid, T)
-        for s in range(sh.a, sh.b):
-            if gemm_block(1, N, min(kcs, K - s * kcs), 1, A + s * kcs * csa, csa, csa, B + s * kcs * rsb,
-                          rsb, csb, 0, P + s * N, N, NULL, 0, 0, <const floating *>NULL,
-                          <const Unfold *>NULL, <floating *>NULL):
-                failed[0] = 1
-        pn_barrier()
-        sh = team_share(N, tid, T)
+    cdef Py_ssize_t kcs = even_slice(K, KC, 1), S = (K + kcs - 1) // kcs, MN = M * N, s, i, j
+    cdef floating *c
+    cdef const floating *p
+    cdef int failed = 0
+    cdef Share sh = team_share(S, tid, nt)
+    for s in range(sh.a, sh.b):
+        failed |= gemm_block(M, N, min(kcs, K - s * kcs), 1, A + s * kcs * csa, rsa, csa,
+                             B + s * kcs * rsb, rsb, csb, 0, P + s * MN, N, NULL, 0, 0,
+                             <const floating *>NULL, <const Unfold *>NULL, <floating *>NULL)
+    pn_barrier()
+    if M == 1:
+        sh = team_share(N, tid, nt)
         for j in range(sh.a, sh.b):
             C[j] = P[j]
         for s in range(1, S):
@@ -539,6 +555,37 @@ cdef int row_k_slices(Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t 
                 C[j] = C[j] + P[s * N + j]
         if ep != NULL and sh.b > sh.a:
             epilogue_row(ep, C + sh.a, 0, sh.a, sh.b - sh.a)
+        return failed
+    sh = team_share(M, tid, nt)
+    for i in range(sh.a, sh.b):
+        c, p = C + i * ldc, P + i * N
+        for j in range(N):
+            c[j] = p[j]
+        for s in range(1, S):
+            for j in range(N):
+                c[j] = c[j] + p[s * MN + j]
+    if ep != NULL and sh.b > sh.a:
+        epilogue_tile(ep, C + sh.a * ldc, ldc, sh.b - sh.a, sh.a, 0, N)
+    return failed
+
+
+cdef int row_k_slices(Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t csa,
+                      const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating *C,
+                      const Epilogue *ep, int nt) noexcept nogil:
+    """One row, C = op(A)·op(B) then ep (α = 1, β = 0), as gemm_k_slices in a parallel region
+    of its own (≤ nt threads, at most one per slice). Returns 1 when a work buffer could not
+    be allocated."""
+    cdef Py_ssize_t S = k_slices(K)
+    cdef floating *P = <floating *>pn_workspace(PN_WS_ROW_SLICES, S * N * sizeof(floating))
+    cdef int tid
+    cdef int failed[1]             # set by any thread (a plain local would be thread-private)
+    if P == NULL:
+        return 1
+    failed[0] = 0
+    with parallel(num_threads=<int>min(<Py_ssize_t>nt, S)):
+        tid = threadid()
+        if gemm_k_slices(1, N, K, A, csa, csa, B, rsb, csb, C, N, ep, P, tid, pn_team_size()):
+            failed[0] = 1
     return failed[0]
 
 

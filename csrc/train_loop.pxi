@@ -23,7 +23,9 @@
 #
 # One thread team for the whole run: the call opens one parallel region and every thread
 # runs every step, taking its share of each phase (gemm_team's rectangle of the grid gemm
-# would use; its rows, chunks or elements of the rest: team_share), with a barrier where a
+# would use, or, for a Dense forward of few rows by a wide W, its KC slices of W's rows:
+# gemm_k_slices, so a thread reads in the forward the rows of W it updates after the
+# backward; its rows, chunks or elements of the rest: team_share), with a barrier where a
 # phase reads what another wrote: after the gather, after each layer forward, after the
 # loss's chunk sums (then every thread adds them in order and has the same L), after each
 # layer backward, after the update. No fork/join per kernel, no Python between steps.
@@ -44,7 +46,7 @@
 # gives the same values). Work buffers (B rows of every layer) belong to the TrainLoop, made
 # once; the GIL is released for the whole run.
 # uses: gather (source_t), dense (forward_epilogue), gemm (gemm_team, gemm_grid, grid_rect,
-# prepack_A, Epilogue), conv (ConvPlan, forward_parts, forward_task, conv_backward_share), pool
+# team_cuts_k, gemm_k_slices, k_slices_values, Epilogue), conv (ConvPlan, forward_parts, forward_task, conv_backward_share), pool
 # (PoolPlan, pool_plane, pool_plane_backward), activations (act_backward, softmax_row, ACT_*),
 # losses (weight_sum, ce_label_rows, ce_prob_rows, pointwise_rows, LOSS_*), reduce (chunk_rows,
 # sum_in_order, MAX_CHUNKS), optim (update_slice, update_chunk, UPDATE_CHUNK, NORM_CHUNK,
@@ -122,6 +124,7 @@ cdef struct LoopRun:
     double loss_partial[MAX_CHUNKS]
     int err                       # a GEMM's work buffers could not be made (set by any thread)
     bint fuse_update              # each layer's update made by the threads that made its dW
+    char *kslices                 # a Dense forward cut along K (gemm_k_slices): its products
     Py_ssize_t got
     LoopLayer *layers
 
@@ -335,8 +338,12 @@ cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floatin
         if L.kind == LAYER_DENSE:
             ep = forward_epilogue(L.b, L.act, L.alpha,
                                   L.A if L.act != ACT_IDENTITY and L.act != ACT_SOFTMAX else NULL, L.m)
-            if gemm_team(False, False, B, L.m, L.n, <floating>1, x, L.n, <const floating *>L.W, L.m,
-                         <floating>0, <floating *>L.Z, L.m, &ep, <floating *>NULL, tid, nt):
+            if team_cuts_k(B, L.n, nt):
+                if gemm_k_slices(B, L.m, L.n, x, L.n, 1, <const floating *>L.W, L.m, 1, <floating *>L.Z,
+                                 L.m, &ep, <floating *>r.kslices, tid, nt):
+                    r.err = 1
+            elif gemm_team(False, False, B, L.m, L.n, <floating>1, x, L.n, <const floating *>L.W, L.m,
+                           <floating>0, <floating *>L.Z, L.m, &ep, <floating *>NULL, tid, nt):
                 r.err = 1
             if L.act == ACT_SOFTMAX:
                 pn_barrier()
@@ -643,6 +650,11 @@ cdef class TrainLoop:
             Ly.grad_in = l > first
             Ly.dX = self._buffer(batch * Ly.n) if Ly.grad_in else NULL
         self.dropout_widths = tuple(drops)
+        cdef Py_ssize_t kslices = 0      # the most any Dense forward cut along K needs
+        for l in range(L):
+            if self.r.layers[l].kind == LAYER_DENSE:
+                kslices = max(kslices, k_slices_values(batch, self.r.layers[l].m, self.r.layers[l].n))
+        self.r.kslices = self._buffer(kslices)
         if not 0 <= first < L or self.r.layers[first].kind not in (LAYER_DENSE, LAYER_CONV):
             raise ValueError(f"TrainLoop: first must be the index of the first Dense or Conv2D layer, got {first}")
         for l in range(first + 1, L):    # as Sequential.backward pairs them (its _masks_relu)
@@ -760,10 +772,11 @@ cdef class TrainLoop:
         return bool(self.r.fuse_update)
 
     cdef char *_buffer(self, Py_ssize_t n) except NULL:
-        """A work buffer of n values of the model's dtype, owned by the loop."""
-        a = np.empty(max(n, 1), self.dtype)
+        """A work buffer of n values of the model's dtype, owned by the loop, starting on a
+        64-byte line (so a thread's rows of it are whole lines of its own)."""
+        a = np.empty(max(n, 1) * self.dtype.itemsize + 64, np.uint8)
         self._keep.append(a)
-        return <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+        return <char *>cnp.PyArray_DATA(<cnp.ndarray>a) + (-<size_t>cnp.PyArray_DATA(<cnp.ndarray>a) & 63)
 
     def run(self, perm, Py_ssize_t start, Py_ssize_t steps, lrs, long t0, masks, loss_out,
             correct_out, zout=None):

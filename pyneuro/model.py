@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from . import _core
+from ._buffers import zeros_aligned
 from ._registry import load_hint, not_registered, registered_name
 from ._validation import as_dtype, as_generator, check_features, check_float, check_int, row_blocks
 from .io import json_fault, read_file, write_file
@@ -71,8 +72,8 @@ class Sequential:
         blocks = [[(name, shape, True) for name, shape in layer.param_shapes()]
                   + [(name, shape, False) for name, shape in layer.state_shapes()] for layer in self.layers]
         total = sum(math.prod(shape) for block in blocks for _, shape, _ in block)
-        self.params = np.zeros(total, dtype=self.dtype)
-        self.grads = np.zeros(total, dtype=self.dtype)
+        self.params = zeros_aligned(total, self.dtype)
+        self.grads = zeros_aligned(total, self.dtype)
         off = 0
         self._spans: list[tuple[int, int, int]] = []    # (layer, start, stop) of each trained run
         self._runs: tuple[tuple, list[tuple[int, int]]] | None = None   # (trainable flags, runs)

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from . import _core
+from ._buffers import zeros_aligned
 from ._validation import check_float, check_int
 
 PER = ("epoch", "step")
@@ -386,7 +387,7 @@ class SGD(Optimizer):
     _state = ("v",)   # None without momentum
 
     def _init_state(self):
-        self.v = np.zeros_like(self.w) if self.momentum else None
+        self.v = zeros_aligned(self.w.size, self.w.dtype) if self.momentum else None
 
     def _step(self, run, scale):
         assert self.w is not None and self.g is not None
@@ -423,8 +424,8 @@ class Adam(Optimizer):
     _state = ("m", "v")
 
     def _init_state(self):
-        self.m = np.zeros_like(self.w)
-        self.v = np.zeros_like(self.w)
+        self.m = zeros_aligned(self.w.size, self.w.dtype)
+        self.v = zeros_aligned(self.w.size, self.w.dtype)
 
     def _step(self, run, scale):
         assert self.w is not None and self.g is not None and self.m is not None and self.v is not None
@@ -474,7 +475,7 @@ class RMSprop(Optimizer):
     _state = ("v",)
 
     def _init_state(self):
-        self.v = np.zeros_like(self.w)
+        self.v = zeros_aligned(self.w.size, self.w.dtype)
 
     def _step(self, run, scale):
         assert self.w is not None and self.g is not None and self.v is not None

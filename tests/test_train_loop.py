@@ -190,6 +190,8 @@ def test_validation_metrics_steps_per_epoch_and_frozen_layers(loops):
 NETS = {
     "relu": lambda: pn.Sequential([pn.Dense(300, 256, "relu"), pn.Dropout(0.2), pn.Dense(256, 128, "relu"),
                                    pn.Dense(128, 10)], seed=0),
+    # 784 inputs are 4 KC slices of W's rows: a few rows' forward is cut along them (gemm_k_slices)
+    "wide_input": lambda: pn.Sequential([pn.Dense(784, 64, "relu"), pn.Dense(64, 10)], seed=0),
     # each activation below a Dense layer is fused into that layer's dX GEMM (softmax is not)
     "every_activation": lambda: pn.Sequential([pn.Dense(300, 40, "gelu"), pn.Dense(40, 30, "elu"),
                                                pn.Dense(30, 20, "tanh"), pn.Dense(20, 16, "softmax"),
@@ -201,13 +203,15 @@ NETS = {
 @pytest.mark.parametrize("num", [2, 3])
 @pytest.mark.parametrize("net_, batch, opt", [("relu", 256, "momentum"), ("relu", 2, "adam_l2_clip"),
                                               ("every_activation", 64, "adam"),
-                                              ("every_activation", 5, "momentum")])
+                                              ("every_activation", 5, "momentum"),
+                                              ("wide_input", 32, "momentum"), ("wide_input", 1, "adam")])
 def test_same_bits_on_1_2_3_threads(num_threads, loops, num, net_, batch, opt):
     """One thread team for the run: at batch 256 GEMMs, gathers and updates are split over
     the threads; at 2 or 5 rows some threads have no rows at all. Without clipping, each
-    layer's update is made inside the backward pass by the threads that made its dW."""
-    X, y = data(n=700, n_in=300, classes=10)
+    layer's update is made inside the backward pass by the threads that made its dW. A Dense
+    layer with a wide input (300 or 784) forward at 1 to 49 rows is cut along its K slices."""
     make = NETS[net_]
+    X, y = data(n=700, n_in=make().n_in, classes=10)
     num_threads(1)
     one, used = train(True, make, X, y, batch=batch, opt=OPTIMIZERS[opt], epochs=1)
     assert used and loops[-1].fused_update == ("clip" not in opt)
@@ -216,6 +220,20 @@ def test_same_bits_on_1_2_3_threads(num_threads, loops, num, net_, batch, opt):
     assert_same(one, many)
     old, _ = train(False, make, X, y, batch=batch, opt=OPTIMIZERS[opt], epochs=1)
     assert_same(old, many)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parameters_gradients_and_optimizer_state_start_on_a_cache_line(dtype, tmp_path):
+    """A thread's rows of W are whole 64-byte lines of its own (a 16-float tile is one line):
+    params, grads and every state vector start on a line, built, loaded and resumed."""
+    make = lambda: pn.Sequential([pn.Dense(12, 8, "relu"), pn.Dense(8, 4)], seed=0, dtype=dtype)
+    X, y = data(n=40, dtype=dtype)
+    for opt in ("momentum", "adam", "rmsprop"):
+        t, _ = train(True, make, X, y, opt=OPTIMIZERS[opt], epochs=1)
+        vectors = [t.model.params, t.model.grads, *t.optimizer.state_arrays().values()]
+        assert len(vectors) >= 3 and all(v.ctypes.data % 64 == 0 for v in vectors)
+    t.model.save(tmp_path / "m.pnz")
+    assert pn.load(tmp_path / "m.pnz").params.ctypes.data % 64 == 0
 
 
 class Counting(pn.Callback):
