@@ -46,11 +46,12 @@
 # gives the same values). Work buffers (B rows of every layer) belong to the TrainLoop, made
 # once; the GIL is released for the whole run.
 # uses: gather (source_t), dense (forward_epilogue), gemm (gemm_team, gemm_grid, grid_rect,
-# team_cuts_k, gemm_k_slices, k_slices_values, Epilogue), conv (ConvPlan, forward_parts, forward_task, conv_backward_share), pool
-# (PoolPlan, pool_plane, pool_plane_backward), activations (act_backward, softmax_row, ACT_*),
-# losses (weight_sum, ce_label_rows, ce_prob_rows, pointwise_rows, LOSS_*), reduce (chunk_rows,
-# sum_in_order, MAX_CHUNKS), optim (update_slice, update_chunk, UPDATE_CHUNK, NORM_CHUNK,
-# sumsq_range, PN_*), threads (team_share, pn_barrier), checks.
+# team_cuts_k, gemm_k_slices, k_slices_values, Epilogue), conv (ConvPlan, forward_parts,
+# forward_task, conv_backward_share), pool (PoolPlan, pool_plane, pool_plane_backward),
+# activations (act_backward, softmax_row, ACT_*), losses (weight_sum, ce_label_rows,
+# ce_prob_rows, pointwise_rows, LOSS_*), reduce (chunk_rows, sum_in_order, MAX_CHUNKS), optim
+# (update_slice, update_chunk, UPDATE_CHUNK, NORM_CHUNK, sumsq_range, PN_*), threads
+# (team_share, pn_barrier), checks.
 
 from libc.math cimport pow, sqrt, isfinite
 from libc.string cimport memcpy
