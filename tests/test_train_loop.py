@@ -209,7 +209,8 @@ def test_same_bits_on_1_2_3_threads(num_threads, loops, num, net_, batch, opt):
     """One thread team for the run: at batch 256 GEMMs, gathers and updates are split over
     the threads; at 2 or 5 rows some threads have no rows at all. Without clipping, each
     layer's update is made inside the backward pass by the threads that made its dW. A Dense
-    layer with a wide input (300 or 784) forward at 1 to 49 rows is cut along its K slices."""
+    forward of few rows by a wide W (4·rows·slices ≤ inputs: 300 inputs at 2 or 5 rows, 784 at
+    1 or 32) is cut along W's K slices (2 and 4 slices)."""
     make = NETS[net_]
     X, y = data(n=700, n_in=make().n_in, classes=10)
     num_threads(1)
