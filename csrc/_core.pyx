@@ -17,6 +17,8 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 import os
 
 import numpy as np
+
+from pyneuro._buffers import zeros_aligned as _zeros_aligned
 cimport numpy as cnp
 
 cnp.import_array()

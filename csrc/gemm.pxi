@@ -505,7 +505,8 @@ cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
 
 cdef inline Py_ssize_t k_slices(Py_ssize_t K) noexcept nogil:
     """How many KC slices gemm_block cuts K into."""
-    return (K + even_slice(K, KC, 1) - 1) // even_slice(K, KC, 1)
+    cdef Py_ssize_t kcs = even_slice(K, KC, 1)
+    return (K + kcs - 1) // kcs
 
 
 cdef inline bint team_cuts_k(Py_ssize_t M, Py_ssize_t K, int nt) noexcept nogil:
@@ -540,32 +541,24 @@ cdef int gemm_k_slices(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating 
     cdef floating *c
     cdef const floating *p
     cdef int failed = 0
-    cdef Share sh = team_share(S, tid, nt)
+    cdef Share sh = team_share(S, tid, nt), rows, cols
     for s in range(sh.a, sh.b):
         failed |= gemm_block(M, N, min(kcs, K - s * kcs), 1, A + s * kcs * csa, rsa, csa,
                              B + s * kcs * rsb, rsb, csb, 0, P + s * MN, N, NULL, 0, 0,
                              <const floating *>NULL, <const Unfold *>NULL, <floating *>NULL)
     pn_barrier()
+    rows, cols = team_share(M, tid, nt), team_share(N, 0, 1)
     if M == 1:
-        sh = team_share(N, tid, nt)
-        for j in range(sh.a, sh.b):
-            C[j] = P[j]
-        for s in range(1, S):
-            for j in range(sh.a, sh.b):
-                C[j] = C[j] + P[s * N + j]
-        if ep != NULL and sh.b > sh.a:
-            epilogue_row(ep, C + sh.a, 0, sh.a, sh.b - sh.a)
-        return failed
-    sh = team_share(M, tid, nt)
-    for i in range(sh.a, sh.b):
+        rows, cols = team_share(1, 0, 1), team_share(N, tid, nt)
+    for i in range(rows.a, rows.b):
         c, p = C + i * ldc, P + i * N
-        for j in range(N):
+        for j in range(cols.a, cols.b):
             c[j] = p[j]
         for s in range(1, S):
-            for j in range(N):
+            for j in range(cols.a, cols.b):
                 c[j] = c[j] + p[s * MN + j]
-    if ep != NULL and sh.b > sh.a:
-        epilogue_tile(ep, C + sh.a * ldc, ldc, sh.b - sh.a, sh.a, 0, N)
+    if ep != NULL and rows.b > rows.a and cols.b > cols.a:
+        epilogue_tile(ep, C + rows.a * ldc + cols.a, ldc, rows.b - rows.a, rows.a, cols.a, cols.b - cols.a)
     return failed
 
 

@@ -774,10 +774,10 @@ cdef class TrainLoop:
 
     cdef char *_buffer(self, Py_ssize_t n) except NULL:
         """A work buffer of n values of the model's dtype, owned by the loop, starting on a
-        64-byte line (so a thread's rows of it are whole lines of its own)."""
-        a = np.empty(max(n, 1) * self.dtype.itemsize + 64, np.uint8)
+        cache line (so a thread's rows of it are whole lines of its own)."""
+        a = _zeros_aligned(max(n, 1), self.dtype)
         self._keep.append(a)
-        return <char *>cnp.PyArray_DATA(<cnp.ndarray>a) + (-<size_t>cnp.PyArray_DATA(<cnp.ndarray>a) & 63)
+        return <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
     def run(self, perm, Py_ssize_t start, Py_ssize_t steps, lrs, long t0, masks, loss_out,
             correct_out, zout=None):
