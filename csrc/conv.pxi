@@ -152,7 +152,7 @@ cdef int forward_positions(const ConvGeom *g, const floating *x, const floating 
     if uf.X == NULL:
         return 1
     ep.bias, ep.bias_rows, ep.act, ep.alpha, ep.out, ep.ldo = b, True, act, alpha, a, g.P
-    ep.Zf = ep.Af = NULL
+    ep.Zf = ep.Af = ep.W = NULL
     if conv_direct(g):
         forward_direct(g, <const floating *>uf.X, Wpre, z, q0, q1)
         if b != NULL or a != NULL:

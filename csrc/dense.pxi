@@ -20,7 +20,7 @@ cdef inline Epilogue forward_epilogue(const void *b, int act, double alpha, void
     """Z += b (over columns), then A = f(Z) (A NULL: Z only; A's row stride ldo)."""
     cdef Epilogue ep
     ep.bias, ep.bias_rows, ep.act, ep.alpha, ep.out, ep.ldo = b, False, act, alpha, A, ldo
-    ep.Zf = ep.Af = NULL
+    ep.Zf = ep.Af = ep.W = NULL
     return ep
 
 

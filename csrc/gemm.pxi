@@ -217,7 +217,9 @@ cdef struct Epilogue:
     #   forward   Z = C + b (b[j] over columns, or with bias_rows b[i]: one per row);
     #             out = f(Z)                      (bias, out may be NULL; out may be C)
     #   backward  out = C ⊙ f′(Zf)                (when Zf is set: act_backward, Af = f(Zf))
-    # out, Zf and Af have row stride ldo.
+    #   update    C is ∂L/∂W: W and its state s1, s2 updated by `rule` with scalars h
+    #             (when W is set: update_slice; by gemm_block a whole block at a time)
+    # out, Zf, Af, W, s1 and s2 have row stride ldo.
     const void *bias
     bint bias_rows
     int act
@@ -226,6 +228,11 @@ cdef struct Epilogue:
     Py_ssize_t ldo
     const void *Zf
     const void *Af
+    void *W
+    void *s1
+    void *s2
+    const double *h
+    int rule
 
 
 cdef inline void epilogue_row(const Epilogue *ep, floating *Z, Py_ssize_t i, Py_ssize_t j,
@@ -235,6 +242,10 @@ cdef inline void epilogue_row(const Epilogue *ep, floating *Z, Py_ssize_t i, Py_
     cdef floating b0
     cdef floating *Aout = <floating *>ep.out + o if ep.out != NULL else NULL
     cdef const floating *bias = <const floating *>ep.bias
+    if ep.W != NULL:
+        update_slice(ep.rule, 0, n, <floating *>ep.W + o, Z, <floating *>ep.s1 + o if ep.s1 != NULL else NULL,
+                     <floating *>ep.s2 + o if ep.s2 != NULL else NULL, ep.h)
+        return
     if ep.Zf != NULL:
         act_backward(ep.act, <floating>ep.alpha, <const floating *>ep.Zf + o,
                      <const floating *>ep.Af + o, Z, Aout, n)
@@ -255,7 +266,7 @@ cdef inline void epilogue_tile(const Epilogue *ep, floating *Z, Py_ssize_t ldz, 
     with a piecewise-linear f in one call (act_kernels.h's pn_bias_act), else row by row."""
     cdef Py_ssize_t r, o = i * ep.ldo + j
     cdef const floating *bias = <const floating *>ep.bias
-    if ep.Zf != NULL or ep.act > ACT_LEAKY_RELU:
+    if ep.Zf != NULL or ep.W != NULL or ep.act > ACT_LEAKY_RELU:
         for r in range(m):
             epilogue_row(ep, Z + r * ldz, i + r, j, n)
         return
@@ -382,6 +393,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     cdef floating *Ap = <floating *>pn_workspace(PN_WS_PACK_A, mcs * kcs * sizeof(floating)) if Apre == NULL else NULL
     cdef floating *Bp = <floating *>pn_workspace(PN_WS_PACK_B, kcs * ncs * sizeof(floating))
     cdef const floating *Bedge = NULL
+    cdef bint by_block = ep != NULL and ep.W != NULL     # an update: a block at a time, not a tile
+    cdef bint last
     if (Ap == NULL and Apre == NULL) or Bp == NULL:
         return 1
     for jc_ in range((N + ncs - 1) // ncs):
@@ -407,13 +420,16 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                     Ap = <floating *>Apre + (pc_ * nic + ic_) * mcs * kcs
                 elif not a_inplace:
                     pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
+                last = pc + kc >= K
                 macro_kernel(mc, nc, kc, alpha,
                              A + ic * rsa + pc * csa if a_inplace else Ap,
                              1 if a_inplace else kc, csa if a_inplace else MR,
                              B + pc * rsb + jc * csb if b_inplace else Bp,
                              1 if b_inplace else kc, rsb if b_inplace else nr, Bedge,
                              beta if pc == 0 else 1, C + ic * ldc + jc, ldc,
-                             ep if pc + kc >= K else NULL, ei + ic, ej + jc)
+                             ep if last and not by_block else NULL, ei + ic, ej + jc)
+                if last and by_block:
+                    epilogue_tile(ep, C + ic * ldc + jc, ldc, mc, ei + ic, ej + jc, nc)
     return 0
 
 

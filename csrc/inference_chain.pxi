@@ -305,7 +305,7 @@ cdef void pooled_epilogue(const ChainStep *conv, Py_ssize_t B, Py_ssize_t planes
     cdef Epilogue ep
     cdef Py_ssize_t s
     ep.bias, ep.bias_rows, ep.act, ep.alpha, ep.ldo = conv.b, True, conv.act, conv.alpha, n
-    ep.Zf = ep.Af = NULL
+    ep.Zf = ep.Af = ep.W = NULL
     for s in range(B):
         ep.out = y + s * planes * n if conv.act != ACT_IDENTITY else NULL
         epilogue_tile(&ep, y + s * planes * n, n, planes, 0, 0, n)

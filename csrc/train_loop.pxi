@@ -33,7 +33,11 @@
 # Fused where the math allows, each bitwise what the separate pass gives:
 #   δ_{l−1} = dA_{l−1} ⊙ f′(Z_{l−1}) in the epilogue of the GEMM dA_{l−1} = δ_l·W_lᵀ
 #   (elementwise activations below a Dense layer), and db_l = Σ_rows δ_l while gemm packs δ_l
-#   for dW_l (rows added in order 0..B−1, as dense_backward does).
+#   for dW_l (rows added in order 0..B−1, as dense_backward does); θ_l's update right after
+#   layer l's backward, each thread the rectangle of dW_l it made (update_layer), and for a
+#   Dense layer with no dA_{l−1} to make (nothing else reads W_l then) inside the dW_l GEMM,
+#   each block of W_l as soon as gemm_block has finished that block of dW_l (update_epilogue).
+# When dW_l's grid leaves threads idle (a small last layer), dA_{l−1} starts on those.
 #
 # Every piece is the kernel the step-by-step path (Trainer, layers.py) calls: gather's
 # conversion, the GEMMs with dense_layer's epilogue, act_backward, dense_backward's bias sums,
@@ -287,13 +291,25 @@ cdef void optimizer_step(LoopRun *r, double lr, long t, const floating *tag, int
     pn_barrier()
 
 
-cdef void update_layer(LoopRun *r, const LoopLayer *L, Py_ssize_t B, const double *h, const floating *tag,
-                       int tid, int nt) noexcept nogil:
+cdef inline Epilogue update_epilogue(const LoopRun *r, const LoopLayer *L, const double *h,
+                                     const floating *tag) noexcept nogil:
+    """The epilogue that updates a Dense layer's W_l from the blocks of dW_l = A_{l−1}ᵀ·δ_l
+    as gemm_block finishes them (in L2 still), by the optimizer's rule with scalars h."""
+    cdef Epilogue ep
+    ep.bias = ep.out = ep.Zf = ep.Af = NULL
+    ep.W, ep.ldo, ep.rule, ep.h = <floating *>r.params + L.w_off, L.m, r.rule, h
+    ep.s1 = <floating *>r.s1 + L.w_off if r.s1 != NULL else NULL
+    ep.s2 = <floating *>r.s2 + L.w_off if r.s2 != NULL else NULL
+    return ep
+
+
+cdef void update_layer(LoopRun *r, const LoopLayer *L, Py_ssize_t B, const double *h, bint w_done,
+                       const floating *tag, int tid, int nt) noexcept nogil:
     """The update of this thread's rectangle of W_l, the one whose dW_l it made (the grid of
     the product A_{l−1}ᵀ·δ_l, or of a convolution's Σ_s δ_s·cols_sᵀ), while it is in its
-    cache; and of the b_l it summed: a Dense layer's columns over a rectangle of the grid's
-    first row, a convolution's channels of its share. Elementwise, so the same values as
-    optimizer_step's chunks."""
+    cache (w_done: already, by update_epilogue); and of the b_l it summed: a Dense layer's
+    columns over a rectangle of the grid's first row, a convolution's channels of its share.
+    Elementwise, so the same values as optimizer_step's chunks."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64, i
     cdef bint conv = L.kind == LAYER_CONV
     cdef Py_ssize_t M = L.conv.Cout if conv else L.n, N = L.conv.K if conv else L.m
@@ -312,7 +328,7 @@ cdef void update_layer(LoopRun *r, const LoopLayer *L, Py_ssize_t B, const doubl
     q = grid_rect(tid, tm, tn, M, N, nr)
     if q.m1 <= q.m0 or q.n1 <= q.n0:
         return
-    if L.train_w:
+    if L.train_w and not w_done:
         for i in range(q.m0, q.m1):
             update_slice(r.rule, L.w_off + i * N + q.n0, q.n1 - q.n0, P, G, s1, s2, h)
     if L.train_b and not conv and q.m0 == 0:
@@ -387,7 +403,8 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
     packed, dA_{l−1} = δ_l·W_lᵀ. Conv2D: conv_backward_share (db_l by channels, dW_l by
     rectangles, a barrier, dA_{l−1} by samples). Pooling: dY routed by planes.
     Dropout: dA_{l−1} = dA_l ⊙ M_l. With h (the update's scalars), each layer with
-    parameters is updated once its backward is done (update_layer)."""
+    parameters is updated once its backward is done (update_layer; a Dense layer's W_l
+    inside its dW_l product when it makes no dA_{l−1}: update_epilogue)."""
     cdef const floating *dA = <const floating *>r.dZ
     cdef const floating *x
     cdef floating *delta
@@ -398,6 +415,9 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
     cdef Py_ssize_t i, l
     cdef const floating *mask
     cdef bint made = False          # δ_l already made by the layer above
+    cdef bint w_done = False        # W_l updated inside its dW_l product
+    cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
+    cdef int tm, tn
     for l in range(r.nl - 1, r.first - 1, -1):
         L = &r.layers[l]
         x = <const floating *>(r.layers[l - 1].A if l > 0 else r.xb)
@@ -414,16 +434,23 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
                     pn_barrier()
             made = False
         if L.kind == LAYER_DENSE:
+            # no dX (nothing else reads W_l now): W_l updated as its dW_l blocks are finished
+            w_done = h != NULL and L.train_w and not L.grad_in
+            if w_done:
+                ep = update_epilogue(r, L, h, tag)
             if gemm_team(True, False, L.n, L.m, B, <floating>1, x, L.n, delta, L.m, <floating>0,
-                         <floating *>L.dW, L.m, NULL, <floating *>L.db, tid, nt):
+                         <floating *>L.dW, L.m, &ep if w_done else NULL, <floating *>L.db, tid, nt):
                 r.err = 1
             if L.grad_in:
                 made = ((below.kind == LAYER_DENSE or below.kind == LAYER_CONV)
                         and below.act != ACT_IDENTITY and below.act != ACT_SOFTMAX)
                 ep.bias, ep.bias_rows, ep.act, ep.alpha = NULL, False, below.act, below.alpha
-                ep.out, ep.ldo, ep.Zf, ep.Af = below.delta, L.n, below.Z, below.A
+                ep.out, ep.ldo, ep.Zf, ep.Af, ep.W = below.delta, L.n, below.Z, below.A, NULL
+                # on the threads dW's grid leaves idle first (a small last layer: dW on one, dX on another)
+                tm = gemm_grid(L.n, L.m, B, nt, nr, &tn)
                 if gemm_team(False, True, B, L.n, L.m, <floating>1, delta, L.m, <const floating *>L.W, L.m,
-                             <floating>0, <floating *>L.dX, L.n, &ep if made else NULL, <floating *>NULL, tid, nt):
+                             <floating>0, <floating *>L.dX, L.n, &ep if made else NULL, <floating *>NULL,
+                             (tid + nt - tm * tn) % nt, nt):
                     r.err = 1
         elif L.kind == LAYER_CONV:
             if conv_backward_share(L.conv, B, x, <const floating *>L.W, delta, <floating *>L.dW,
@@ -444,7 +471,7 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
             made = False
         pn_barrier()
         if h != NULL and (L.kind == LAYER_DENSE or L.kind == LAYER_CONV):
-            update_layer(r, L, B, h, tag, tid, nt)
+            update_layer(r, L, B, h, w_done, tag, tid, nt)
         dA = <const floating *>L.dX
 
 
