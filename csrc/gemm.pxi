@@ -374,11 +374,12 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                     floating *C, Py_ssize_t ldc, const Epilogue *ep, Py_ssize_t ei, Py_ssize_t ej,
                     const floating *Apre, const Unfold *uf, floating *bsum) noexcept nogil:
     """One thread's rectangle, C[M × N] = α·op(A)·op(B) + β·C then the epilogue ep (may be
-    NULL; C[0, 0] is its element (ei, ej)): the five loops with this thread's packing
-    buffers. Returns 1 if they could not be allocated. With Apre, op(A) comes prepacked
-    (A, rsa, csa unused); with uf, op(B) is that unfolded image (B, rsb, csb unused). With
-    bsum, bsum[j] += Σ_p op(B)[p, j] in order of p, each slice while it is being packed
-    (the bias gradient Σ_rows δ of dW = Xᵀ·δ; not with uf).
+    NULL; C[0, 0] is its element (ei, ej); a tile at a time, an update a block at a time:
+    its row calls stay long): the five loops with this thread's packing buffers. Returns 1
+    if they could not be allocated. With Apre, op(A) comes prepacked (A, rsa, csa unused);
+    with uf, op(B) is that unfolded image (B, rsb, csb unused). With bsum, bsum[j] +=
+    Σ_p op(B)[p, j] in order of p, each slice while it is being packed (the bias gradient
+    Σ_rows δ of dW = Xᵀ·δ; not with uf).
     Packing pays when a panel is reused many times. A B panel serves ⌈M/MR⌉ tiles and
     an A panel ⌈N/NR⌉, so for few of them an operand already laid out as panels with a
     longer stride (op(B) row-major, op(A) column-major) is read in place; so is a
