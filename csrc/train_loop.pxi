@@ -415,7 +415,7 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
     cdef Py_ssize_t i, l
     cdef const floating *mask
     cdef bint made = False          # δ_l already made by the layer above
-    cdef bint w_done = False        # W_l updated inside its dW_l product
+    cdef bint w_done                # W_l updated inside its dW_l product
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef int tm, tn
     for l in range(r.nl - 1, r.first - 1, -1):
@@ -423,6 +423,8 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
         x = <const floating *>(r.layers[l - 1].A if l > 0 else r.xb)
         below = &r.layers[l - 1] if l > 0 else NULL
         delta = <floating *>dA
+        # a Dense layer with no dX (nothing else reads W_l now): W_l updated as its dW_l blocks are finished
+        w_done = L.kind == LAYER_DENSE and h != NULL and L.train_w and not L.grad_in
         if L.kind == LAYER_DENSE or L.kind == LAYER_CONV:
             if L.act != ACT_IDENTITY:
                 delta = <floating *>L.delta
@@ -434,8 +436,6 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
                     pn_barrier()
             made = False
         if L.kind == LAYER_DENSE:
-            # no dX (nothing else reads W_l now): W_l updated as its dW_l blocks are finished
-            w_done = h != NULL and L.train_w and not L.grad_in
             if w_done:
                 ep = update_epilogue(r, L, h, tag)
             if gemm_team(True, False, L.n, L.m, B, <floating>1, x, L.n, delta, L.m, <floating>0,
