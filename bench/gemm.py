@@ -22,6 +22,7 @@ Needs threadpoolctl (pip install ".[bench]") to hold NumPy's BLAS to the same
 thread count.
 """
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -145,6 +146,17 @@ CASES = [
 ]
 
 
+def wake_blas(threadpool_limits):
+    """One 256³ product on all of NumPy's BLAS threads, before anything is timed. OpenBLAS
+    0.3.31 (NumPy 2.4's wheel) runs a product like 512×784 · 784×256 at a third of its speed
+    on one thread in a fresh process until one call has used its other threads (measured
+    here: 18.3 → 6.2 ms; a 64³ product, which it keeps on one thread, does not wake it), so
+    one-thread figures taken first would flatter pyneuro."""
+    with threadpool_limits(limits=os.cpu_count()):
+        a = np.ones((256, 256), np.float32)
+        np.matmul(a, a)
+
+
 def bench_args(doc, script, argv=None, extra=()):
     """--threads and --repeats of a benchmark, and threadpoolctl's threadpool_limits (which
     holds NumPy's BLAS to the same thread count): (thread counts, repeats, threadpool_limits,
@@ -161,6 +173,7 @@ def bench_args(doc, script, argv=None, extra=()):
         from threadpoolctl import threadpool_limits
     except ImportError:
         sys.exit(f"bench/{script} needs threadpoolctl: pip install '.[bench]'")
+    wake_blas(threadpool_limits)
     return [int(t) for t in args.threads.split(",")], args.repeats, threadpool_limits, args
 
 

@@ -160,6 +160,8 @@ def worker(args):
         import torch
         torch.set_num_threads(threads)
     from threadpoolctl import threadpool_limits
+    from gemm import wake_blas
+    wake_blas(threadpool_limits)             # (OpenBLAS runs slow on one thread until woken)
     with threadpool_limits(limits=threads):   # NumPy's BLAS (scikit-learn computes with it)
         if kind == "train":
             out = train(lib, int(args.worker[2]), args.worker[3], args.epochs)

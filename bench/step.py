@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyneuro as pn                     # noqa: E402
 from pyneuro import _core                # noqa: E402
-from gemm import SETTLE_SECONDS, calibrate, flops, mlp_step, peak_probe, run_numpy, sample   # noqa: E402
+from gemm import SETTLE_SECONDS, calibrate, flops, mlp_step, peak_probe, run_numpy, sample, wake_blas   # noqa: E402
 
 WIDTHS = (784, 256, 128, 10)
 FLOP_PER_SAMPLE = 2 * sum(a * b for a, b in zip(WIDTHS, WIDTHS[1:])) * 2 + 2 * sum(
@@ -56,6 +56,7 @@ def step_args(doc, script):
         from threadpoolctl import threadpool_limits
     except ImportError:
         sys.exit(f"bench/{script} needs threadpoolctl: pip install '.[bench]'")
+    wake_blas(threadpool_limits)
     return args, threadpool_limits
 
 
