@@ -15,7 +15,11 @@ booleans:
     Adam      m = β₁m + (1−β₁)g,  v = β₂v + (1−β₂)g²,  w −= η·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε)
 
 Both run whole shuffled epochs (pyneuro: Trainer.fit, its compiled loop), taking turns;
-the ratio is the median over rounds of NumPy's time per step / pyneuro's.
+the ratio is the median over rounds of NumPy's time per step / pyneuro's. Each round also
+times the step's eight GEMMs alone through OpenBLAS (the floor under NumPy's step: its
+"GEMMs" column) and probes the FMA peak, for two more columns: pyneuro's step in % of the
+peak (step.FLOP_PER_SAMPLE a sample), and the % of the peak a step 1.3× faster than
+NumPy's would have to run at: FLOPs / (peak · NumPy's time / 1.3).
 """
 import statistics
 import sys
@@ -28,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyneuro as pn                     # noqa: E402
 from pyneuro import _core                # noqa: E402
 import step                              # noqa: E402
-from gemm import SETTLE_SECONDS          # noqa: E402
+from gemm import SETTLE_SECONDS, calibrate, mlp_step, peak_probe, run_numpy, sample   # noqa: E402
 
 WIDTHS = (784, 256, 128, 10)
 STEPS = {32: 300, 128: 100, 512: 30}     # steps per timed epoch
@@ -119,10 +123,13 @@ def numpy_epoch(net, X, y, B, steps, rng):
 def main():
     args, threadpool_limits = step.step_args(__doc__, "numpy_step.py")
     rng = np.random.default_rng(0)
-    print(f"medians of {args.repeats} rounds of one epoch each; µs per step")
-    print(f"{'threads':>7} {'opt':>4} {'batch':>5} {'NumPy':>9} {'pyneuro':>9} {'NumPy/pyneuro':>13}")
+    print(f"medians of {args.repeats} rounds of one epoch each; µs per step; "
+          f"{step.FLOP_PER_SAMPLE / 1e6:.3f} MFLOP a sample")
+    print(f"{'threads':>7} {'opt':>4} {'batch':>5} {'peak GF/s':>9} {'NumPy':>9} {'GEMMs':>9} {'pyneuro':>9} "
+          f"{'NumPy/pyneuro':>13} {'% peak':>6} {'1.3x needs':>10}")
     for nt in args.threads:
         _core.set_num_threads(nt)
+        probe = peak_probe(np.float32)
         with threadpool_limits(limits=nt):
             for opt in ("sgd", "adam"):
                 for B, steps in STEPS.items():
@@ -130,15 +137,25 @@ def main():
                     y = rng.integers(0, 10, B * steps)
                     net = NumpyNet(B, opt, rng)
                     trainer = step.trainer(B, optimizer=pn.SGD(0.01, momentum=0.9) if opt == "sgd" else pn.Adam(0.001))
-                    ours, theirs = [], []
+                    gemms = mlp_step(B, np.float32, rng)
+                    calls = calibrate(run_numpy, gemms)
+                    ours, theirs, blas, peaks = [], [], [], []
                     for r in range(args.repeats + 1):        # the first round warms up
+                        peaks.append(probe())
+                        blas.append(sample(run_numpy, gemms, calls))
                         theirs.append(numpy_epoch(net, X, y, B, steps, rng))
                         time.sleep(SETTLE_SECONDS)           # OpenBLAS's idle workers stop spinning
                         trainer.fit(X, y, epochs=1)
                         ours.append(trainer.history["time"][-1] / steps)
+                        peaks[-1] = max(peaks[-1], probe())  # a slow phase only lowers the probe
                     ratio = statistics.median(t / o for t, o in zip(theirs[1:], ours[1:]))
-                    print(f"{nt:>7} {opt:>4} {B:>5} {statistics.median(theirs[1:]) * 1e6:>9.1f} "
-                          f"{statistics.median(ours[1:]) * 1e6:>9.1f} {ratio:>12.2f}x", flush=True)
+                    flop = step.FLOP_PER_SAMPLE * B / 1e9
+                    pct = statistics.median(100 * flop / o / p for o, p in zip(ours[1:], peaks[1:]))
+                    needs = statistics.median(100 * flop * 1.3 / t / p for t, p in zip(theirs[1:], peaks[1:]))
+                    print(f"{nt:>7} {opt:>4} {B:>5} {statistics.median(peaks[1:]):>9.1f} "
+                          f"{statistics.median(theirs[1:]) * 1e6:>9.1f} {statistics.median(blas[1:]) * 1e6:>9.1f} "
+                          f"{statistics.median(ours[1:]) * 1e6:>9.1f} {ratio:>12.2f}x {pct:>5.1f}% {needs:>9.1f}%",
+                          flush=True)
     _core.set_num_threads(None)
 
 
