@@ -161,7 +161,7 @@ cdef int forward_positions(const ConvGeom *g, const floating *x, const floating 
     uf.koff, uf.pbase = g.koff, g.pbase + q0
     return gemm_block(g.Cout, q1 - q0, g.K, <floating>1, <const floating *>NULL, 0, 0,
                       <const floating *>NULL, 0, 0, <floating>0, z + q0, g.P,
-                      &ep if b != NULL or a != NULL else NULL, 0, q0, Wpre, &uf, <floating *>NULL)
+                      &ep if b != NULL or a != NULL else NULL, 0, q0, Wpre, &uf, <floating *>NULL, NULL)
 
 
 cdef void forward_direct(const ConvGeom *g, const floating *x, const floating *Wpre, floating *z,
@@ -305,7 +305,7 @@ cdef int weight_grad_block(const ConvGeom *g, Py_ssize_t B, const floating *X,
         unfold_rows(g, x, k0, k1, cols)
         if gemm_block(o1 - o0, k1 - k0, g.P, <floating>1, delta + s * out_f + o0 * g.P, g.P, 1,
                       cols, 1, g.P, <floating>(0 if s == 0 else 1), dW + o0 * g.K + k0, g.K,
-                      NULL, 0, 0, <const floating *>NULL, <const Unfold *>NULL, <floating *>NULL):
+                      NULL, 0, 0, <const floating *>NULL, <const Unfold *>NULL, <floating *>NULL, NULL):
             return 1
     return 0
 
@@ -318,7 +318,7 @@ cdef int input_grad_sample(const ConvGeom *g, const floating *WTpre, const float
     if dcols == NULL:
         return 1
     if gemm_block(g.K, g.P, g.Cout, <floating>1, <const floating *>NULL, 0, 0, delta, g.P, 1,
-                  <floating>0, dcols, g.P, NULL, 0, 0, WTpre, <const Unfold *>NULL, <floating *>NULL):
+                  <floating>0, dcols, g.P, NULL, 0, 0, WTpre, <const Unfold *>NULL, <floating *>NULL, NULL):
         return 1
     col2im(g, dcols, dx)
     return 0

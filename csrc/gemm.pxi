@@ -10,7 +10,10 @@
 # MR and NR, so a tile is the same tile for any thread count. One row (α = 1, β = 0, the
 # prediction of one sample), and in a training team a few rows times a wide weight matrix,
 # are cut along K instead: a thread per run of KC slices, their products added in slice
-# order after a barrier (gemm_k_slices: gemm_block's sum, bits and all).
+# order after a barrier (gemm_k_slices: gemm_block's sum, bits and all). In a training
+# team a grid of row bands runs as row blocks the threads take as they come, each its own
+# band's first, then the rest of a slower thread's from the back (runtime.h's block ranges,
+# a barrier after each KC slice): a core slowed by other work holds no one up.
 #
 # The five loops around the micro-kernel, outermost first (gemm_block):
 #   jc  over N in NC-column slabs
@@ -48,7 +51,8 @@
 # micro-kernels and packing in use), checks; C headers gemm_microkernel.h, gemm_pack.h (both via
 # cpu_dispatch.h).
 
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+from posix.unistd cimport usleep
 
 cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and gemm_pack.h's packing, the variant in use
     enum:
@@ -88,6 +92,7 @@ cdef enum:
                                  # (a transposing pack: ~1.5 cycles, the kernel: 16 per cycle)
     MIN_TASK_FMA = 1 << 15       # below this many multiply-adds per thread, fewer threads win
     INPLACE_PANELS = 8           # an operand whose panels serve at most this many tiles is not packed
+    TEAM_BLOCKS = 8              # a team's shared row blocks: about this many a thread (gemm_team)
     ROW_SLICES_MAX = 1 << 18     # elements of one row's slice products (row_k_slices) a thread keeps
 
 
@@ -372,7 +377,7 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
                     const floating *A, Py_ssize_t rsa, Py_ssize_t csa,
                     const floating *B, Py_ssize_t rsb, Py_ssize_t csb, floating beta,
                     floating *C, Py_ssize_t ldc, const Epilogue *ep, Py_ssize_t ei, Py_ssize_t ej,
-                    const floating *Apre, const Unfold *uf, floating *bsum) noexcept nogil:
+                    const floating *Apre, const Unfold *uf, floating *bsum, uint64_t *team) noexcept nogil:
     """One thread's rectangle, C[M × N] = α·op(A)·op(B) + β·C then the epilogue ep (may be
     NULL; C[0, 0] is its element (ei, ej); a tile at a time, an update a block at a time:
     its row calls stay long): the five loops with this thread's packing buffers. Returns 1
@@ -380,13 +385,21 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     with uf, op(B) is that unfolded image (B, rsb, csb unused). With bsum, bsum[j] +=
     Σ_p op(B)[p, j] in order of p, each slice while it is being packed (the bias gradient
     Σ_rows δ of dW = Xᵀ·δ; not with uf).
+    With team (the team's block ranges, runtime.h), every thread of the team calls this for
+    the whole C and the row blocks are shared as they come: each K slice, every thread
+    packs op(B) and takes blocks, its own range's then the others' (pn_team_next), until
+    none is left, then a barrier (C's slices stay in order); blocks of about
+    M/(TEAM_BLOCKS·nt) rows, so a slower core does fewer. A block is the same tiles on any
+    thread, so the same bits. A thread whose buffers could not be allocated still takes
+    blocks and barriers, doing no work, and returns 1.
     Packing pays when a panel is reused many times. A B panel serves ⌈M/MR⌉ tiles and
     an A panel ⌈N/NR⌉, so for few of them an operand already laid out as panels with a
     longer stride (op(B) row-major, op(A) column-major) is read in place; so is a
     single row of A, whose one panel is that row with p-stride csa."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t kcs = even_slice(K, KC, 1)
-    cdef Py_ssize_t mcs = even_slice(M, MC if floating is float else MC // 2, MR)
+    cdef Py_ssize_t mcs = even_slice(M, (MC if floating is float else MC // 2) if team == NULL else
+                                     max(<Py_ssize_t>MR, M // (TEAM_BLOCKS * pn_team_size())), MR)
     cdef Py_ssize_t ncs = even_slice(N, NC, nr)
     cdef bint a_inplace = Apre == NULL and ((rsa == 1 and N <= INPLACE_PANELS * nr) or M == 1)   # one row: a vector
     cdef bint b_inplace = uf == NULL and csb == 1 and M <= INPLACE_PANELS * MR
@@ -395,8 +408,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     cdef floating *Bp = <floating *>pn_workspace(PN_WS_PACK_B, kcs * ncs * sizeof(floating))
     cdef const floating *Bedge = NULL
     cdef bint by_block = ep != NULL and ep.W != NULL     # an update: a block at a time, not a tile
-    cdef bint last
-    if (Ap == NULL and Apre == NULL) or Bp == NULL:
+    cdef bint last, ok = (Ap != NULL or Apre != NULL) and Bp != NULL
+    if not ok and team == NULL:
         return 1
     for jc_ in range((N + ncs - 1) // ncs):
         jc = jc_ * ncs
@@ -405,33 +418,42 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
         for pc_ in range((K + kcs - 1) // kcs):
             pc = pc_ * kcs
             kc = min(kcs, K - pc)
-            if uf != NULL:
+            if not ok:
+                pass
+            elif uf != NULL:
                 pack_B_unfold(kc, nc, uf, pc, jc, Bp)
             elif not b_inplace:
                 pack_B(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp)
             elif jedge < nc and M > 1:      # (one row reads its last columns in place)
                 pack_B(kc, nc - jedge, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
                 Bedge = Bp
-            if bsum != NULL:
+            if bsum != NULL and ok:
                 add_column_sums(kc, nc, B + pc * rsb + jc * csb, rsb, csb, bsum + jc)
-            for ic_ in range((M + mcs - 1) // mcs):
-                ic = ic_ * mcs
-                mc = min(mcs, M - ic)
-                if Apre != NULL:
-                    Ap = <floating *>Apre + (pc_ * nic + ic_) * mcs * kcs
-                elif not a_inplace:
-                    pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
-                last = pc + kc >= K
-                macro_kernel(mc, nc, kc, alpha,
-                             A + ic * rsa + pc * csa if a_inplace else Ap,
-                             1 if a_inplace else kc, csa if a_inplace else MR,
-                             B + pc * rsb + jc * csb if b_inplace else Bp,
-                             1 if b_inplace else kc, rsb if b_inplace else nr, Bedge,
-                             beta if pc == 0 else 1, C + ic * ldc + jc, ldc,
-                             ep if last and not by_block else NULL, ei + ic, ej + jc)
-                if last and by_block:
-                    epilogue_tile(ep, C + ic * ldc + jc, ldc, mc, ei + ic, ej + jc, nc)
-    return 0
+            if team != NULL:
+                pn_team_own(team, nic)
+            ic_ = 0 if team == NULL else pn_team_next(team)
+            while 0 <= ic_ < nic:
+                if ok:
+                    ic = ic_ * mcs
+                    mc = min(mcs, M - ic)
+                    if Apre != NULL:
+                        Ap = <floating *>Apre + (pc_ * nic + ic_) * mcs * kcs
+                    elif not a_inplace:
+                        pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
+                    last = pc + kc >= K
+                    macro_kernel(mc, nc, kc, alpha,
+                                 A + ic * rsa + pc * csa if a_inplace else Ap,
+                                 1 if a_inplace else kc, csa if a_inplace else MR,
+                                 B + pc * rsb + jc * csb if b_inplace else Bp,
+                                 1 if b_inplace else kc, rsb if b_inplace else nr, Bedge,
+                                 beta if pc == 0 else 1, C + ic * ldc + jc, ldc,
+                                 ep if last and not by_block else NULL, ei + ic, ej + jc)
+                    if last and by_block:
+                        epilogue_tile(ep, C + ic * ldc + jc, ldc, mc, ei + ic, ej + jc, nc)
+                ic_ = ic_ + 1 if team == NULL else pn_team_next(team)
+            if team != NULL:
+                pn_barrier()
+    return 0 if ok else 1
 
 
 cdef int gemm_grid(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nt, Py_ssize_t nr,
@@ -486,9 +508,12 @@ cdef void gemm_no_k(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t N, floating beta, f
 cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                    floating alpha, const floating *A, Py_ssize_t lda, const floating *B,
                    Py_ssize_t ldb, floating beta, floating *C, Py_ssize_t ldc,
-                   const Epilogue *ep, floating *bsum, int tid, int nt) noexcept nogil:
+                   const Epilogue *ep, floating *bsum, uint64_t *team, int tid, int nt) noexcept nogil:
     """Thread tid's share, as one of nt threads, of C = α·op(A)·op(B) + β·C and the epilogue
     ep (NULL: none): its rectangle of the grid gemm_grid cuts C into (with K = 0, its rows).
+    In a team (team: its block ranges, runtime.h), a grid of nt row bands over at least
+    TEAM_BLOCKS·MR rows a thread is run as row blocks taken as they come (gemm_block), so a
+    core slowed by other work does less of it; bsum is then made by thread 0 alone.
     With bsum (M ≥ 1, K ≥ 1), bsum[j] = Σ_p op(B)[p, j] in order of p: the rectangles of the
     grid's first row zero and sum their columns. gemm runs the shares in a parallel region of
     its own; a thread team already running (train_loop.pxi) calls it from each of its
@@ -507,6 +532,12 @@ cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
         gemm_no_k(sh.a, sh.b, N, beta, C, ldc, ep)
         return 0
     tm = gemm_grid(M, N, K, nt, nr, &tn)
+    if team != NULL and 1 < nt <= PN_TEAM_MAX and tm == nt and tn == 1 and M >= TEAM_BLOCKS * MR * nt:
+        if bsum != NULL and tid == 0:
+            for j in range(N):
+                bsum[j] = 0
+        return gemm_block(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc, ep, 0, 0,
+                          <const floating *>NULL, <const Unfold *>NULL, bsum if tid == 0 else NULL, team)
     if tid >= tm * tn:
         return 0
     q = grid_rect(tid, tm, tn, M, N, nr)
@@ -517,7 +548,7 @@ cdef int gemm_team(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ss
             bsum[j] = 0
     return gemm_block(q.m1 - q.m0, q.n1 - q.n0, K, alpha, A + q.m0 * rsa, rsa, csa, B + q.n0 * csb,
                       rsb, csb, beta, C + q.m0 * ldc + q.n0, ldc, ep, q.m0, q.n0, <const floating *>NULL,
-                      <const Unfold *>NULL, bsum + q.n0 if bsum != NULL and q.m0 == 0 else NULL)
+                      <const Unfold *>NULL, bsum + q.n0 if bsum != NULL and q.m0 == 0 else NULL, NULL)
 
 
 cdef inline Py_ssize_t k_slices(Py_ssize_t K) noexcept nogil:
@@ -562,7 +593,7 @@ cdef int gemm_k_slices(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating 
     for s in range(sh.a, sh.b):
         failed |= gemm_block(M, N, min(kcs, K - s * kcs), 1, A + s * kcs * csa, rsa, csa,
                              B + s * kcs * rsb, rsb, csb, 0, P + s * MN, N, NULL, 0, 0,
-                             <const floating *>NULL, <const Unfold *>NULL, <floating *>NULL)
+                             <const floating *>NULL, <const Unfold *>NULL, <floating *>NULL, NULL)
     pn_barrier()
     rows, cols = team_share(M, tid, nt), team_share(N, 0, 1)
     if M == 1:
@@ -618,9 +649,9 @@ cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t
                             ldb if trans_b else 1, C, ep, nt)
     tasks = nt if K == 0 else gemm_grid(M, N, K, nt, nr, &tn) * tn
     if tasks == 1:
-        return gemm_team(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, bsum, 0, nt)
+        return gemm_team(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, bsum, NULL, 0, nt)
     for t in prange(tasks, num_threads=tasks, schedule="static"):
-        err += gemm_team(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, bsum, <int>t, nt)
+        err += gemm_team(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, bsum, NULL, <int>t, nt)
     return 1 if err else 0
 
 
@@ -663,3 +694,33 @@ def gemm_into(A, B, C, bint trans_a=False, bint trans_b=False, double alpha=1.0,
     else:
         _gemm_arrays[double](trans_a, trans_b, M, N, KA, alpha, A, B, beta, C)
     return C
+
+
+def _team_blocks(long blocks, int nt, int slow=-1):
+    """For tests: which thread of a team of nt took each of `blocks` row blocks shared as
+    gemm_block shares them (runtime.h's pn_team_own, pn_team_next), and when: thread
+    `slow` pauses 2 ms after each of its blocks. Returns took (nt × blocks, int32):
+    took[t, k] = i when block k was thread t's i-th (from 1), else 0 (a thread the team
+    did not get takes none)."""
+    if blocks < 0 or blocks >= 1 << 31 or not 1 <= nt <= PN_TEAM_MAX:
+        raise ValueError(f"_team_blocks: expected 0 <= blocks < 2**31 and 1 <= nt <= {PN_TEAM_MAX}, "
+                         f"got blocks={blocks}, nt={nt}")
+    took = np.zeros((nt, blocks), np.int32)
+    cdef int32_t[:, ::1] tk = took
+    cdef uint64_t ranges[PN_TEAM_MAX]
+    cdef long k
+    cdef int t, i
+    memset(ranges, 0, sizeof(ranges))
+    with nogil, parallel(num_threads=nt):
+        t = threadid()
+        i = 0
+        pn_team_own(ranges, blocks)
+        pn_barrier()                  # (so a range is set before anyone could steal from it)
+        k = pn_team_next(ranges)
+        while k >= 0:
+            i = i + 1
+            tk[t, k] = i
+            if t == slow:
+                usleep(2000)
+            k = pn_team_next(ranges)
+    return took

@@ -4,6 +4,7 @@
  */
 #ifndef PYNEURO_RUNTIME_H
 #define PYNEURO_RUNTIME_H
+#include <stdint.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,43 @@ static int pn_omp_thread_limit(void) { return INT_MAX; }
 static int pn_team_size(void) { return 1; }
 static void pn_barrier(void) {}
 #endif
+
+/* ---- row blocks shared by a thread team ------------------------------------------
+ * A product whose row blocks a team shares as they come (gemm.pxi): thread t first takes
+ * the blocks of its own range (the contiguous share a static split gives it) from the
+ * front, then, its range empty, the other threads' from the back. So a block changes
+ * core only at the end, where the cores' speeds differ: the lines of C (and of W, for an
+ * update) mostly stay in the cache of the core that wrote them. ranges[t] = lo | hi << 32,
+ * set by t (pn_team_own) at the start of each round of blocks (a KC slice of a product);
+ * a barrier ends each round, every range then empty (zeroed before a run's first). A
+ * thread that looks at a range before its owner has set it sees it empty and leaves
+ * those blocks to the owner. */
+#define PN_TEAM_MAX 64
+static int pn_team_thread(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static void pn_team_own(uint64_t *ranges, long blocks) {
+    int t = pn_team_thread(), nt = pn_team_size();
+    uint64_t lo = (uint64_t)(t * blocks / nt), hi = (uint64_t)((t + 1) * blocks / nt);
+    __atomic_store_n(&ranges[t], lo | hi << 32, __ATOMIC_RELAXED);
+}
+static long pn_team_next(uint64_t *ranges) {       /* the next block, or −1: none left */
+    int t = pn_team_thread(), nt = pn_team_size();
+    for (int k = 0; k < nt; k++) {
+        int u = (t + k) % nt;
+        uint64_t v = __atomic_load_n(&ranges[u], __ATOMIC_RELAXED), lo, hi;
+        while ((lo = v & 0xffffffffu) < (hi = v >> 32)) {
+            uint64_t w = k == 0 ? (lo + 1) | hi << 32 : lo | (hi - 1) << 32;
+            if (__atomic_compare_exchange_n(&ranges[u], &v, w, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                return (long)(k == 0 ? lo : hi - 1);
+        }
+    }
+    return -1;
+}
 
 /* ---- per-thread work buffers -------------------------------------------------
  * pn_workspace(slot, bytes) returns a 64-byte aligned buffer of at least `bytes`

@@ -21,6 +21,9 @@ cdef extern from "runtime.h" nogil:
     void pn_watch_fork()
     int pn_team_size()
     void pn_barrier()
+    enum: PN_TEAM_MAX
+    void pn_team_own(uint64_t *ranges, long blocks)
+    long pn_team_next(uint64_t *ranges)
     enum:
         PN_WS_PACK_A
         PN_WS_PACK_B

@@ -23,7 +23,7 @@
 #
 # One thread team for the whole run: the call opens one parallel region and every thread
 # runs every step, taking its share of each phase (gemm_team's rectangle of the grid gemm
-# would use, or, for a Dense forward of few rows by a wide W, its KC slices of W's rows:
+# would use, or its row blocks as they come where that grid is row bands, or, for a Dense forward of few rows by a wide W, its KC slices of W's rows:
 # gemm_k_slices, so a thread reads in the forward the rows of W it updates after the
 # backward; its rows, chunks or elements of the rest: team_share), with a barrier where a
 # phase reads what another wrote: after the gather, after each layer forward, after the
@@ -58,7 +58,7 @@
 # (team_share, pn_barrier), checks.
 
 from libc.math cimport pow, sqrt, isfinite
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.stdlib cimport calloc
 
 cdef enum:
@@ -130,6 +130,7 @@ cdef struct LoopRun:
     int err                       # a GEMM's work buffers could not be made (set by any thread)
     bint fuse_update              # each layer's update made by the threads that made its dW
     char *kslices                 # a Dense forward cut along K (gemm_k_slices): its products
+    uint64_t team[PN_TEAM_MAX]    # the team's ranges of row blocks (gemm_team, runtime.h)
     Py_ssize_t got
     LoopLayer *layers
 
@@ -360,7 +361,7 @@ cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floatin
                                  L.m, &ep, <floating *>r.kslices, tid, nt):
                     r.err = 1
             elif gemm_team(False, False, B, L.m, L.n, <floating>1, x, L.n, <const floating *>L.W, L.m,
-                           <floating>0, <floating *>L.Z, L.m, &ep, <floating *>NULL, tid, nt):
+                           <floating>0, <floating *>L.Z, L.m, &ep, <floating *>NULL, r.team, tid, nt):
                 r.err = 1
             if L.act == ACT_SOFTMAX:
                 pn_barrier()
@@ -439,7 +440,7 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
             if w_done:
                 ep = update_epilogue(r, L, h, tag)
             if gemm_team(True, False, L.n, L.m, B, <floating>1, x, L.n, delta, L.m, <floating>0,
-                         <floating *>L.dW, L.m, &ep if w_done else NULL, <floating *>L.db, tid, nt):
+                         <floating *>L.dW, L.m, &ep if w_done else NULL, <floating *>L.db, r.team, tid, nt):
                 r.err = 1
             if L.grad_in:
                 made = ((below.kind == LAYER_DENSE or below.kind == LAYER_CONV)
@@ -450,7 +451,7 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
                 tm = gemm_grid(L.n, L.m, B, nt, nr, &tn)
                 if gemm_team(False, True, B, L.n, L.m, <floating>1, delta, L.m, <const floating *>L.W, L.m,
                              <floating>0, <floating *>L.dX, L.n, &ep if made else NULL, <floating *>NULL,
-                             (tid + nt - tm * tn) % nt, nt):
+                             r.team, (tid + nt - tm * tn) % nt, nt):
                     r.err = 1
         elif L.kind == LAYER_CONV:
             if conv_backward_share(L.conv, B, x, <const floating *>L.W, delta, <floating *>L.dW,
@@ -532,6 +533,7 @@ cdef Py_ssize_t run_team(LoopRun *r, const int64_t *perm, Py_ssize_t start, Py_s
     cdef Py_ssize_t got = 0
     cdef int tid = 0
     r.err = 0
+    memset(r.team, 0, sizeof(r.team))     # every range empty until its owner sets it
     with parallel(num_threads=nt):
         tid = threadid()
         got = run_steps(r, perm, start, steps, lrs, t0, loss_out, correct_out, zout, tid, pn_team_size())
