@@ -390,8 +390,8 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
     packs op(B) and takes blocks, its own range's then the others' (pn_team_next), until
     none is left, then a barrier (C's slices stay in order); blocks of about
     M/(TEAM_BLOCKS·nt) rows, so a slower core does fewer. A block is the same tiles on any
-    thread, so the same bits. A thread whose buffers could not be allocated still takes
-    blocks and barriers, doing no work, and returns 1.
+    thread, so the same bits. A thread whose buffers could not be allocated takes no
+    blocks (the others take its range) but keeps to the barriers, and returns 1.
     Packing pays when a panel is reused many times. A B panel serves ⌈M/MR⌉ tiles and
     an A panel ⌈N/NR⌉, so for few of them an operand already laid out as panels with a
     longer stride (op(B) row-major, op(A) column-major) is read in place; so is a
@@ -418,38 +418,36 @@ cdef int gemm_block(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, floating alpha,
         for pc_ in range((K + kcs - 1) // kcs):
             pc = pc_ * kcs
             kc = min(kcs, K - pc)
-            if not ok:
-                pass
-            elif uf != NULL:
-                pack_B_unfold(kc, nc, uf, pc, jc, Bp)
-            elif not b_inplace:
-                pack_B(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp)
-            elif jedge < nc and M > 1:      # (one row reads its last columns in place)
-                pack_B(kc, nc - jedge, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
-                Bedge = Bp
-            if bsum != NULL and ok:
-                add_column_sums(kc, nc, B + pc * rsb + jc * csb, rsb, csb, bsum + jc)
+            if ok:
+                if uf != NULL:
+                    pack_B_unfold(kc, nc, uf, pc, jc, Bp)
+                elif not b_inplace:
+                    pack_B(kc, nc, B + pc * rsb + jc * csb, rsb, csb, Bp)
+                elif jedge < nc and M > 1:      # (one row reads its last columns in place)
+                    pack_B(kc, nc - jedge, B + pc * rsb + (jc + jedge) * csb, rsb, csb, Bp)
+                    Bedge = Bp
+                if bsum != NULL:
+                    add_column_sums(kc, nc, B + pc * rsb + jc * csb, rsb, csb, bsum + jc)
             if team != NULL:
                 pn_team_own(team, nic)
-            ic_ = 0 if team == NULL else pn_team_next(team)
+            ic_ = -1 if not ok else (0 if team == NULL else pn_team_next(team))
             while 0 <= ic_ < nic:
-                if ok:
-                    ic = ic_ * mcs
-                    mc = min(mcs, M - ic)
-                    if Apre != NULL:
-                        Ap = <floating *>Apre + (pc_ * nic + ic_) * mcs * kcs
-                    elif not a_inplace:
-                        pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
-                    last = pc + kc >= K
-                    macro_kernel(mc, nc, kc, alpha,
-                                 A + ic * rsa + pc * csa if a_inplace else Ap,
-                                 1 if a_inplace else kc, csa if a_inplace else MR,
-                                 B + pc * rsb + jc * csb if b_inplace else Bp,
-                                 1 if b_inplace else kc, rsb if b_inplace else nr, Bedge,
-                                 beta if pc == 0 else 1, C + ic * ldc + jc, ldc,
-                                 ep if last and not by_block else NULL, ei + ic, ej + jc)
-                    if last and by_block:
-                        epilogue_tile(ep, C + ic * ldc + jc, ldc, mc, ei + ic, ej + jc, nc)
+                ic = ic_ * mcs
+                mc = min(mcs, M - ic)
+                if Apre != NULL:
+                    Ap = <floating *>Apre + (pc_ * nic + ic_) * mcs * kcs
+                elif not a_inplace:
+                    pack_A(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap)
+                last = pc + kc >= K
+                macro_kernel(mc, nc, kc, alpha,
+                             A + ic * rsa + pc * csa if a_inplace else Ap,
+                             1 if a_inplace else kc, csa if a_inplace else MR,
+                             B + pc * rsb + jc * csb if b_inplace else Bp,
+                             1 if b_inplace else kc, rsb if b_inplace else nr, Bedge,
+                             beta if pc == 0 else 1, C + ic * ldc + jc, ldc,
+                             ep if last and not by_block else NULL, ei + ic, ej + jc)
+                if last and by_block:
+                    epilogue_tile(ep, C + ic * ldc + jc, ldc, mc, ei + ic, ej + jc, nc)
                 ic_ = ic_ + 1 if team == NULL else pn_team_next(team)
             if team != NULL:
                 pn_barrier()

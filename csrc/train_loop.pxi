@@ -23,9 +23,10 @@
 #
 # One thread team for the whole run: the call opens one parallel region and every thread
 # runs every step, taking its share of each phase (gemm_team's rectangle of the grid gemm
-# would use, or its row blocks as they come where that grid is row bands, or, for a Dense forward of few rows by a wide W, its KC slices of W's rows:
-# gemm_k_slices, so a thread reads in the forward the rows of W it updates after the
-# backward; its rows, chunks or elements of the rest: team_share), with a barrier where a
+# would use, or its row blocks as they come where that grid is row bands, or, for a Dense
+# forward of few rows by a wide W, its KC slices of W's rows: gemm_k_slices, so a thread
+# reads in the forward the rows of W it updates after the backward; its rows, chunks or
+# elements of the rest: team_share), with a barrier where a
 # phase reads what another wrote: after the gather, after each layer forward, after the
 # loss's chunk sums (then every thread adds them in order and has the same L), after each
 # layer backward, after the update. No fork/join per kernel, no Python between steps.
