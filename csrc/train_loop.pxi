@@ -652,7 +652,9 @@ cdef class TrainLoop:
                 Ly.W, Ly.b = <char *>cnp.PyArray_DATA(<cnp.ndarray>W), <char *>cnp.PyArray_DATA(<cnp.ndarray>b)
                 Ly.dW, Ly.db = <char *>cnp.PyArray_DATA(<cnp.ndarray>dW), <char *>cnp.PyArray_DATA(<cnp.ndarray>db)
                 Ly.Z = self._buffer(batch * Ly.m)
-                Ly.A = self._buffer(batch * Ly.m) if Ly.act != ACT_IDENTITY else Ly.Z
+                # ReLU's A = f(Z) overwrites Z: f′(Z) = [Z > 0] = [A > 0] bit for bit (NaN, −0
+                # included), so the backward reads it from A, and no second B × m stream is written
+                Ly.A = self._buffer(batch * Ly.m) if Ly.act != ACT_IDENTITY and Ly.act != ACT_RELU else Ly.Z
                 Ly.delta = self._buffer(batch * Ly.m) if Ly.act != ACT_IDENTITY else NULL
                 width = Ly.m
             elif spec[0] == "pool" and len(spec) == 2:
