@@ -450,9 +450,10 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
                 ep.out, ep.ldo, ep.Zf, ep.Af, ep.W = below.delta, L.n, below.Z, below.A, NULL
                 # on the threads dW's grid leaves idle first (a small last layer: dW on one, dX on another)
                 tm = gemm_grid(L.n, L.m, B, nt, nr, &tn)
+                # with the epilogue, C is δ_{l−1}'s buffer, made in place: one B × n stream, not two
                 if gemm_team(False, True, B, L.n, L.m, <floating>1, delta, L.m, <const floating *>L.W, L.m,
-                             <floating>0, <floating *>L.dX, L.n, &ep if made else NULL, <floating *>NULL,
-                             r.team, (tid + nt - tm * tn) % nt, nt):
+                             <floating>0, <floating *>(below.delta if made else L.dX), L.n, &ep if made else NULL,
+                             <floating *>NULL, r.team, (tid + nt - tm * tn) % nt, nt):
                     r.err = 1
         elif L.kind == LAYER_CONV:
             if conv_backward_share(L.conv, B, x, <const floating *>L.W, delta, <floating *>L.dW,
