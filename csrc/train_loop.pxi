@@ -34,11 +34,12 @@
 # Fused where the math allows, each bitwise what the separate pass gives:
 #   δ_{l−1} = dA_{l−1} ⊙ f′(Z_{l−1}) in the epilogue of the GEMM dA_{l−1} = δ_l·W_lᵀ
 #   (elementwise activations below a Dense layer; C is δ_{l−1}'s buffer, made in place), a
-#   ReLU layer's A_l = f(Z_l) over Z_l (f′ = [Z > 0] = [A > 0]: one stream, not two), and db_l = Σ_rows δ_l while gemm packs δ_l
-#   for dW_l (rows added in order 0..B−1, as dense_backward does); θ_l's update right after
-#   layer l's backward, each thread the rectangle of dW_l it made (update_layer), and for a
-#   Dense layer with no dA_{l−1} to make (nothing else reads W_l then) inside the dW_l GEMM,
-#   each block of W_l as soon as gemm_block has finished that block of dW_l (update_epilogue).
+#   ReLU layer's A_l = f(Z_l) over Z_l (f′ = [Z > 0] = [A > 0]: one stream, not two), and
+#   db_l = Σ_rows δ_l while gemm packs δ_l for dW_l (rows added in order 0..B−1, as
+#   dense_backward does); θ_l's update right after layer l's backward, each thread the
+#   rectangle of dW_l it made (update_layer), and for a Dense layer with no dA_{l−1} to make
+#   (nothing else reads W_l then) inside the dW_l GEMM, each block of W_l as soon as
+#   gemm_block has finished that block of dW_l (update_epilogue).
 # When dW_l's grid leaves threads idle (a small last layer), dA_{l−1} starts on those.
 #
 # Every piece is the kernel the step-by-step path (Trainer, layers.py) calls: gather's
