@@ -26,10 +26,10 @@
 # would use, or its row blocks as they come where that grid is row bands, or, for a Dense
 # forward of few rows by a wide W, its KC slices of W's rows: gemm_k_slices, so a thread
 # reads in the forward the rows of W it updates after the backward; its rows, chunks or
-# elements of the rest: team_share), with a barrier where a
-# phase reads what another wrote: after the gather, after each layer forward, after the
-# loss's chunk sums (then every thread adds them in order and has the same L), after each
-# layer backward, after the update. No fork/join per kernel, no Python between steps.
+# elements of the rest: team_share), with a barrier where a phase reads what another wrote:
+# after the gather, after each layer forward, after the loss's chunk sums (then every thread
+# adds them in order and has the same L), after each layer backward, after the update. No
+# fork/join per kernel, no Python between steps.
 #
 # Fused where the math allows, each bitwise what the separate pass gives:
 #   δ_{l−1} = dA_{l−1} ⊙ f′(Z_{l−1}) in the epilogue of the GEMM dA_{l−1} = δ_l·W_lᵀ
@@ -398,6 +398,14 @@ cdef void forward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const floatin
         x = <const floating *>L.A
 
 
+cdef inline bint makes_delta(const LoopLayer *L, const LoopLayer *below) noexcept nogil:
+    """Whether L's dX product makes the δ of the layer below in its epilogue (a Dense layer
+    over a Dense or Conv2D layer with an elementwise activation): its C is then δ's buffer,
+    made in place, and L keeps no dX of its own."""
+    return (L.kind == LAYER_DENSE and (below.kind == LAYER_DENSE or below.kind == LAYER_CONV)
+            and below.act != ACT_IDENTITY and below.act != ACT_SOFTMAX)
+
+
 cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double *h, const floating *tag,
                    int tid, int nt) noexcept nogil:
     """∂L/∂θ of every layer down to the first with parameters, from δ = ∂L/∂A_last in dZ; a
@@ -446,13 +454,11 @@ cdef void backward(LoopRun *r, Py_ssize_t B, const Py_ssize_t *off, const double
                          <floating *>L.dW, L.m, &ep if w_done else NULL, <floating *>L.db, r.team, tid, nt):
                 r.err = 1
             if L.grad_in:
-                made = ((below.kind == LAYER_DENSE or below.kind == LAYER_CONV)
-                        and below.act != ACT_IDENTITY and below.act != ACT_SOFTMAX)
+                made = makes_delta(L, below)
                 ep.bias, ep.bias_rows, ep.act, ep.alpha = NULL, False, below.act, below.alpha
                 ep.out, ep.ldo, ep.Zf, ep.Af, ep.W = below.delta, L.n, below.Z, below.A, NULL
                 # on the threads dW's grid leaves idle first (a small last layer: dW on one, dX on another)
                 tm = gemm_grid(L.n, L.m, B, nt, nr, &tn)
-                # with the epilogue, C is δ_{l−1}'s buffer, made in place: one B × n stream, not two
                 if gemm_team(False, True, B, L.n, L.m, <floating>1, delta, L.m, <const floating *>L.W, L.m,
                              <floating>0, <floating *>(below.delta if made else L.dX), L.n, &ep if made else NULL,
                              <floating *>NULL, r.team, (tid + nt - tm * tn) % nt, nt):
@@ -684,7 +690,8 @@ cdef class TrainLoop:
                 raise ValueError(f"TrainLoop: layers[{l}]: expected a ('dense', …), ('conv', …), ('pool', plan) or "
                                  f"('dropout', n, p) tuple, got {spec!r:.80}")
             Ly.grad_in = l > first
-            Ly.dX = self._buffer(batch * Ly.n) if Ly.grad_in else NULL
+            Ly.dX = (self._buffer(batch * Ly.n) if Ly.grad_in and not makes_delta(Ly, &self.r.layers[l - 1])
+                     else NULL)
         self.dropout_widths = tuple(drops)
         cdef Py_ssize_t kslices = 0      # the most any Dense forward cut along K needs
         for l in range(L):
