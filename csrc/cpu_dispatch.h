@@ -95,7 +95,8 @@ static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f6
 #define pn_maxpool2x2_f64 PN_PICK(pn_maxpool2x2, f64)
 
 /* One register tile: rows ≤ MR rows of the panel a, vecs ∈ {1, 2} 32-byte vectors of the
- * panel b; pn_pair_T (only with pn_isa == 2): rows × two whole panels, b and b + hstep;
+ * panel b; pn_pair_T (pn_isa == 2, or pn_isa == 1 with rows ≤ PN_PAIR_ROWS): rows × two
+ * whole panels, b and b + hstep;
  * pn_row_T: one row, n columns (a multiple of the widest vectors' lanes). */
 #define PN_DEFINE_TILE_CALLS(SUF, T)                                                                \
     static inline void pn_tile_##SUF(int rows, int vecs, long k, const T *a, long lda, const T *b, \
@@ -111,9 +112,9 @@ static inline int pn_probe_lanes(int f64) { return (pn_isa == 2 ? 64 : 32) / (f6
         PN_PICK_WIDEST(pn_row, SUF)(k, n, a, lda, b, ldb, c, alpha, beta);                         \
     }
 #if PN_HAVE_AVX2_KERNEL
-#define PN_PICK_PAIRS(SUF) pn_pairs_##SUF##_avx512
+#define PN_PICK_PAIRS(SUF) (pn_isa == 2 ? pn_pairs_##SUF##_avx512 : pn_edge_pairs_##SUF##_avx2)
 #else
-#define PN_PICK_PAIRS(SUF) pn_tiles_##SUF##_generic[1]   /* never called: pn_isa < 2 */
+#define PN_PICK_PAIRS(SUF) pn_tiles_##SUF##_generic[1]   /* never called: pn_isa == 0 */
 #endif
 PN_DEFINE_TILE_CALLS(f32, float)
 PN_DEFINE_TILE_CALLS(f64, double)

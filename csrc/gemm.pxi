@@ -59,6 +59,7 @@ cdef extern from "cpu_dispatch.h" nogil:   # gemm_microkernel.h's kernels and ge
         PN_MR
         PN_NR_F32
         PN_NR_F64
+        PN_PAIR_ROWS
     void pn_tile_f32(int rows, int vecs, long k, const float *a, long lda, const float *b,
                      long ldb, float *c, long ldc, float alpha, float beta)
     void pn_tile_f64(int rows, int vecs, long k, const double *a, long lda, const double *b,
@@ -297,7 +298,8 @@ cdef inline void add_column_sums(Py_ssize_t kc, Py_ssize_t nc, const floating *B
 cdef inline void pair_tile(Py_ssize_t rows, Py_ssize_t k, const floating *a, Py_ssize_t lda,
                            const floating *b, Py_ssize_t ldb, Py_ssize_t hstep, floating *c,
                            Py_ssize_t ldc, floating alpha, floating beta) noexcept nogil:
-    """The AVX-512 tile: rows × two whole panels of B (b and b + hstep), C in place."""
+    """rows × two whole panels of B (b and b + hstep), C in place: the AVX-512 tile, and
+    the AVX2 tile of a last row panel of rows ≤ PN_PAIR_ROWS."""
     if floating is float:
         pn_pair_f32(<int>rows, k, a, lda, b, ldb, hstep, c, ldc, alpha, beta)
     else:
@@ -326,16 +328,17 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     Ap + ir·a_step (p-stride lda), B's for column jr at Bp + jr·b_step (p-stride ldb);
     a last, narrower B panel comes packed from Bedge when B is read in place.
     A tile has m ≤ MR rows and one or two vectors of columns (with AVX-512 two whole
-    panels while they last); when those cover its n columns exactly the kernel writes C in
-    place, otherwise through a small buffer. One row with B in place (a single sample)
+    panels while they last, and so with AVX2 a last row panel of m ≤ PN_PAIR_ROWS rows);
+    when those cover its n columns exactly the kernel writes C in place, otherwise through
+    a small buffer. One row with B in place (a single sample)
     takes its whole panels in one pn_row call, reading B row by row, and the columns
     past them as sums from pn_row_tail, B in place too.
     With ep (the last KC slice) each finished tile gets the epilogue; this block's C[0, 0]
     is element (ei, ej) of the whole product."""
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
-    cdef Py_ssize_t ir_, jr, ir, m, n, ldb_j, j0
+    cdef Py_ssize_t ir_, jr, ir, m, n, w, ldb_j, j0
     cdef int vecs
-    cdef bint pair
+    cdef bint pair, edge
     cdef floating tile[TILE_MAX]
     cdef floating *c
     cdef const floating *b
@@ -357,19 +360,26 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
         n = 2 * nr if pair else min(nr, nc - jr)
         vecs = 1 if 2 * n <= nr else 2
         b, ldb_j = (Bedge, nr) if n < nr and Bedge != NULL else (Bp + jr * b_step, ldb)
+        # AVX2, a last row panel of m ≤ PN_PAIR_ROWS rows: whole panels 2i and 2i+1 in one
+        # tile, at the even one (edge); the odd one then has no tile of its own for those rows
+        edge = pn_isa == 1 and jr // nr % 2 == 0 and jr + 2 * nr <= nc
         for ir_ in range((mc + MR - 1) // MR):
             ir = ir_ * MR
             m = min(<Py_ssize_t>MR, mc - ir)
             c = C + ir * ldc + jr
-            if pair:
+            w = n
+            if pair or (edge and m <= PN_PAIR_ROWS):
+                w = 2 * nr
                 pair_tile(m, kc, Ap + ir * a_step, lda, b, ldb_j, nr * b_step, c, ldc, alpha, beta)
+            elif m <= PN_PAIR_ROWS and pn_isa == 1 and jr // nr % 2 == 1 and jr + nr <= nc:
+                continue
             elif 2 * n == vecs * nr:
                 tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, c, ldc, alpha, beta)
             else:
                 tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, tile, nr, 1, 0)
                 finish_tile(m, n, tile, nr, c, ldc, alpha, beta)
             if ep != NULL:
-                epilogue_tile(ep, c, ldc, m, ei + ir, ej + jr, n)
+                epilogue_tile(ep, c, ldc, m, ei + ir, ej + jr, w)
         jr += n
 
 

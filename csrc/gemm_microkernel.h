@@ -13,9 +13,10 @@
  * One source, two element types, three instruction sets: GCC vector extensions
  * (two vectors per tile row, 12 accumulators in registers) compiled with AVX2+FMA
  * enabled, for the baseline ISA, and with AVX-512 (64-byte vectors, one per panel);
- * which one runs is cpu_dispatch.h's choice (it includes this file). Vector h of a tile
- * row p is read at b + p·ldb + h·hstep: the next 32-byte vector of the panel (hstep = L)
- * or, for AVX-512, the next panel. The FMA probe runs the same instruction mix without
+ * which one runs is cpu_dispatch.h's choice (it includes this file). With VPP vectors
+ * of L elements to a panel, vector h of a tile row p is read at
+ * b + p·ldb + (h mod VPP)·L + ⌊h / VPP⌋·hstep: within a panel, then the next panel
+ * hstep elements on. The FMA probe runs the same instruction mix without
  * memory traffic, to measure the machine's peak on the ISA in use.
  *
  * Defined here, per element type and ISA, SUF = f32_generic, f64_generic, f32_avx2, f64_avx2:
@@ -24,7 +25,8 @@
  *   pn_row_tail_SUF                its last n < NR columns' sums, B read in place
  *   pn_fma_probe_SUF               the FMA probe
  * (the last two also for SUF = f32_avx512, f64_avx512)
- * and pn_pairs_f32_avx512[ROWS], pn_pairs_f64_avx512[ROWS]: ROWS × two whole panels.
+ * and ROWS × two whole panels: pn_pairs_f32_avx512[ROWS], pn_pairs_f64_avx512[ROWS], and
+ * for a last row panel of ROWS ≤ PN_PAIR_ROWS, pn_edge_pairs_f32_avx2, pn_edge_pairs_f64_avx2.
  */
 #ifndef PYNEURO_GEMM_MICROKERNEL_H
 #define PYNEURO_GEMM_MICROKERNEL_H
@@ -41,7 +43,7 @@
 #define PN_ROW_CHUNK 512                 /* columns whose sums pn_row keeps in L1 at once */
 #define PN_ROW_STEP 8                    /* rows of B pn_row reads per pass over its sums */
 
-#define PN_DEFINE_MICROKERNEL(NAME, T, ATTR, ROWS, VECS, VB)                        \
+#define PN_DEFINE_MICROKERNEL(NAME, T, ATTR, ROWS, VECS, VB, VPP)                   \
     ATTR static void NAME(long k, const T *restrict a, long lda, const T *restrict b, \
                           long ldb, long hstep, T *restrict c, long ldc, T alpha, T beta) { \
         typedef T vec __attribute__((vector_size(VB)));                             \
@@ -55,7 +57,8 @@
         for (long p = 0; p < k; p++) {                                              \
             vec bv[VECS];                                                           \
             _Pragma("GCC unroll 8")                                                 \
-            for (int h = 0; h < VECS; h++) memcpy(&bv[h], b + p * ldb + h * hstep, sizeof(vec)); \
+            for (int h = 0; h < VECS; h++)                                          \
+                memcpy(&bv[h], b + p * ldb + h % VPP * L + h / VPP * hstep, sizeof(vec)); \
             /* a[·] − 0 splats the scalar exactly (−0, NaN kept): one broadcast */  \
             _Pragma("GCC unroll 6")                                                 \
             for (int i = 0; i < ROWS; i++) {                                        \
@@ -83,13 +86,13 @@
  * VECS = 1, 2 (a last column panel of at most NR/2 needs one vector), gathered in
  * a table pn_tiles_SUF[VECS − 1][ROWS]. A short tile does only the arithmetic it keeps.
  * VB: the vector's bytes (32, or 64 for AVX-512). */
-#define PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, V, VB)                                 \
-    PN_DEFINE_MICROKERNEL(NAME##_1x##V, T, ATTR, 1, V, VB)                          \
-    PN_DEFINE_MICROKERNEL(NAME##_2x##V, T, ATTR, 2, V, VB)                          \
-    PN_DEFINE_MICROKERNEL(NAME##_3x##V, T, ATTR, 3, V, VB)                          \
-    PN_DEFINE_MICROKERNEL(NAME##_4x##V, T, ATTR, 4, V, VB)                          \
-    PN_DEFINE_MICROKERNEL(NAME##_5x##V, T, ATTR, 5, V, VB)                          \
-    PN_DEFINE_MICROKERNEL(NAME##_6x##V, T, ATTR, 6, V, VB)
+#define PN_DEFINE_KERNEL_ROWS(NAME, T, ATTR, V, VB, VPP)                            \
+    PN_DEFINE_MICROKERNEL(NAME##_1x##V, T, ATTR, 1, V, VB, VPP)                     \
+    PN_DEFINE_MICROKERNEL(NAME##_2x##V, T, ATTR, 2, V, VB, VPP)                     \
+    PN_DEFINE_MICROKERNEL(NAME##_3x##V, T, ATTR, 3, V, VB, VPP)                     \
+    PN_DEFINE_MICROKERNEL(NAME##_4x##V, T, ATTR, 4, V, VB, VPP)                     \
+    PN_DEFINE_MICROKERNEL(NAME##_5x##V, T, ATTR, 5, V, VB, VPP)                     \
+    PN_DEFINE_MICROKERNEL(NAME##_6x##V, T, ATTR, 6, V, VB, VPP)
 #define PN_KERNEL_ROWS(NAME, V) \
     {0, NAME##_1x##V, NAME##_2x##V, NAME##_3x##V, NAME##_4x##V, NAME##_5x##V, NAME##_6x##V}
 /* One row of a product (a single sample through a layer), n columns (a multiple of L):
@@ -152,8 +155,8 @@
 #define PN_DEFINE_KERNEL_TABLE(SUF, T, ATTR, FMA)                                   \
     PN_DEFINE_ROW_KERNEL(pn_row_##SUF, T, ATTR, 32)                                  \
     PN_DEFINE_ROW_TAIL(pn_row_tail_##SUF, T, ATTR, FMA)                             \
-    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 1, 32)                            \
-    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 2, 32)                            \
+    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 1, 32, 2)                         \
+    PN_DEFINE_KERNEL_ROWS(pn_tile_##SUF, T, ATTR, 2, 32, 2)                         \
     static __typeof__(&pn_tile_##SUF##_1x1) const pn_tiles_##SUF[2][PN_MR + 1] = {  \
         PN_KERNEL_ROWS(pn_tile_##SUF, 1), PN_KERNEL_ROWS(pn_tile_##SUF, 2)};
 
@@ -181,12 +184,25 @@ PN_DEFINE_KERNEL_TABLE(f32_avx2, float, PN_AVX2, __builtin_fmaf)
 PN_DEFINE_KERNEL_TABLE(f64_avx2, double, PN_AVX2, __builtin_fma)
 PN_DEFINE_FMA_PROBE(f32_avx2, float, PN_AVX2, 32)
 PN_DEFINE_FMA_PROBE(f64_avx2, double, PN_AVX2, 32)
+/* AVX2 edge pairs: a last row panel of rows ≤ PN_PAIR_ROWS (M = 6q + 1..3, as a batch of 32,
+ * 128 or 512) keeps only 2·rows FMA chains on one panel, too few to hide the FMA's latency;
+ * it takes two adjacent whole panels at once instead (four vectors a row, the second panel
+ * hstep elements after the first): pn_edge_pairs_SUF[ROWS], at most 12 accumulators. */
+#define PN_PAIR_ROWS 3
+#define PN_DEFINE_EDGE_PAIRS(SUF, T)                                                \
+    PN_DEFINE_MICROKERNEL(pn_edge_pair_##SUF##_1x4, T, PN_AVX2, 1, 4, 32, 2)        \
+    PN_DEFINE_MICROKERNEL(pn_edge_pair_##SUF##_2x4, T, PN_AVX2, 2, 4, 32, 2)        \
+    PN_DEFINE_MICROKERNEL(pn_edge_pair_##SUF##_3x4, T, PN_AVX2, 3, 4, 32, 2)        \
+    static __typeof__(&pn_edge_pair_##SUF##_1x4) const pn_edge_pairs_##SUF[PN_PAIR_ROWS + 1] = { \
+        0, pn_edge_pair_##SUF##_1x4, pn_edge_pair_##SUF##_2x4, pn_edge_pair_##SUF##_3x4};
+PN_DEFINE_EDGE_PAIRS(f32_avx2, float)
+PN_DEFINE_EDGE_PAIRS(f64_avx2, double)
 /* AVX-512: one 64-byte vector is a whole NR-column panel, so a 6 × 2-vector tile spans two
  * adjacent panels (the second hstep elements after the first): pn_pairs_SUF[ROWS]; pn_row
- * with 64-byte vectors. Every element is
- * the same FMA chain over p as in the AVX2 tiles, so all give the same bits. */
-PN_DEFINE_KERNEL_ROWS(pn_pair_f32_avx512, float, PN_AVX512, 2, 64)
-PN_DEFINE_KERNEL_ROWS(pn_pair_f64_avx512, double, PN_AVX512, 2, 64)
+ * with 64-byte vectors. Every element of every tile above is the same FMA chain over p, so
+ * all give the same bits. */
+PN_DEFINE_KERNEL_ROWS(pn_pair_f32_avx512, float, PN_AVX512, 2, 64, 1)
+PN_DEFINE_KERNEL_ROWS(pn_pair_f64_avx512, double, PN_AVX512, 2, 64, 1)
 static __typeof__(&pn_pair_f32_avx512_1x2) const pn_pairs_f32_avx512[PN_MR + 1] =
     PN_KERNEL_ROWS(pn_pair_f32_avx512, 2);
 static __typeof__(&pn_pair_f64_avx512_1x2) const pn_pairs_f64_avx512[PN_MR + 1] =
