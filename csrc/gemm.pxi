@@ -338,7 +338,7 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
     cdef Py_ssize_t nr = PN_NR_F32 if floating is float else PN_NR_F64
     cdef Py_ssize_t ir_, jr, ir, m, n, w, ldb_j, j0
     cdef int vecs
-    cdef bint pair, edge
+    cdef bint pair, edge, paired
     cdef floating tile[TILE_MAX]
     cdef floating *c
     cdef const floating *b
@@ -361,8 +361,9 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
         vecs = 1 if 2 * n <= nr else 2
         b, ldb_j = (Bedge, nr) if n < nr and Bedge != NULL else (Bp + jr * b_step, ldb)
         # AVX2, a last row panel of m ≤ PN_PAIR_ROWS rows: whole panels 2i and 2i+1 in one
-        # tile, at the even one (edge); the odd one then has no tile of its own for those rows
+        # tile, made at panel 2i (edge); panel 2i+1 (paired) has no tile of its own for them
         edge = pn_isa == 1 and jr // nr % 2 == 0 and jr + 2 * nr <= nc
+        paired = pn_isa == 1 and jr // nr % 2 == 1 and jr + nr <= nc
         for ir_ in range((mc + MR - 1) // MR):
             ir = ir_ * MR
             m = min(<Py_ssize_t>MR, mc - ir)
@@ -371,7 +372,7 @@ cdef void macro_kernel(Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, floating alp
             if pair or (edge and m <= PN_PAIR_ROWS):
                 w = 2 * nr
                 pair_tile(m, kc, Ap + ir * a_step, lda, b, ldb_j, nr * b_step, c, ldc, alpha, beta)
-            elif m <= PN_PAIR_ROWS and pn_isa == 1 and jr // nr % 2 == 1 and jr + nr <= nc:
+            elif paired and m <= PN_PAIR_ROWS:
                 continue
             elif 2 * n == vecs * nr:
                 tile_kernel(m, vecs, kc, Ap + ir * a_step, lda, b, ldb_j, c, ldc, alpha, beta)
