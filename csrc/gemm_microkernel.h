@@ -38,6 +38,7 @@
 #include <string.h>
 
 #define PN_MR 6                          /* rows of a register tile                */
+#define PN_PAIR_ROWS 3                   /* rows ≤ this: an AVX2 edge tile spans two panels */
 #define PN_NR_F32 16                     /* columns: two 8-float vectors            */
 #define PN_NR_F64 8                      /* columns: two 4-double vectors           */
 #define PN_ROW_CHUNK 512                 /* columns whose sums pn_row keeps in L1 at once */
@@ -188,7 +189,6 @@ PN_DEFINE_FMA_PROBE(f64_avx2, double, PN_AVX2, 32)
  * 128 or 512) keeps only 2·rows FMA chains on one panel, too few to hide the FMA's latency;
  * it takes two adjacent whole panels at once instead (four vectors a row, the second panel
  * hstep elements after the first): pn_edge_pairs_SUF[ROWS], at most 12 accumulators. */
-#define PN_PAIR_ROWS 3
 #define PN_DEFINE_EDGE_PAIRS(SUF, T)                                                \
     PN_DEFINE_MICROKERNEL(pn_edge_pair_##SUF##_1x4, T, PN_AVX2, 1, 4, 32, 2)        \
     PN_DEFINE_MICROKERNEL(pn_edge_pair_##SUF##_2x4, T, PN_AVX2, 2, 4, 32, 2)        \
