@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=5, help="epochs a sample (their median)")
     args = ap.parse_args()
+    if args.repeats < 1 or args.epochs < 1:
+        ap.error(f"--repeats and --epochs must be >= 1, got {args.repeats} and {args.epochs}")
     if not hasattr(os, "sched_getaffinity"):
         sys.exit("bench/busy_core.py pins a process to a core: it needs os.sched_setaffinity (Linux)")
     cpus = sorted(os.sched_getaffinity(0))
@@ -72,13 +74,13 @@ def main():
         y = rng.integers(0, 10, batch * steps)
         t, gemms = trainer(batch), mlp_step(batch, np.float32, rng)
         ours, blas = {c: [] for c in configs}, {c: [] for c in configs}
-        for r in range(args.repeats + 1):
+        for _ in range(args.repeats + 1):
             for nt, busy in configs:
                 _core.set_num_threads(nt)
                 with threadpool_limits(limits=nt), (BusyCore(cpus[-1]) if busy else contextlib.nullcontext()):
                     t.fit(X, y, epochs=args.epochs)
                     ours[nt, busy].append(statistics.median(t.history["time"][-args.epochs:]) / steps)
-                    time.sleep(SETTLE_SECONDS)
+                    time.sleep(SETTLE_SECONDS)       # the team's idle threads stop spinning
                     blas[nt, busy].append(sample(run_numpy, gemms, calibrate(run_numpy, gemms)))
                     time.sleep(SETTLE_SECONDS)       # OpenBLAS's idle workers stop spinning
         _core.set_num_threads(None)
