@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyneuro import _core                # noqa: E402
-from gemm import SETTLE_SECONDS, calibrate, mlp_step, run_numpy, sample, wake_blas   # noqa: E402
-from step import BATCHES, trainer        # noqa: E402
+from gemm import SETTLE_SECONDS, calibrate, mlp_step, run_numpy, sample   # noqa: E402
+from step import BATCHES, blas_limits, trainer   # noqa: E402
 
 SPIN = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
 
@@ -58,11 +58,7 @@ def main():
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         sys.exit(f"bench/busy_core.py needs at least 2 cores, this process may use {len(cpus)}")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        sys.exit("bench/busy_core.py needs threadpoolctl: pip install '.[bench]'")
-    wake_blas(threadpool_limits)
+    threadpool_limits = blas_limits("busy_core.py")
     n = len(cpus)
     configs = [(1, False), (n, False), (n, True)]
     rng = np.random.default_rng(0)

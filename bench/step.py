@@ -51,13 +51,18 @@ def step_args(doc, script):
     ap.add_argument("--loop", type=float, default=0, metavar="SECONDS",
                     help="instead: the compiled path alone, epochs for SECONDS per configuration, "
                          "each after a peak probe; best and median (a calm minute shows in the best)")
-    args = ap.parse_args()
+    return ap.parse_args(), blas_limits(script)
+
+
+def blas_limits(script):
+    """threadpoolctl's threadpool_limits, NumPy's BLAS woken through it (or exit: `script`
+    needs it)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         sys.exit(f"bench/{script} needs threadpoolctl: pip install '.[bench]'")
     wake_blas(threadpool_limits)
-    return args, threadpool_limits
+    return threadpool_limits
 
 
 def configurations(threads, rng):
